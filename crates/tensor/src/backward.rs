@@ -1,0 +1,290 @@
+//! Every op the tape can record, and every derivative, in one place.
+//!
+//! [`Op`] is a closed enum and [`backward_op`] one exhaustive `match`: adding an op means adding
+//! a variant, and the compiler then points at the derivative that must be written. Each arm
+//! receives the op's output value `y` and the incoming gradient `g = ∂L/∂y`, and returns
+//! `∂L/∂input` for each input that requires a gradient — and computes nothing for the others.
+
+use crate::graph::flat;
+use crate::kernels::gemm::MatRef;
+use crate::kernels::{conv, matmul, pool};
+use ndarray::{ArrayD, Axis, IxDyn, Slice};
+
+/// A recorded operation: the ids of its inputs and what its derivative needs from the forward
+/// pass. Shapes are validated when the op is created (see the `ops` module).
+pub(crate) enum Op {
+    /// `y = conv(x, w) + b`, stride 1, zero padding `pad` (NCHW, weights `C_out×C_in×k_h×k_w`).
+    Conv2d {
+        x: usize,
+        w: usize,
+        b: Option<usize>,
+        pad: usize,
+    },
+    /// `y = max(x, 0)`.
+    Relu { x: usize },
+    /// 2×2 stride-2 max pooling; `argmax` is the winning input of each output, per plane.
+    MaxPool2 { x: usize, argmax: Vec<u32> },
+    /// 2×2 stride-2 average pooling.
+    AvgPool2 { x: usize },
+    /// `y = a·b` for matrices.
+    MatMul { a: usize, b: usize },
+    /// `y = F·Fᵀ / (C·H·W)` per image, `F` the `C×(H·W)` feature matrix.
+    Gram { x: usize },
+    /// `y = a + b`.
+    Add { a: usize, b: usize },
+    /// `y = a − b`.
+    Sub { a: usize, b: usize },
+    /// `y = a ⊙ b` (elementwise).
+    Mul { a: usize, b: usize },
+    /// `y = factor · x`.
+    Scale { x: usize, factor: f32 },
+    /// `y = x²` (elementwise).
+    Square { x: usize },
+    /// `y = Σ x`.
+    Sum { x: usize },
+    /// `y = Σ x / n`.
+    Mean { x: usize },
+    /// The same values under another shape.
+    Reshape { x: usize },
+    /// `y[.., i, j] = x[.., i+1, j] − x[.., i, j]` (vertical neighbour differences).
+    DiffH { x: usize },
+    /// `y[.., i, j] = x[.., i, j+1] − x[.., i, j]` (horizontal neighbour differences).
+    DiffW { x: usize },
+    /// `y[:, k] = x[:, index[k]]` (channels picked or reordered, e.g. RGB → BGR).
+    GatherChannels { x: usize, index: Vec<usize> },
+    /// `y[:, c] = scale[c]·x[:, c] + shift[c]` (the shift needs no memory: it has no derivative).
+    ChannelAffine { x: usize, scale: Vec<f32> },
+}
+
+impl Op {
+    /// The ids of the op's inputs.
+    pub(crate) fn inputs(&self) -> Vec<usize> {
+        match *self {
+            Op::Conv2d { x, w, b, .. } => [Some(x), Some(w), b].into_iter().flatten().collect(),
+            Op::MatMul { a, b } | Op::Add { a, b } | Op::Sub { a, b } | Op::Mul { a, b } => {
+                vec![a, b]
+            }
+            Op::Relu { x }
+            | Op::MaxPool2 { x, .. }
+            | Op::AvgPool2 { x }
+            | Op::Gram { x }
+            | Op::Scale { x, .. }
+            | Op::Square { x }
+            | Op::Sum { x }
+            | Op::Mean { x }
+            | Op::Reshape { x }
+            | Op::DiffH { x }
+            | Op::DiffW { x }
+            | Op::GatherChannels { x, .. }
+            | Op::ChannelAffine { x, .. } => vec![x],
+        }
+    }
+}
+
+/// The derivative of `op`: given its output `y` and `g = ∂L/∂y`, returns `(input id, ∂L/∂input)`
+/// for the inputs where `needs(id)` holds. `value_of(id)` reads an input's forward value.
+pub(crate) fn backward_op<'a>(
+    op: &Op,
+    y: &ArrayD<f32>,
+    g: &ArrayD<f32>,
+    value_of: &dyn Fn(usize) -> &'a ArrayD<f32>,
+    needs: &dyn Fn(usize) -> bool,
+) -> Vec<(usize, ArrayD<f32>)> {
+    let mut out = Vec::new();
+    match *op {
+        Op::Conv2d { x, w, b, pad } => {
+            let (xv, wv) = (value_of(x), value_of(w));
+            let geo = conv_geometry(xv, wv, pad);
+            let n = xv.shape()[0];
+            let (in_len, out_len) = (
+                geo.c_in * geo.h * geo.w,
+                geo.c_out * geo.out_h() * geo.out_w(),
+            );
+            let gs = flat(g);
+            if needs(x) {
+                // dx = col2im(Wᵀ · dY), image by image.
+                let mut dx = Vec::with_capacity(n * in_len);
+                for dy in gs.chunks_exact(out_len) {
+                    dx.extend(conv::conv2d_backward_input(dy, flat(wv), &geo));
+                }
+                out.push((x, from_vec(xv.shape(), dx)));
+            }
+            if needs(w) {
+                // dW = Σ_images dY · colᵀ.
+                let mut dw = vec![0.0; wv.len()];
+                for (xi, dy) in flat(xv).chunks_exact(in_len).zip(gs.chunks_exact(out_len)) {
+                    let part = conv::conv2d_backward_weight(xi, dy, &geo);
+                    dw.iter_mut().zip(&part).for_each(|(d, s)| *d += s);
+                }
+                out.push((w, from_vec(wv.shape(), dw)));
+            }
+            if let Some(b) = b.filter(|&b| needs(b)) {
+                // db[o] = Σ over images and pixels of dY[o].
+                let per_plane = geo.out_h() * geo.out_w();
+                let mut db = vec![0.0f32; geo.c_out];
+                for (i, plane) in gs.chunks_exact(per_plane).enumerate() {
+                    db[i % geo.c_out] += plane.iter().sum::<f32>();
+                }
+                out.push((b, from_vec(&[geo.c_out], db)));
+            }
+        }
+        Op::Relu { x } => {
+            // dx = g where y > 0, else 0 (the subgradient 0 at the kink).
+            let mut dx = g.clone();
+            dx.zip_mut_with(y, |d, &yv| {
+                if yv <= 0.0 {
+                    *d = 0.0
+                }
+            });
+            out.push((x, dx));
+        }
+        Op::MaxPool2 { x, ref argmax } => {
+            let s = value_of(x).shape();
+            let (c, h, w) = (s[0] * s[1], s[2], s[3]);
+            let dx = pool::max_pool2_backward(flat(g), argmax, c, h, w);
+            out.push((x, from_vec(s, dx)));
+        }
+        Op::AvgPool2 { x } => {
+            let s = value_of(x).shape();
+            let dx = pool::avg_pool2_backward(flat(g), s[0] * s[1], s[2], s[3]);
+            out.push((x, from_vec(s, dx)));
+        }
+        Op::MatMul { a, b } => {
+            let (av, bv) = (value_of(a), value_of(b));
+            let (m, k, n) = (av.shape()[0], av.shape()[1], bv.shape()[1]);
+            let gm = MatRef::row_major(flat(g), m, n);
+            if needs(a) {
+                // dA = G · Bᵀ.
+                let da = matmul::matmul(gm, MatRef::row_major(flat(bv), k, n).t());
+                out.push((a, from_vec(&[m, k], da)));
+            }
+            if needs(b) {
+                // dB = Aᵀ · G.
+                let db = matmul::matmul(MatRef::row_major(flat(av), m, k).t(), gm);
+                out.push((b, from_vec(&[k, n], db)));
+            }
+        }
+        Op::Gram { x } => {
+            // G = F·Fᵀ/s  ⇒  dF = (dG + dGᵀ)·F / s, with s = C·H·W — both terms, since G is a
+            // product of F with itself.
+            let xv = value_of(x);
+            let s = xv.shape();
+            let (n, c, m) = (s[0], s[1], s[2] * s[3]);
+            let norm = 1.0 / (c * m) as f32;
+            let mut dx = Vec::with_capacity(xv.len());
+            for (f, dg) in flat(xv)
+                .chunks_exact(c * m)
+                .zip(flat(g).chunks_exact(c * c))
+            {
+                let mut sym = vec![0.0; c * c];
+                for i in 0..c {
+                    for j in 0..c {
+                        sym[i * c + j] = (dg[i * c + j] + dg[j * c + i]) * norm;
+                    }
+                }
+                dx.extend(matmul::matmul(
+                    MatRef::row_major(&sym, c, c),
+                    MatRef::row_major(f, c, m),
+                ));
+            }
+            debug_assert_eq!(dx.len(), n * c * m);
+            out.push((x, from_vec(s, dx)));
+        }
+        Op::Add { a, b } => {
+            if needs(a) {
+                out.push((a, g.clone()));
+            }
+            if needs(b) {
+                out.push((b, g.clone()));
+            }
+        }
+        Op::Sub { a, b } => {
+            if needs(a) {
+                out.push((a, g.clone()));
+            }
+            if needs(b) {
+                out.push((b, -g));
+            }
+        }
+        Op::Mul { a, b } => {
+            // d(a⊙b) = g⊙b for a, g⊙a for b.
+            if needs(a) {
+                out.push((a, g * value_of(b)));
+            }
+            if needs(b) {
+                out.push((b, g * value_of(a)));
+            }
+        }
+        Op::Scale { x, factor } => out.push((x, g * factor)),
+        Op::Square { x } => out.push((x, g * value_of(x) * 2.0)),
+        Op::Sum { x } => {
+            let g0 = flat(g)[0];
+            out.push((x, ArrayD::from_elem(value_of(x).raw_dim(), g0)));
+        }
+        Op::Mean { x } => {
+            let xv = value_of(x);
+            let g0 = flat(g)[0] / xv.len() as f32;
+            out.push((x, ArrayD::from_elem(xv.raw_dim(), g0)));
+        }
+        Op::Reshape { x } => {
+            let shape = value_of(x).raw_dim();
+            out.push((
+                x,
+                g.clone()
+                    .into_shape_with_order(shape)
+                    .expect("same element count"),
+            ));
+        }
+        Op::DiffH { x } => out.push((x, diff_backward(value_of(x), g, value_of(x).ndim() - 2))),
+        Op::DiffW { x } => out.push((x, diff_backward(value_of(x), g, value_of(x).ndim() - 1))),
+        Op::GatherChannels { x, ref index } => {
+            // Each output channel k came from input channel index[k]: send its gradient back.
+            let mut dx = ArrayD::zeros(value_of(x).raw_dim());
+            for (k, &src) in index.iter().enumerate() {
+                let mut dst = dx.index_axis_mut(Axis(1), src);
+                dst += &g.index_axis(Axis(1), k);
+            }
+            out.push((x, dx));
+        }
+        Op::ChannelAffine { x, ref scale } => {
+            let mut dx = g.clone();
+            for (c, &s) in scale.iter().enumerate() {
+                dx.index_axis_mut(Axis(1), c).mapv_inplace(|v| v * s);
+            }
+            out.push((x, dx));
+        }
+    }
+    debug_assert!(out.iter().all(|(id, _)| needs(*id)));
+    out
+}
+
+/// The geometry of a convolution of `x: N×C_in×H×W` with `w: C_out×C_in×k_h×k_w`.
+pub(crate) fn conv_geometry(x: &ArrayD<f32>, w: &ArrayD<f32>, pad: usize) -> conv::ConvGeometry {
+    let (xs, ws) = (x.shape(), w.shape());
+    conv::ConvGeometry {
+        c_in: xs[1],
+        h: xs[2],
+        w: xs[3],
+        c_out: ws[0],
+        kh: ws[2],
+        kw: ws[3],
+        pad,
+    }
+}
+
+/// A row-major array of `shape` holding `data`.
+pub(crate) fn from_vec(shape: &[usize], data: Vec<f32>) -> ArrayD<f32> {
+    ArrayD::from_shape_vec(IxDyn(shape), data).expect("kernel output matches its shape")
+}
+
+/// Adjoint of a forward difference along `axis`: `y_i = x_{i+1} − x_i` sends `+g_i` to
+/// `x_{i+1}` and `−g_i` to `x_i`.
+fn diff_backward(x: &ArrayD<f32>, g: &ArrayD<f32>, axis: usize) -> ArrayD<f32> {
+    let mut dx = ArrayD::zeros(x.raw_dim());
+    let ax = Axis(axis);
+    let mut hi = dx.slice_axis_mut(ax, Slice::from(1..));
+    hi += g;
+    let mut lo = dx.slice_axis_mut(ax, Slice::from(..-1));
+    lo -= g;
+    dx
+}

@@ -1,0 +1,8 @@
+//! The numeric kernels, apart from the autodiff graph: plain functions on flat `f32` slices in
+//! NCHW order. Each fast kernel has a naive twin in [`reference`] that the tests compare against.
+
+pub mod conv;
+pub mod gemm;
+pub mod matmul;
+pub mod pool;
+pub mod reference;

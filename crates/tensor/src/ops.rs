@@ -1,0 +1,366 @@
+//! The operations on [`Var`]: each checks its input shapes (a mismatch is a programming error
+//! and panics here, naming the op and the shapes), computes its forward value with a kernel, and
+//! records itself on the tape. The derivatives are in the `backward` module.
+
+use crate::backward::{conv_geometry, from_vec, Op};
+use crate::graph::{flat, Var};
+use crate::kernels::gemm::MatRef;
+use crate::kernels::{conv, matmul, pool};
+use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use std::sync::Arc;
+
+impl<'g> Var<'g> {
+    /// This variable's id, the key of its gradient in [`crate::Gradients`].
+    pub fn id(self) -> usize {
+        self.id
+    }
+
+    /// The graph this variable lives on (to add constants beside it).
+    pub fn graph(self) -> &'g crate::Graph {
+        self.graph
+    }
+
+    /// The forward value (shared, not copied).
+    pub fn value(self) -> Arc<ArrayD<f32>> {
+        self.graph.value(self.id)
+    }
+
+    /// The shape of the value.
+    pub fn shape(self) -> Vec<usize> {
+        self.value().shape().to_vec()
+    }
+
+    /// Whether a gradient flows to this variable (it is a parameter or computed from one).
+    pub fn requires_grad(self) -> bool {
+        self.graph.requires_grad(self.id)
+    }
+
+    /// The value of a single-element tensor (a loss).
+    #[track_caller]
+    pub fn item(self) -> f32 {
+        let v = self.value();
+        assert_eq!(
+            v.len(),
+            1,
+            "item: expected one element, got shape {:?}",
+            v.shape()
+        );
+        flat(&v)[0]
+    }
+
+    #[track_caller]
+    fn same_graph(self, other: Var<'g>, op: &str) {
+        assert!(
+            std::ptr::eq(self.graph, other.graph),
+            "{op}: operands belong to different graphs"
+        );
+    }
+
+    #[track_caller]
+    fn same_shape(self, other: Var<'g>, op: &str) {
+        self.same_graph(other, op);
+        let (a, b) = (self.shape(), other.shape());
+        assert_eq!(a, b, "{op}: shapes differ: {a:?} vs {b:?}");
+    }
+
+    #[track_caller]
+    fn nchw(self, op: &str) -> [usize; 4] {
+        let s = self.shape();
+        assert_eq!(
+            s.len(),
+            4,
+            "{op}: expected an N×C×H×W tensor, got shape {s:?}"
+        );
+        [s[0], s[1], s[2], s[3]]
+    }
+
+    /// 2-D convolution, stride 1, zero padding `pad`:
+    /// `y[n,o,i,j] = b[o] + Σ_{c,u,v} w[o,c,u,v]·x[n,c,i+u−p,j+v−p]`.
+    /// `self: N×C_in×H×W`, `weight: C_out×C_in×k_h×k_w`, `bias: C_out`. im2col + GEMM.
+    #[track_caller]
+    pub fn conv2d(self, weight: Var<'g>, bias: Option<Var<'g>>, pad: usize) -> Var<'g> {
+        self.same_graph(weight, "conv2d");
+        let [n, c, h, w] = self.nchw("conv2d");
+        let ws = weight.shape();
+        assert!(
+            ws.len() == 4 && ws[1] == c && ws[0] > 0,
+            "conv2d: input {:?} and weight {ws:?} disagree (weight must be C_out×{c}×kh×kw)",
+            self.shape()
+        );
+        assert!(
+            h + 2 * pad >= ws[2] && w + 2 * pad >= ws[3],
+            "conv2d: kernel {}×{} larger than the padded input {:?} with pad {pad}",
+            ws[2],
+            ws[3],
+            self.shape()
+        );
+        if let Some(b) = bias {
+            self.same_graph(b, "conv2d");
+            assert_eq!(
+                b.shape(),
+                vec![ws[0]],
+                "conv2d: bias must have shape [{}]",
+                ws[0]
+            );
+        }
+        let (xv, wv) = (self.value(), weight.value());
+        let bv = bias.map(|b| b.value());
+        let geo = conv_geometry(&xv, &wv, pad);
+        let mut y = Vec::with_capacity(n * geo.c_out * geo.out_h() * geo.out_w());
+        for xi in flat(&xv).chunks_exact(c * h * w) {
+            y.extend(conv::conv2d_forward(
+                xi,
+                flat(&wv),
+                bv.as_deref().map(flat),
+                &geo,
+            ));
+        }
+        let value = from_vec(&[n, geo.c_out, geo.out_h(), geo.out_w()], y);
+        let op = Op::Conv2d {
+            x: self.id,
+            w: weight.id,
+            b: bias.map(|b| b.id),
+            pad,
+        };
+        self.graph.record(value, op)
+    }
+
+    /// Rectified linear unit, `max(x, 0)`.
+    pub fn relu(self) -> Var<'g> {
+        let y = self.value().mapv(|v| v.max(0.0));
+        self.graph.record(y, Op::Relu { x: self.id })
+    }
+
+    /// 2×2 stride-2 max pooling of an N×C×H×W tensor; output `⌊H/2⌋×⌊W/2⌋`.
+    #[track_caller]
+    pub fn max_pool2(self) -> Var<'g> {
+        let [n, c, h, w] = self.nchw("max_pool2");
+        let (y, argmax) = pool::max_pool2_forward(flat(&self.value()), n * c, h, w);
+        let value = from_vec(&[n, c, h / 2, w / 2], y);
+        self.graph
+            .record(value, Op::MaxPool2 { x: self.id, argmax })
+    }
+
+    /// 2×2 stride-2 average pooling of an N×C×H×W tensor; output `⌊H/2⌋×⌊W/2⌋`.
+    #[track_caller]
+    pub fn avg_pool2(self) -> Var<'g> {
+        let [n, c, h, w] = self.nchw("avg_pool2");
+        let y = pool::avg_pool2_forward(flat(&self.value()), n * c, h, w);
+        self.graph.record(
+            from_vec(&[n, c, h / 2, w / 2], y),
+            Op::AvgPool2 { x: self.id },
+        )
+    }
+
+    /// Matrix product of an `m×k` and a `k×n` matrix.
+    #[track_caller]
+    pub fn matmul(self, rhs: Var<'g>) -> Var<'g> {
+        self.same_graph(rhs, "matmul");
+        let (a, b) = (self.shape(), rhs.shape());
+        assert!(
+            a.len() == 2 && b.len() == 2 && a[1] == b[0],
+            "matmul: shapes {a:?} and {b:?} do not multiply"
+        );
+        let (av, bv) = (self.value(), rhs.value());
+        let c = matmul::matmul(
+            MatRef::row_major(flat(&av), a[0], a[1]),
+            MatRef::row_major(flat(&bv), b[0], b[1]),
+        );
+        self.graph.record(
+            from_vec(&[a[0], b[1]], c),
+            Op::MatMul {
+                a: self.id,
+                b: rhs.id,
+            },
+        )
+    }
+
+    /// Gram matrix of each image's feature map: with `F` the `C×(H·W)` matrix of the N×C×H×W
+    /// input, `G = F·Fᵀ / (C·H·W)`, shape N×C×C. (The normalisation of Gatys et al. as the
+    /// classic implementations use it.)
+    #[track_caller]
+    pub fn gram(self) -> Var<'g> {
+        let [n, c, h, w] = self.nchw("gram");
+        let xv = self.value();
+        let norm = 1.0 / (c * h * w) as f32;
+        let mut g = Vec::with_capacity(n * c * c);
+        for f in flat(&xv).chunks_exact(c * h * w) {
+            g.extend(matmul::gram(f, c, h * w).into_iter().map(|v| v * norm));
+        }
+        self.graph
+            .record(from_vec(&[n, c, c], g), Op::Gram { x: self.id })
+    }
+
+    /// Elementwise `self + rhs` (same shapes; no broadcasting).
+    #[track_caller]
+    pub fn add(self, rhs: Var<'g>) -> Var<'g> {
+        self.same_shape(rhs, "add");
+        let y = &*self.value() + &*rhs.value();
+        self.graph.record(
+            y,
+            Op::Add {
+                a: self.id,
+                b: rhs.id,
+            },
+        )
+    }
+
+    /// Elementwise `self − rhs` (same shapes).
+    #[track_caller]
+    pub fn sub(self, rhs: Var<'g>) -> Var<'g> {
+        self.same_shape(rhs, "sub");
+        let y = &*self.value() - &*rhs.value();
+        self.graph.record(
+            y,
+            Op::Sub {
+                a: self.id,
+                b: rhs.id,
+            },
+        )
+    }
+
+    /// Elementwise product `self ⊙ rhs` (same shapes).
+    #[track_caller]
+    pub fn mul(self, rhs: Var<'g>) -> Var<'g> {
+        self.same_shape(rhs, "mul");
+        let y = &*self.value() * &*rhs.value();
+        self.graph.record(
+            y,
+            Op::Mul {
+                a: self.id,
+                b: rhs.id,
+            },
+        )
+    }
+
+    /// `factor · self`.
+    pub fn scale(self, factor: f32) -> Var<'g> {
+        let y = &*self.value() * factor;
+        self.graph.record(y, Op::Scale { x: self.id, factor })
+    }
+
+    /// Elementwise square.
+    pub fn square(self) -> Var<'g> {
+        let y = self.value().mapv(|v| v * v);
+        self.graph.record(y, Op::Square { x: self.id })
+    }
+
+    /// Sum of all elements, a 0-dimensional tensor. Accumulated in f64 so that a loss summed over
+    /// millions of pixels keeps its precision.
+    pub fn sum(self) -> Var<'g> {
+        let s = flat(&self.value()).iter().map(|&v| v as f64).sum::<f64>();
+        self.graph.record(
+            ArrayD::from_elem(IxDyn(&[]), s as f32),
+            Op::Sum { x: self.id },
+        )
+    }
+
+    /// Mean of all elements, a 0-dimensional tensor (accumulated in f64).
+    #[track_caller]
+    pub fn mean(self) -> Var<'g> {
+        let v = self.value();
+        assert!(!v.is_empty(), "mean: empty tensor of shape {:?}", v.shape());
+        let s = flat(&v).iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        self.graph.record(
+            ArrayD::from_elem(IxDyn(&[]), s as f32),
+            Op::Mean { x: self.id },
+        )
+    }
+
+    /// The same elements, in row-major order, under another shape of equal size.
+    #[track_caller]
+    pub fn reshape(self, shape: &[usize]) -> Var<'g> {
+        let v = self.value();
+        assert_eq!(
+            v.len(),
+            shape.iter().product::<usize>(),
+            "reshape: cannot view shape {:?} as {shape:?}",
+            v.shape()
+        );
+        let y = from_vec(shape, flat(&v).to_vec());
+        self.graph.record(y, Op::Reshape { x: self.id })
+    }
+
+    /// Vertical neighbour differences over the last two axes: `y[.., i, j] = x[.., i+1, j] −
+    /// x[.., i, j]`, one row shorter (total variation's first term).
+    #[track_caller]
+    pub fn diff_h(self) -> Var<'g> {
+        let y = neighbour_diff(&self.value(), "diff_h", 2);
+        self.graph.record(y, Op::DiffH { x: self.id })
+    }
+
+    /// Horizontal neighbour differences: `y[.., i, j] = x[.., i, j+1] − x[.., i, j]`, one column
+    /// shorter (total variation's second term).
+    #[track_caller]
+    pub fn diff_w(self) -> Var<'g> {
+        let y = neighbour_diff(&self.value(), "diff_w", 1);
+        self.graph.record(y, Op::DiffW { x: self.id })
+    }
+
+    /// Picks channels (axis 1) by index: `y[:, k] = x[:, index[k]]`. `[2, 1, 0]` turns RGB into
+    /// BGR.
+    #[track_caller]
+    pub fn gather_channels(self, index: &[usize]) -> Var<'g> {
+        let v = self.value();
+        assert!(
+            v.ndim() >= 2,
+            "gather_channels: expected N×C×…, got shape {:?}",
+            v.shape()
+        );
+        let c = v.shape()[1];
+        assert!(
+            index.iter().all(|&i| i < c),
+            "gather_channels: index {index:?} out of range for {c} channels"
+        );
+        let y = v.select(Axis(1), index);
+        self.graph.record(
+            y,
+            Op::GatherChannels {
+                x: self.id,
+                index: index.to_vec(),
+            },
+        )
+    }
+
+    /// Per-channel affine map on axis 1: `y[:, c] = scale[c]·x[:, c] + shift[c]` — the network's
+    /// input normalisation `(x·range − mean)/std` is `scale = range/std`, `shift = −mean/std`.
+    #[track_caller]
+    pub fn channel_affine(self, scale: &[f32], shift: &[f32]) -> Var<'g> {
+        let v = self.value();
+        assert!(
+            v.ndim() >= 2 && scale.len() == v.shape()[1] && shift.len() == v.shape()[1],
+            "channel_affine: {} scales and {} shifts for shape {:?}",
+            scale.len(),
+            shift.len(),
+            v.shape()
+        );
+        let mut y = (*v).clone();
+        for (c, (&s, &t)) in scale.iter().zip(shift).enumerate() {
+            y.index_axis_mut(Axis(1), c).mapv_inplace(|x| s * x + t);
+        }
+        self.graph.record(
+            y,
+            Op::ChannelAffine {
+                x: self.id,
+                scale: scale.to_vec(),
+            },
+        )
+    }
+}
+
+/// `x[.., 1:, ..] − x[.., :-1, ..]` along axis `ndim − from_end`.
+#[track_caller]
+fn neighbour_diff(x: &ArrayD<f32>, op: &str, from_end: usize) -> ArrayD<f32> {
+    assert!(
+        x.ndim() >= 2,
+        "{op}: expected at least 2 axes, got shape {:?}",
+        x.shape()
+    );
+    let ax = Axis(x.ndim() - from_end);
+    assert!(
+        x.len_of(ax) >= 1,
+        "{op}: empty axis in shape {:?}",
+        x.shape()
+    );
+    &x.slice_axis(ax, Slice::from(1..)) - &x.slice_axis(ax, Slice::from(..-1))
+}

@@ -1,0 +1,209 @@
+//! Every op's backward against central finite differences, on awkward shapes.
+
+mod common;
+
+use common::{check_grads, numeric_grad, random, rel_err, rng, well_separated, GRAD_TOL};
+use ndarray::ArrayD;
+use nst_tensor::{Graph, Var};
+use std::sync::Arc;
+
+fn conv_case(seed: u64, x: &[usize], w: &[usize], pad: usize) {
+    let mut r = rng(seed);
+    let inputs = [
+        random(&mut r, x),
+        random(&mut r, w),
+        random(&mut r, &[w[0]]),
+    ];
+    check_grads(&inputs, &|v| v[0].conv2d(v[1], Some(v[2]), pad));
+}
+
+#[test]
+fn conv2d_3x3_pad1_odd_sizes() {
+    conv_case(1, &[1, 3, 5, 7], &[4, 3, 3, 3], 1);
+}
+
+#[test]
+fn conv2d_one_channel_batch_of_two() {
+    conv_case(2, &[2, 1, 6, 3], &[2, 1, 3, 3], 1);
+}
+
+#[test]
+fn conv2d_one_by_one_map() {
+    conv_case(3, &[1, 2, 1, 1], &[3, 2, 3, 3], 1);
+}
+
+#[test]
+fn conv2d_kernel_larger_than_map() {
+    conv_case(4, &[1, 2, 2, 3], &[2, 2, 5, 5], 2);
+}
+
+#[test]
+fn conv2d_no_padding_and_1x1_kernel() {
+    conv_case(5, &[1, 2, 5, 6], &[3, 2, 3, 3], 0);
+    conv_case(6, &[1, 3, 4, 5], &[2, 3, 1, 1], 0);
+}
+
+#[test]
+fn conv2d_many_bands() {
+    // 19 output rows: more than one band, so band seams and the col2im halo sum are exercised.
+    conv_case(7, &[1, 2, 19, 4], &[2, 2, 3, 3], 1);
+}
+
+#[test]
+fn conv2d_without_bias_and_constant_weights() {
+    let mut r = rng(8);
+    let (x, w) = (
+        random(&mut r, &[1, 2, 5, 5]),
+        Arc::new(random(&mut r, &[3, 2, 3, 3])),
+    );
+    check_grads(&[x], &|v| {
+        let wc = v[0].graph().constant(Arc::clone(&w));
+        v[0].conv2d(wc, None, 1)
+    });
+}
+
+#[test]
+fn relu_away_from_the_kink() {
+    let x = well_separated(&mut rng(10), &[1, 2, 3, 5], 0.05);
+    check_grads(&[x], &|v| v[0].relu());
+}
+
+#[test]
+fn max_pool_odd_sizes() {
+    let x = well_separated(&mut rng(11), &[1, 2, 5, 7], 0.05);
+    check_grads(&[x], &|v| v[0].max_pool2());
+}
+
+#[test]
+fn avg_pool_odd_sizes() {
+    let x = random(&mut rng(12), &[2, 1, 5, 3]);
+    check_grads(&[x], &|v| v[0].avg_pool2());
+}
+
+#[test]
+fn matmul_both_sides() {
+    let mut r = rng(13);
+    check_grads(&[random(&mut r, &[3, 5]), random(&mut r, &[5, 2])], &|v| {
+        v[0].matmul(v[1])
+    });
+    // More rows than one parallel row block.
+    check_grads(&[random(&mut r, &[19, 2]), random(&mut r, &[2, 3])], &|v| {
+        v[0].matmul(v[1])
+    });
+}
+
+#[test]
+fn gram_odd_shapes() {
+    let mut r = rng(14);
+    check_grads(&[random(&mut r, &[1, 3, 5, 7])], &|v| v[0].gram());
+    check_grads(&[random(&mut r, &[1, 1, 3, 1])], &|v| v[0].gram());
+    check_grads(&[random(&mut r, &[2, 2, 1, 1])], &|v| v[0].gram());
+}
+
+/// A deliberately wrong Gram backward — `dF = dG·F/s`, forgetting the `dGᵀ·F/s` term — must
+/// fail the same check that the real backward passes. This is what makes the tolerance
+/// meaningful.
+#[test]
+fn wrong_gram_backward_is_caught() {
+    let x = random(&mut rng(15), &[1, 3, 4, 5]);
+    let r = random(&mut rng(16), &[1, 3, 3]); // asymmetric upstream gradient dG
+    let f = |g: &Graph, v: &[Var]| {
+        v[0].gram()
+            .mul(g.constant(Arc::new(r.clone())))
+            .sum()
+            .item() as f64
+    };
+    let num = numeric_grad(std::slice::from_ref(&x), 0, 1e-2, &f);
+    let (c, m) = (3, 20);
+    let fm = x.as_slice().unwrap();
+    let dg = r.as_slice().unwrap();
+    let wrong: Vec<f32> = (0..c * m)
+        .map(|idx| {
+            let (i, j) = (idx / m, idx % m);
+            (0..c).map(|k| dg[i * c + k] * fm[k * m + j]).sum::<f32>() / (c * m) as f32
+        })
+        .collect();
+    let err = rel_err(&num, &wrong);
+    assert!(
+        err > 10.0 * GRAD_TOL,
+        "the wrong backward passed: error {err:.2e}"
+    );
+}
+
+#[test]
+fn elementwise_binary() {
+    let mut r = rng(17);
+    let (a, b) = (random(&mut r, &[2, 3, 1, 5]), random(&mut r, &[2, 3, 1, 5]));
+    check_grads(&[a.clone(), b.clone()], &|v| v[0].add(v[1]));
+    check_grads(&[a.clone(), b.clone()], &|v| v[0].sub(v[1]));
+    check_grads(&[a, b], &|v| v[0].mul(v[1]));
+}
+
+#[test]
+fn elementwise_unary_and_reductions() {
+    let mut r = rng(18);
+    let x = random(&mut r, &[1, 3, 4, 5]);
+    check_grads(std::slice::from_ref(&x), &|v| v[0].scale(-2.5));
+    check_grads(std::slice::from_ref(&x), &|v| v[0].square());
+    check_grads(std::slice::from_ref(&x), &|v| v[0].sum());
+    check_grads(std::slice::from_ref(&x), &|v| v[0].mean());
+    check_grads(&[x], &|v| v[0].reshape(&[3, 20]));
+}
+
+#[test]
+fn neighbour_differences() {
+    let mut r = rng(19);
+    check_grads(&[random(&mut r, &[1, 3, 4, 5])], &|v| v[0].diff_h());
+    check_grads(&[random(&mut r, &[1, 3, 4, 5])], &|v| v[0].diff_w());
+    check_grads(&[random(&mut r, &[1, 1, 2, 1])], &|v| v[0].diff_h());
+}
+
+#[test]
+fn channel_gather_and_affine() {
+    let mut r = rng(20);
+    let x = random(&mut r, &[1, 3, 3, 4]);
+    check_grads(std::slice::from_ref(&x), &|v| {
+        v[0].gather_channels(&[2, 1, 0])
+    });
+    check_grads(std::slice::from_ref(&x), &|v| {
+        v[0].gather_channels(&[0, 0, 2])
+    });
+    check_grads(&[x], &|v| {
+        v[0].channel_affine(&[4.0, -1.0, 0.5], &[0.1, 0.2, -0.3])
+    });
+}
+
+#[test]
+fn a_small_network_end_to_end() {
+    // conv → relu → pool → conv → gram → (G − A)² mean: the style loss's path, composed.
+    let mut r = rng(21);
+    let x = random(&mut r, &[1, 3, 7, 6]);
+    let (w1, w2) = (
+        Arc::new(random(&mut r, &[4, 3, 3, 3])),
+        Arc::new(random(&mut r, &[5, 4, 3, 3])),
+    );
+    let target = Arc::new(random(&mut r, &[1, 5, 5]).mapv(|v| v * 0.1));
+    check_grads(&[x], &|v| {
+        let c = |a: &Arc<ArrayD<f32>>| v[0].graph().constant(Arc::clone(a));
+        let h = v[0]
+            .conv2d(c(&w1), None, 1)
+            .relu()
+            .avg_pool2()
+            .conv2d(c(&w2), None, 1);
+        h.gram().sub(c(&target)).square().mean()
+    });
+}
+
+#[test]
+fn constants_get_no_gradient_and_no_work() {
+    let g = Graph::new();
+    let mut r = rng(22);
+    let x = g.param(random(&mut r, &[1, 2, 3, 3]));
+    let w = g.constant(Arc::new(random(&mut r, &[2, 2, 3, 3])));
+    let y = x.conv2d(w, None, 1);
+    let unrelated = w.relu();
+    assert!(y.requires_grad() && !w.requires_grad() && !unrelated.requires_grad());
+    let grads = g.backward(y.sum());
+    assert!(grads.get(x).is_some());
+    assert!(grads.get(w).is_none());
+}

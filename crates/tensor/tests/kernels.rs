@@ -1,0 +1,227 @@
+//! The fast kernels against their naive twins, on awkward shapes and on shapes large enough to
+//! span several parallel tiles; and determinism across thread counts.
+
+mod common;
+
+use common::{random, rng};
+use nst_tensor::kernels::conv::{self, ConvGeometry};
+use nst_tensor::kernels::gemm::{gemm, MatMut, MatRef};
+use nst_tensor::kernels::{matmul, pool, reference};
+use nst_tensor::Graph;
+
+fn close(a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * (1.0 + y.abs()),
+            "element {i}: {x} vs {y}"
+        );
+    }
+}
+
+fn geo(c_in: usize, h: usize, w: usize, c_out: usize, k: usize, pad: usize) -> ConvGeometry {
+    ConvGeometry {
+        c_in,
+        h,
+        w,
+        c_out,
+        kh: k,
+        kw: k,
+        pad,
+    }
+}
+
+#[test]
+fn conv_forward_matches_direct_convolution() {
+    let cases = [
+        geo(3, 5, 7, 4, 3, 1),
+        geo(1, 1, 1, 2, 3, 1),   // 1×1 map
+        geo(2, 2, 3, 3, 5, 2),   // kernel larger than the map
+        geo(1, 9, 4, 1, 1, 0),   // 1×1 kernel
+        geo(3, 37, 45, 5, 3, 1), // many bands
+        geo(2, 6, 5, 3, 3, 0),
+        geo(16, 3, 200, 8, 3, 1), // wide rows: bands of a single row
+    ];
+    for (i, g) in cases.iter().enumerate() {
+        let mut r = rng(100 + i as u64);
+        let x = random(&mut r, &[g.c_in * g.h * g.w])
+            .into_raw_vec_and_offset()
+            .0;
+        let w = random(&mut r, &[g.c_out * g.k()])
+            .into_raw_vec_and_offset()
+            .0;
+        let b = random(&mut r, &[g.c_out]).into_raw_vec_and_offset().0;
+        let fast = conv::conv2d_forward(&x, &w, Some(&b), g);
+        let naive = reference::conv2d_direct(&x, &w, Some(&b), g);
+        close(&fast, &naive, 1e-5);
+    }
+}
+
+/// col2im must be the exact adjoint of im2col: ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩.
+#[test]
+fn col2im_is_the_adjoint_of_im2col() {
+    for (i, g) in [
+        geo(2, 5, 7, 1, 3, 1),
+        geo(1, 2, 2, 1, 5, 2),
+        geo(3, 6, 4, 1, 3, 0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut r = rng(200 + i as u64);
+        let x = random(&mut r, &[g.c_in * g.h * g.w])
+            .into_raw_vec_and_offset()
+            .0;
+        let (y0, y1) = (1.min(g.out_h() - 1), g.out_h());
+        let n = (y1 - y0) * g.out_w();
+        let c = random(&mut r, &[g.k() * n]).into_raw_vec_and_offset().0;
+        let mut col = vec![f32::NAN; g.k() * n];
+        conv::im2col_band(&x, g, y0, y1, &mut col);
+        let rows = y1 - y0 + g.kh - 1;
+        let mut band = vec![0.0; g.c_in * rows * g.w];
+        conv::col2im_band(&c, g, y0, y1, &mut band);
+        let lhs: f64 = col
+            .iter()
+            .zip(&c)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum();
+        // Band row t is input row y0 + t − pad; padding rows pair with nothing.
+        let mut rhs = 0.0f64;
+        for ch in 0..g.c_in {
+            for t in 0..rows {
+                let iy = (y0 + t) as isize - g.pad as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                for j in 0..g.w {
+                    let xv = x[(ch * g.h + iy as usize) * g.w + j] as f64;
+                    rhs += xv * band[(ch * rows + t) * g.w + j] as f64;
+                }
+            }
+        }
+        assert!(
+            (lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()),
+            "case {i}: {lhs} vs {rhs}"
+        );
+    }
+}
+
+#[test]
+fn gemm_handles_transposed_and_strided_views() {
+    let mut r = rng(300);
+    let (m, k, n) = (7, 5, 3);
+    let a = random(&mut r, &[m * k]).into_raw_vec_and_offset().0;
+    let b = random(&mut r, &[k * n]).into_raw_vec_and_offset().0;
+    let want = reference::matmul_naive(&a, &b, m, k, n);
+    // Compute Cᵀ = Bᵀ·Aᵀ into a column-major C: the same numbers through every stride path.
+    let mut c = vec![0.0; m * n];
+    let cm = MatMut {
+        data: &mut c,
+        rows: n,
+        cols: m,
+        row_stride: 1,
+        col_stride: n,
+    };
+    gemm(
+        1.0,
+        MatRef::row_major(&b, k, n).t(),
+        MatRef::row_major(&a, m, k).t(),
+        0.0,
+        cm,
+    );
+    close(&c, &want, 1e-5);
+    // beta = 0 ignores NaN in C.
+    let mut c2 = vec![f32::NAN; m * n];
+    gemm(
+        1.0,
+        MatRef::row_major(&a, m, k),
+        MatRef::row_major(&b, k, n),
+        0.0,
+        MatMut::row_major(&mut c2, m, n),
+    );
+    close(&c2, &want, 1e-5);
+}
+
+#[test]
+fn matmul_and_gram_match_the_triple_loop() {
+    let mut r = rng(301);
+    let (m, k, n) = (37, 11, 9); // several row blocks
+    let a = random(&mut r, &[m * k]).into_raw_vec_and_offset().0;
+    let b = random(&mut r, &[k * n]).into_raw_vec_and_offset().0;
+    let got = matmul::matmul(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+    close(&got, &reference::matmul_naive(&a, &b, m, k, n), 1e-5);
+
+    let (c, px) = (3, 2 * 8192 + 5); // several column blocks
+    let f = random(&mut r, &[c * px]).into_raw_vec_and_offset().0;
+    let mut ft = vec![0.0; px * c];
+    for i in 0..c {
+        for j in 0..px {
+            ft[j * c + i] = f[i * px + j];
+        }
+    }
+    close(
+        &matmul::gram(&f, c, px),
+        &reference::matmul_naive(&f, &ft, c, px, c),
+        1e-4,
+    );
+}
+
+#[test]
+fn max_pool_matches_naive_on_odd_sizes() {
+    let mut r = rng(400);
+    for (c, h, w) in [(2, 5, 7), (1, 1, 1), (3, 2, 3), (1, 8, 8)] {
+        let x = random(&mut r, &[c * h * w]).into_raw_vec_and_offset().0;
+        let (y, _) = pool::max_pool2_forward(&x, c, h, w);
+        assert_eq!(y, reference::max_pool2_naive(&x, c, h, w));
+    }
+}
+
+#[test]
+fn max_pool_ties_send_the_gradient_to_the_first_maximum_only() {
+    // One window, all four equal; a second window with the max repeated in its bottom row.
+    let x = [1.0, 1.0, 0.0, 2.0, 1.0, 1.0, 2.0, 2.0];
+    let (y, arg) = pool::max_pool2_forward(&x, 1, 2, 4);
+    assert_eq!(y, vec![1.0, 2.0]);
+    let dx = pool::max_pool2_backward(&[10.0, 20.0], &arg, 1, 2, 4);
+    assert_eq!(dx, vec![10.0, 0.0, 0.0, 20.0, 0.0, 0.0, 0.0, 0.0]);
+}
+
+#[test]
+fn avg_pool_drops_the_odd_row_and_column() {
+    let x: Vec<f32> = (0..15).map(|v| v as f32).collect(); // 3×5
+    assert_eq!(pool::avg_pool2_forward(&x, 1, 3, 5), vec![3.0, 5.0]);
+    let dx = pool::avg_pool2_backward(&[4.0, 8.0], 1, 3, 5);
+    assert_eq!(dx.iter().sum::<f32>(), 12.0);
+    assert!(dx[4] == 0.0 && dx[10..].iter().all(|&v| v == 0.0));
+}
+
+/// A forward and backward through conv, pool and Gram gives the same bits on 1 and 2 threads,
+/// and twice in a row: the parallel split depends on the shapes only.
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut r = rng(500);
+            let g = Graph::new();
+            let x = g.param(random(&mut r, &[1, 3, 40, 33]));
+            let w = g.param(random(&mut r, &[8, 3, 3, 3]));
+            let y = x.conv2d(w, None, 1).relu().max_pool2();
+            let loss = y.gram().square().sum().add(y.square().mean());
+            let grads = g.backward(loss);
+            (
+                loss.item(),
+                grads.get(x).unwrap().clone(),
+                grads.get(w).unwrap().clone(),
+            )
+        })
+    };
+    let one = run(1);
+    assert_eq!(one.0.to_bits(), run(2).0.to_bits());
+    assert_eq!(one.1, run(2).1);
+    assert_eq!(one.2, run(2).2);
+    assert_eq!(one.1, run(1).1);
+}
