@@ -57,7 +57,7 @@ impl<'g> Var<'g> {
     }
 
     #[track_caller]
-    fn same_shape(self, other: Var<'g>, op: &str) {
+    pub(crate) fn same_shape(self, other: Var<'g>, op: &str) {
         self.same_graph(other, op);
         let (a, b) = (self.shape(), other.shape());
         assert_eq!(a, b, "{op}: shapes differ: {a:?} vs {b:?}");
@@ -191,48 +191,6 @@ impl<'g> Var<'g> {
             .record(from_vec(&[n, c, c], g), Op::Gram { x: self.id })
     }
 
-    /// Elementwise `self + rhs` (same shapes; no broadcasting).
-    #[track_caller]
-    pub fn add(self, rhs: Var<'g>) -> Var<'g> {
-        self.same_shape(rhs, "add");
-        let y = &*self.value() + &*rhs.value();
-        self.graph.record(
-            y,
-            Op::Add {
-                a: self.id,
-                b: rhs.id,
-            },
-        )
-    }
-
-    /// Elementwise `self − rhs` (same shapes).
-    #[track_caller]
-    pub fn sub(self, rhs: Var<'g>) -> Var<'g> {
-        self.same_shape(rhs, "sub");
-        let y = &*self.value() - &*rhs.value();
-        self.graph.record(
-            y,
-            Op::Sub {
-                a: self.id,
-                b: rhs.id,
-            },
-        )
-    }
-
-    /// Elementwise product `self ⊙ rhs` (same shapes).
-    #[track_caller]
-    pub fn mul(self, rhs: Var<'g>) -> Var<'g> {
-        self.same_shape(rhs, "mul");
-        let y = &*self.value() * &*rhs.value();
-        self.graph.record(
-            y,
-            Op::Mul {
-                a: self.id,
-                b: rhs.id,
-            },
-        )
-    }
-
     /// `factor · self`.
     pub fn scale(self, factor: f32) -> Var<'g> {
         let y = &*self.value() * factor;
@@ -343,6 +301,60 @@ impl<'g> Var<'g> {
             Op::ChannelAffine {
                 x: self.id,
                 scale: scale.to_vec(),
+            },
+        )
+    }
+}
+
+/// Elementwise `a + b` (same shapes; no broadcasting).
+impl<'g> std::ops::Add for Var<'g> {
+    type Output = Var<'g>;
+
+    #[track_caller]
+    fn add(self, rhs: Var<'g>) -> Var<'g> {
+        self.same_shape(rhs, "add");
+        let y = &*self.value() + &*rhs.value();
+        self.graph.record(
+            y,
+            Op::Add {
+                a: self.id,
+                b: rhs.id,
+            },
+        )
+    }
+}
+
+/// Elementwise `a − b` (same shapes).
+impl<'g> std::ops::Sub for Var<'g> {
+    type Output = Var<'g>;
+
+    #[track_caller]
+    fn sub(self, rhs: Var<'g>) -> Var<'g> {
+        self.same_shape(rhs, "sub");
+        let y = &*self.value() - &*rhs.value();
+        self.graph.record(
+            y,
+            Op::Sub {
+                a: self.id,
+                b: rhs.id,
+            },
+        )
+    }
+}
+
+/// Elementwise product `a ⊙ b` (same shapes).
+impl<'g> std::ops::Mul for Var<'g> {
+    type Output = Var<'g>;
+
+    #[track_caller]
+    fn mul(self, rhs: Var<'g>) -> Var<'g> {
+        self.same_shape(rhs, "mul");
+        let y = &*self.value() * &*rhs.value();
+        self.graph.record(
+            y,
+            Op::Mul {
+                a: self.id,
+                b: rhs.id,
             },
         )
     }

@@ -107,12 +107,8 @@ fn gram_odd_shapes() {
 fn wrong_gram_backward_is_caught() {
     let x = random(&mut rng(15), &[1, 3, 4, 5]);
     let r = random(&mut rng(16), &[1, 3, 3]); // asymmetric upstream gradient dG
-    let f = |g: &Graph, v: &[Var]| {
-        v[0].gram()
-            .mul(g.constant(Arc::new(r.clone())))
-            .sum()
-            .item() as f64
-    };
+    let f =
+        |g: &Graph, v: &[Var]| (v[0].gram() * g.constant(Arc::new(r.clone()))).sum().item() as f64;
     let num = numeric_grad(std::slice::from_ref(&x), 0, 1e-2, &f);
     let (c, m) = (3, 20);
     let fm = x.as_slice().unwrap();
@@ -134,9 +130,9 @@ fn wrong_gram_backward_is_caught() {
 fn elementwise_binary() {
     let mut r = rng(17);
     let (a, b) = (random(&mut r, &[2, 3, 1, 5]), random(&mut r, &[2, 3, 1, 5]));
-    check_grads(&[a.clone(), b.clone()], &|v| v[0].add(v[1]));
-    check_grads(&[a.clone(), b.clone()], &|v| v[0].sub(v[1]));
-    check_grads(&[a, b], &|v| v[0].mul(v[1]));
+    check_grads(&[a.clone(), b.clone()], &|v| v[0] + v[1]);
+    check_grads(&[a.clone(), b.clone()], &|v| v[0] - v[1]);
+    check_grads(&[a, b], &|v| v[0] * v[1]);
 }
 
 #[test]
@@ -190,7 +186,7 @@ fn a_small_network_end_to_end() {
             .relu()
             .avg_pool2()
             .conv2d(c(&w2), None, 1);
-        h.gram().sub(c(&target)).square().mean()
+        (h.gram() - c(&target)).square().mean()
     });
 }
 

@@ -210,7 +210,7 @@ fn results_do_not_depend_on_the_thread_count() {
             let x = g.param(random(&mut r, &[1, 3, 40, 33]));
             let w = g.param(random(&mut r, &[8, 3, 3, 3]));
             let y = x.conv2d(w, None, 1).relu().max_pool2();
-            let loss = y.gram().square().sum().add(y.square().mean());
+            let loss = y.gram().square().sum() + y.square().mean();
             let grads = g.backward(loss);
             (
                 loss.item(),

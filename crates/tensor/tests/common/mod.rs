@@ -124,6 +124,6 @@ fn weighted<'g>(
     if r.ndim() == 0 {
         y.scale(1.7)
     } else {
-        y.mul(g.constant(Arc::clone(r))).sum()
+        (y * g.constant(Arc::clone(r))).sum()
     }
 }
