@@ -166,3 +166,10 @@ fn standard(a: ArrayD<f32>) -> ArrayD<f32> {
 pub(crate) fn flat(a: &ArrayD<f32>) -> &[f32] {
     a.as_slice().expect("values are stored in standard layout")
 }
+
+impl std::fmt::Debug for Var<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = self.graph.value(self.id);
+        write!(f, "Var #{} {:?}", self.id, value.shape())
+    }
+}

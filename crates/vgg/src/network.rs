@@ -1,0 +1,177 @@
+//! The feature extractor: preprocessing, then VGG's layers in order, stopping after the deepest
+//! one requested.
+
+use crate::arch::{Architecture, Layer};
+use crate::error::VggError;
+use crate::manifest::Preprocessing;
+use crate::weights::{ConvWeights, Weights};
+use nst_tensor::Var;
+use std::path::Path;
+
+/// Which pooling the network uses between blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Pooling {
+    /// Max pooling, as trained.
+    #[default]
+    Max,
+    /// Average pooling — Gatys et al. report slightly smoother results with it.
+    Avg,
+}
+
+/// A VGG network with its weights and its input normalisation.
+pub struct Vgg {
+    arch: Architecture,
+    preprocessing: Preprocessing,
+    pooling: Pooling,
+    convs: Vec<ConvWeights>,
+}
+
+impl Vgg {
+    /// Loads and validates the weights directory `dir` (see [`Weights::load`]).
+    pub fn load(dir: &Path) -> Result<Self, VggError> {
+        Ok(Self::from_weights(Weights::load(dir)?))
+    }
+
+    /// A network from already-loaded weights, with max pooling.
+    pub fn from_weights(w: Weights) -> Self {
+        Vgg {
+            arch: w.arch,
+            preprocessing: w.manifest.preprocessing,
+            pooling: Pooling::Max,
+            convs: w.convs,
+        }
+    }
+
+    /// The same network with another pooling.
+    pub fn with_pooling(mut self, pooling: Pooling) -> Self {
+        self.pooling = pooling;
+        self
+    }
+
+    /// The architecture.
+    pub fn arch(&self) -> Architecture {
+        self.arch
+    }
+
+    /// The input normalisation.
+    pub fn preprocessing(&self) -> &Preprocessing {
+        &self.preprocessing
+    }
+
+    /// Resolves layer names (`conv4_2`, `relu4_2`, `pool4`) to layers of this architecture, or
+    /// says which name is wrong and lists the valid ones.
+    pub fn resolve(&self, names: &[String]) -> Result<Vec<Layer>, VggError> {
+        let layers = self.arch.layers();
+        names
+            .iter()
+            .map(|name| {
+                layers
+                    .iter()
+                    .copied()
+                    .find(|l| l.name() == *name)
+                    .ok_or_else(|| VggError::UnknownLayer {
+                        name: name.clone(),
+                        arch: self.arch.name().into(),
+                        valid: layers
+                            .iter()
+                            .map(Layer::name)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+            })
+            .collect()
+    }
+
+    /// Checks that an `h×w` image reaches every requested layer: each pooling on the way must
+    /// see a map of at least 2×2.
+    pub fn check_size(&self, h: usize, w: usize, names: &[String]) -> Result<(), VggError> {
+        let wanted = self.resolve(names)?;
+        let all = self.arch.layers();
+        let Some(depth) = wanted
+            .iter()
+            .filter_map(|l| all.iter().position(|a| a == l))
+            .max()
+        else {
+            return Ok(());
+        };
+        let (mut ph, mut pw) = (h, w);
+        for layer in &all[..=depth] {
+            if let Layer::Pool { .. } = layer {
+                if ph < 2 || pw < 2 {
+                    return Err(VggError::ImageTooSmall {
+                        h,
+                        w,
+                        layer: all[depth].name(),
+                        pool: layer.name(),
+                        ph,
+                        pw,
+                    });
+                }
+                (ph, pw) = (ph / 2, pw / 2);
+            }
+        }
+        Ok(())
+    }
+
+    /// The feature maps of `names` for `image` (RGB in [0,1], shape 1×3×H×W), in the order
+    /// asked, on `image`'s tape. Runs the network only as deep as the deepest requested layer.
+    ///
+    /// The input is first normalised as the weights expect — channel reorder, then
+    /// `(x·scale − mean)/std` — and only then zero-padded by the first convolution, as in the
+    /// frameworks the weights come from.
+    pub fn features<'g>(&self, image: Var<'g>, names: &[String]) -> Result<Vec<Var<'g>>, VggError> {
+        let shape = image.shape();
+        assert!(
+            shape.len() == 4 && shape[1] == 3,
+            "Vgg::features: expected a 1×3×H×W image, got shape {shape:?}"
+        );
+        self.check_size(shape[2], shape[3], names)?;
+        let wanted = self.resolve(names)?;
+        let mut out: Vec<Option<Var<'g>>> = vec![None; wanted.len()];
+        let mut remaining = wanted.len();
+        let mut x = self.preprocess(image);
+        let graph = image.graph();
+        for layer in self.arch.layers() {
+            if remaining == 0 {
+                break;
+            }
+            x = match layer {
+                Layer::Conv { conv, .. } => {
+                    let cw = &self.convs[conv];
+                    let w = graph.constant(cw.weight.clone());
+                    let b = graph.constant(cw.bias.clone());
+                    x.conv2d(w, Some(b), 1)
+                }
+                Layer::Relu { .. } => x.relu(),
+                Layer::Pool { .. } => match self.pooling {
+                    Pooling::Max => x.max_pool2(),
+                    Pooling::Avg => x.avg_pool2(),
+                },
+            };
+            for (slot, w) in out.iter_mut().zip(&wanted) {
+                if *w == layer && slot.is_none() {
+                    *slot = Some(x);
+                    remaining -= 1;
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|v| v.expect("every resolved layer is reached"))
+            .collect())
+    }
+
+    /// `(reorder(x)·scale − mean)/std`, as one channel gather and one per-channel affine map.
+    fn preprocess<'g>(&self, image: Var<'g>) -> Var<'g> {
+        let p = &self.preprocessing;
+        let index = p.channel_index().expect("validated when loaded");
+        let x = if index == [0, 1, 2] {
+            image
+        } else {
+            image.gather_channels(&index)
+        };
+        let scale: Vec<f32> = (0..3).map(|c| p.scale / p.std[c]).collect();
+        let shift: Vec<f32> = (0..3).map(|c| -p.mean[c] / p.std[c]).collect();
+        x.channel_affine(&scale, &shift)
+    }
+}
