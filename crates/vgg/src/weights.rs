@@ -84,8 +84,9 @@ impl Weights {
                 p.channel_order
             )));
         }
-        if !(p.scale > 0.0) || p.std.iter().any(|s| !(*s > 0.0)) {
-            return Err(bad("scale and std must be positive".into()));
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        if !positive(p.scale) || !p.std.iter().all(|&s| positive(s)) {
+            return Err(bad("scale and std must be positive and finite".into()));
         }
         let mut convs = Vec::new();
         for spec in arch.convs() {
