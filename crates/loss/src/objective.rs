@@ -1,0 +1,153 @@
+//! The whole objective `L = α·L_c + β·L_s + γ·L_tv` of one image, and its gradient.
+
+use crate::{blend_grams, content_loss, style_loss, tv_loss};
+use nst_tensor::ndarray::ArrayD;
+use nst_tensor::{Graph, Var};
+use nst_vgg::{Vgg, VggError};
+use std::sync::Arc;
+
+/// The weights `α`, `β`, `γ` of the three terms.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossWeights {
+    /// `α`, the content weight.
+    pub content: f32,
+    /// `β`, the style weight.
+    pub style: f32,
+    /// `γ`, the total-variation weight.
+    pub tv: f32,
+}
+
+/// Which layers carry which loss.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layers {
+    /// Content layers (default `relu4_2`).
+    pub content: Vec<String>,
+    /// Style layers (default `relu1_1, relu2_1, relu3_1, relu4_1, relu5_1`).
+    pub style: Vec<String>,
+}
+
+impl Default for Layers {
+    fn default() -> Self {
+        Layers {
+            content: vec!["relu4_2".into()],
+            style: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+/// One evaluation: the total, the *unweighted* terms, and `∂L/∂x`.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// `L = α·L_c + β·L_s + γ·L_tv`.
+    pub total: f32,
+    /// `L_c`.
+    pub content: f32,
+    /// `L_s`.
+    pub style: f32,
+    /// `L_tv`.
+    pub tv: f32,
+    /// `∂L/∂x`, the shape of the image.
+    pub grad: ArrayD<f32>,
+}
+
+/// The objective for one content image and one or more style images, with its targets — the
+/// content features `F_l(c)` and the blended style Grams `A_l` — computed once up front.
+pub struct Objective<'n> {
+    vgg: &'n Vgg,
+    layers: Layers,
+    weights: LossWeights,
+    content_targets: Vec<Arc<ArrayD<f32>>>,
+    style_targets: Vec<Arc<ArrayD<f32>>>,
+}
+
+impl<'n> Objective<'n> {
+    /// Computes the targets. Images are 1×3×H×W, RGB in [0,1]; styles may have any size that
+    /// reaches the style layers. `blend` holds one weight per style (normalised here).
+    pub fn new(
+        vgg: &'n Vgg,
+        content: &ArrayD<f32>,
+        styles: &[ArrayD<f32>],
+        blend: &[f32],
+        layers: Layers,
+        weights: LossWeights,
+    ) -> Result<Self, VggError> {
+        let [h, w] = [content.shape()[2], content.shape()[3]];
+        vgg.check_size(
+            h,
+            w,
+            &[layers.content.clone(), layers.style.clone()].concat(),
+        )?;
+        let content_targets = constant_features(vgg, content, &layers.content)?;
+        let mut per_style: Vec<Vec<Arc<ArrayD<f32>>>> = Vec::new();
+        for s in styles {
+            let g = Graph::new();
+            let feats = vgg.features(g.constant(Arc::new(s.clone())), &layers.style)?;
+            per_style.push(feats.into_iter().map(|f| f.gram().value()).collect());
+        }
+        let style_targets = (0..layers.style.len())
+            .map(|l| {
+                let grams: Vec<_> = per_style.iter().map(|s| Arc::clone(&s[l])).collect();
+                blend_grams(&grams, blend)
+            })
+            .collect();
+        Ok(Objective {
+            vgg,
+            layers,
+            weights,
+            content_targets,
+            style_targets,
+        })
+    }
+
+    /// The layers in use.
+    pub fn layers(&self) -> &Layers {
+        &self.layers
+    }
+
+    /// The term weights in use.
+    pub fn weights(&self) -> LossWeights {
+        self.weights
+    }
+
+    /// `L(x)` and `∂L/∂x` for the image `x` (1×3×H×W, the content's size): one forward pass to
+    /// the deepest layer needed, one backward pass. Only the image gets a gradient.
+    pub fn evaluate(&self, x: &ArrayD<f32>) -> Evaluation {
+        let g = Graph::new();
+        let image = g.param(x.clone());
+        let names = [self.layers.content.clone(), self.layers.style.clone()].concat();
+        let feats = self
+            .vgg
+            .features(image, &names)
+            .expect("layers and size validated in new");
+        let (content_feats, style_feats) = feats.split_at(self.layers.content.len());
+        let lc = content_loss(content_feats, &self.content_targets);
+        let ls = style_loss(style_feats, &self.style_targets);
+        let ltv = tv_loss(image);
+        let w = self.weights;
+        let total: Var = lc.scale(w.content) + ls.scale(w.style) + ltv.scale(w.tv);
+        let mut grads = g.backward(total);
+        let grad = grads
+            .take(image)
+            .unwrap_or_else(|| ArrayD::zeros(x.raw_dim()));
+        Evaluation {
+            total: total.item(),
+            content: lc.item(),
+            style: ls.item(),
+            tv: ltv.item(),
+            grad,
+        }
+    }
+}
+
+/// Feature maps of a constant image (no tape work kept for gradients).
+fn constant_features(
+    vgg: &Vgg,
+    image: &ArrayD<f32>,
+    names: &[String],
+) -> Result<Vec<Arc<ArrayD<f32>>>, VggError> {
+    let g = Graph::new();
+    let feats = vgg.features(g.constant(Arc::new(image.clone())), names)?;
+    Ok(feats.into_iter().map(|f| f.value()).collect())
+}

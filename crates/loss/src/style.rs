@@ -1,0 +1,50 @@
+//! Style loss: how far the image's Gram matrices (feature correlations) are from the style's.
+
+use crate::content::mean_of_layers;
+use nst_tensor::ndarray::ArrayD;
+use nst_tensor::Var;
+use std::sync::Arc;
+
+/// `L_s = mean_l mean_ij (G_l(x) − A_l)²` with `G_l = F_l F_lᵀ / (C_l·H_l·W_l)`: the mean over
+/// the `C_l²` Gram entries, then over the style layers. `features[l]` is `F_l(x)` on the tape,
+/// `targets[l]` the constant target Gram `A_l` (see [`blend_grams`]).
+pub fn style_loss<'g>(features: &[Var<'g>], targets: &[Arc<ArrayD<f32>>]) -> Var<'g> {
+    assert_eq!(
+        features.len(),
+        targets.len(),
+        "style_loss: one target per layer"
+    );
+    mean_of_layers(features.iter().zip(targets).map(|(f, a)| {
+        let a = f.graph().constant(Arc::clone(a));
+        (f.gram() - a).square().mean()
+    }))
+}
+
+/// The target Gram of several styles, `A = Σ_k b_k G(s_k)` with the blend weights normalised to
+/// sum to 1. For a squared-error loss this equals blending the per-style losses, up to a
+/// constant. `grams[k]` is style `k`'s Gram for one layer.
+///
+/// # Panics
+/// If the lengths differ, a weight is negative or not finite, or all weights are zero (the CLI
+/// validates its `--style-blend` before calling this).
+pub fn blend_grams(grams: &[Arc<ArrayD<f32>>], weights: &[f32]) -> Arc<ArrayD<f32>> {
+    assert_eq!(
+        grams.len(),
+        weights.len(),
+        "blend_grams: one weight per style"
+    );
+    assert!(
+        weights.iter().all(|w| w.is_finite() && *w >= 0.0),
+        "blend_grams: bad weights {weights:?}"
+    );
+    let total: f32 = weights.iter().sum();
+    assert!(total > 0.0, "blend_grams: weights sum to zero");
+    if grams.len() == 1 {
+        return Arc::clone(&grams[0]);
+    }
+    let mut a = ArrayD::zeros(grams[0].raw_dim());
+    for (g, w) in grams.iter().zip(weights) {
+        a.scaled_add(*w / total, g);
+    }
+    Arc::new(a)
+}

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""An independent PyTorch implementation of the objective, to cross-check the Rust one.
+
+    python3 tools/torch_reference.py fixtures     # (re)write tests/fixtures/ from PyTorch
+    python3 tools/torch_reference.py lbfgs ...    # used by tools/compare_lbfgs.py
+
+Installs PyTorch into a throw-away venv (tools/.venv-torch) on first use and re-runs itself
+there. The Rust tests never need PyTorch: they read the committed fixtures.
+
+Conventions (the same formulas as crates/loss, written again from the issue's definitions):
+    content  L_c = mean_l mean_i (F_l(x) - F_l(c))^2
+    style    L_s = mean_l mean_ij (G_l(x) - A_l)^2,  G = F F^T / (C H W)
+    tv       L_tv = [sum dh^2 + sum dw^2] / (3 H W)
+    total    L = a L_c + b L_s + g L_tv
+The image variable is RGB in [0,1], 1x3xHxW; the network's preprocessing comes from the
+weights' manifest.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+VENV = os.path.join(HERE, ".venv-torch")
+
+
+def ensure_venv():
+    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
+        return
+    python = os.path.join(VENV, "bin", "python")
+    if not os.path.exists(python):
+        print(f"setting up {VENV} (torch, numpy, pillow) ...", file=sys.stderr)
+        subprocess.check_call([sys.executable, "-m", "venv", VENV])
+        subprocess.check_call([python, "-m", "pip", "install", "--quiet", "torch", "numpy", "pillow"])
+    os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
+
+
+ensure_venv()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+
+sys.path.insert(0, HERE)
+import vgg_layout  # noqa: E402
+
+torch.set_grad_enabled(True)
+
+
+class TorchVgg:
+    def __init__(self, weights_dir, pooling="max"):
+        with open(os.path.join(weights_dir, "manifest.json")) as f:
+            self.manifest = json.load(f)
+        self.arch = self.manifest["architecture"]
+        self.convs = []
+        for name, _, _, _ in vgg_layout.convs(self.arch):
+            w = torch.from_numpy(np.load(os.path.join(weights_dir, f"{name}.weight.npy")))
+            b = torch.from_numpy(np.load(os.path.join(weights_dir, f"{name}.bias.npy")))
+            self.convs.append((name, w, b))
+        self.pooling = pooling
+
+    def preprocess(self, x):
+        p = self.manifest["preprocessing"]
+        if p["channel_order"] == "BGR":
+            x = x[:, [2, 1, 0]]
+        mean = torch.tensor(p["mean"]).view(1, 3, 1, 1)
+        std = torch.tensor(p["std"]).view(1, 3, 1, 1)
+        return (x * p["scale"] - mean) / std
+
+    def features(self, x, names):
+        out = {}
+        h = self.preprocess(x)
+        block_of = lambda n: int(n[4:].split("_")[0])  # noqa: E731
+        for k, (name, w, b) in enumerate(self.convs):
+            h = F.conv2d(h, w, b, padding=1)
+            out[name] = h
+            h = F.relu(h)
+            out["relu" + name[4:]] = h
+            last_in_block = k + 1 == len(self.convs) or block_of(self.convs[k + 1][0]) != block_of(name)
+            if last_in_block:
+                pool = F.max_pool2d if self.pooling == "max" else F.avg_pool2d
+                h = pool(h, 2, 2)
+                out[f"pool{block_of(name)}"] = h
+            if all(n in out for n in names):
+                break
+        return [out[n] for n in names]
+
+
+def gram(f):
+    _, c, h, w = f.shape
+    m = f.reshape(c, h * w)
+    return m @ m.t() / (c * h * w)
+
+
+class TorchObjective:
+    def __init__(self, vgg, content, styles, blend, content_layers, style_layers, a, b, g):
+        self.vgg, self.cl, self.sl, self.a, self.b, self.g = vgg, content_layers, style_layers, a, b, g
+        with torch.no_grad():
+            self.content_targets = vgg.features(content, content_layers)
+            total = sum(blend)
+            grams = [[gram(f) for f in vgg.features(s, style_layers)] for s in styles]
+            self.style_targets = [sum(bw / total * gs[l] for bw, gs in zip(blend, grams))
+                                  for l in range(len(style_layers))]
+
+    def terms(self, x):
+        feats = self.vgg.features(x, self.cl + self.sl)
+        fc, fs = feats[: len(self.cl)], feats[len(self.cl):]
+        lc = sum(((f - p) ** 2).mean() for f, p in zip(fc, self.content_targets)) / len(fc)
+        ls = sum(((gram(f) - a) ** 2).mean() for f, a in zip(fs, self.style_targets)) / len(fs)
+        dh = x[:, :, 1:, :] - x[:, :, :-1, :]
+        dw = x[:, :, :, 1:] - x[:, :, :, :-1]
+        ltv = ((dh ** 2).sum() + (dw ** 2).sum()) / x.numel()
+        return self.a * lc + self.b * ls + self.g * ltv, lc, ls, ltv
+
+
+def load_image(path):
+    """RGB in [0,1], 1x3xHxW, exactly as the Rust loader reads an 8-bit file (value / 255)."""
+    a = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(a.transpose(2, 0, 1).copy()).unsqueeze(0)
+
+
+def to_hwc(t):
+    return t.detach().squeeze(0).permute(1, 2, 0).contiguous().numpy().astype("<f4")
+
+
+def write_fixtures():
+    weights = os.path.join(ROOT, "weights", "vgg16")
+    data = os.path.join(ROOT, "tests", "data")
+    out = os.path.join(ROOT, "tests", "fixtures")
+    vgg = TorchVgg(weights)
+
+    # 1. VGG16 forward on a 20x17 crop (odd width: floor pooling) of the Tubingen photo.
+    fwd = os.path.join(out, "vgg16_forward")
+    os.makedirs(fwd, exist_ok=True)
+    img = Image.open(os.path.join(data, "tubingen.jpg")).convert("RGB").resize((17, 20), Image.BILINEAR)
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32).transpose(2, 0, 1).copy() / 255.0).unsqueeze(0)
+    np.save(os.path.join(fwd, "input.npy"), x.numpy().astype("<f4"))
+    layers = ["conv1_1", "relu2_2", "relu3_1", "conv4_2", "relu5_1"]
+    with torch.no_grad():
+        for name, f in zip(layers, vgg.features(x, layers)):
+            np.save(os.path.join(fwd, f"{name}.npy"), f.numpy().astype("<f4"))
+
+    # 2. One gradient-descent step from a perturbed copy of a 48x36 content image.
+    gd = os.path.join(out, "gd_step")
+    os.makedirs(gd, exist_ok=True)
+    for name, src, size in (("content.png", "tubingen.jpg", (48, 36)), ("style.png", "starry_night.jpg", (48, 30))):
+        Image.open(os.path.join(data, src)).convert("RGB").resize(size, Image.LANCZOS).save(os.path.join(gd, name))
+    content = load_image(os.path.join(gd, "content.png"))
+    style = load_image(os.path.join(gd, "style.png"))
+    rng = np.random.default_rng(0)
+    x0 = content + torch.from_numpy(rng.uniform(-0.1, 0.1, content.shape).astype(np.float32))
+    settings = {"content_weight": 5.0, "style_weight": 500.0, "tv_weight": 100.0, "lr": 1e-7,
+                "content_layers": ["relu4_2"],
+                "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]}
+    obj = TorchObjective(vgg, content, [style], [1.0], settings["content_layers"], settings["style_layers"],
+                         settings["content_weight"], settings["style_weight"], settings["tv_weight"])
+    x = x0.clone().requires_grad_(True)
+    total, lc, ls, ltv = obj.terms(x)
+    total.backward()
+    np.save(os.path.join(gd, "x0.npy"), to_hwc(x0))
+    np.save(os.path.join(gd, "grad.npy"), to_hwc(x.grad))
+    settings.update({"total": total.item(), "content": lc.item(), "style": ls.item(), "tv": ltv.item(),
+                     "torch": torch.__version__})
+    with open(os.path.join(gd, "reference.json"), "w") as f:
+        json.dump(settings, f, indent=2)
+    print(f"fixtures written under {out}: total {total.item():.6g}")
+
+
+def run_lbfgs(args):
+    """L-BFGS with strong Wolfe for a fixed number of evaluations; prints a JSON summary."""
+    import argparse
+    import time
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--content")
+    p.add_argument("--style")
+    p.add_argument("--weights", default=os.path.join(ROOT, "weights", "vgg16"))
+    p.add_argument("--evals", type=int, default=100)
+    p.add_argument("--content-weight", type=float, default=5.0)
+    p.add_argument("--style-weight", type=float, default=500.0)
+    p.add_argument("--tv-weight", type=float, default=0.0)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(args)
+    torch.set_num_threads(a.threads)
+    vgg = TorchVgg(a.weights)
+    content, style = load_image(a.content), load_image(a.style)
+    layers = (["relu4_2"], ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
+    obj = TorchObjective(vgg, content, [style], [1.0], *layers, a.content_weight, a.style_weight, a.tv_weight)
+    x = content.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([x], max_iter=a.evals, max_eval=a.evals, history_size=100,
+                            line_search_fn="strong_wolfe", tolerance_grad=0, tolerance_change=0)
+    log = []
+
+    def closure():
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        total, lc, ls, ltv = obj.terms(x)
+        total.backward()
+        log.append({"eval": len(log) + 1, "total": total.item(), "content": lc.item(),
+                    "style": ls.item(), "tv": ltv.item(), "ms": 1e3 * (time.perf_counter() - t0)})
+        return total
+
+    opt.step(closure)
+    with torch.no_grad():
+        final = obj.terms(x)
+    print(json.dumps({"evals": len(log), "final_total": final[0].item(), "final_content": final[1].item(),
+                      "final_style": final[2].item(), "log": log}))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 2 and sys.argv[1] == "fixtures":
+        write_fixtures()
+    elif len(sys.argv) >= 2 and sys.argv[1] == "lbfgs":
+        run_lbfgs(sys.argv[2:])
+    else:
+        sys.exit(__doc__)
