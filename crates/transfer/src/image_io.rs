@@ -1,0 +1,267 @@
+//! Images in and out. Inside, an image is the optimisation variable: a 1×3×H×W `f32` array, RGB
+//! in [0,1] (not clamped while optimising).
+//!
+//! In: anything the `image` crate decodes — grayscale is expanded, alpha dropped, 16-bit and
+//! float converted, CMYK JPEGs converted by the decoder — with the EXIF orientation applied.
+//! Also `.npy` (float32 H×W×3, as written by [`save`]) for exact initial images.
+//!
+//! Out, by extension: `.png` and `.jpg` (clamped to [0,1], 8-bit), `.npy` (the raw variable,
+//! float32 H×W×3, not clamped). Every file is written to a temporary name in the same directory
+//! and renamed into place, so a failed or interrupted write never leaves a half-written file.
+
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageDecoder, ImageReader, Rgb32FImage};
+use npyz::WriterBuilder;
+use nst_tensor::ndarray::{ArrayD, IxDyn};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Reading or writing an image failed.
+#[derive(Debug, Error)]
+pub enum ImageIoError {
+    /// The file could not be opened, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not an image this tool can decode.
+    #[error("{path}: cannot decode image: {reason}")]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A `.npy` image is not float32 H×W×3.
+    #[error("{path}: {reason}")]
+    BadNpy {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The output extension is not one of `.png`, `.jpg`/`.jpeg`, `.npy`.
+    #[error("{path}: unsupported output format (use .png, .jpg or .npy)")]
+    UnsupportedOutput {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Encoding the output failed.
+    #[error("{path}: cannot encode image: {reason}")]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// What the encoder said.
+        reason: String,
+    },
+}
+
+/// What [`save`] writes, decided by the extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// 8-bit PNG, clamped.
+    Png,
+    /// 8-bit JPEG (quality 95), clamped.
+    Jpeg,
+    /// Raw float32 H×W×3, not clamped.
+    Npy,
+}
+
+impl OutputFormat {
+    /// The format for `path`'s extension (case-insensitive).
+    pub fn from_path(path: &Path) -> Result<Self, ImageIoError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("png") => Ok(Self::Png),
+            Some("jpg" | "jpeg") => Ok(Self::Jpeg),
+            Some("npy") => Ok(Self::Npy),
+            _ => Err(ImageIoError::UnsupportedOutput { path: path.into() }),
+        }
+    }
+}
+
+/// Reads an image file as RGB in [0,1], with its EXIF orientation applied.
+pub fn load(path: &Path) -> Result<Rgb32FImage, ImageIoError> {
+    let decode = |e: image::ImageError| ImageIoError::Decode {
+        path: path.into(),
+        reason: e.to_string(),
+    };
+    let reader = ImageReader::open(path)
+        .map_err(|source| ImageIoError::Io {
+            path: path.into(),
+            source,
+        })?
+        .with_guessed_format()
+        .map_err(|source| ImageIoError::Io {
+            path: path.into(),
+            source,
+        })?;
+    let mut decoder = reader.into_decoder().map_err(decode)?;
+    let orientation = decoder.orientation().map_err(decode)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode)?;
+    img.apply_orientation(orientation);
+    if img.width() == 0 || img.height() == 0 {
+        return Err(ImageIoError::Decode {
+            path: path.into(),
+            reason: "the image is empty".into(),
+        });
+    }
+    Ok(img.to_rgb32f())
+}
+
+/// Resizes so the longer side is `target` pixels (Lanczos-3), keeping the aspect ratio; an
+/// image whose longer side already is `target` is returned as is, not resampled.
+pub fn resize_longer_side(img: &Rgb32FImage, target: u32) -> Rgb32FImage {
+    let (w, h) = img.dimensions();
+    if w.max(h) == target {
+        return img.clone();
+    }
+    let scale = target as f64 / w.max(h) as f64;
+    let nw = ((w as f64 * scale).round() as u32).max(1);
+    let nh = ((h as f64 * scale).round() as u32).max(1);
+    image::imageops::resize(img, nw, nh, FilterType::Lanczos3)
+}
+
+/// Resizes to exactly `w×h` (Lanczos-3), unless it already has that size.
+pub fn resize_exact(img: &Rgb32FImage, w: u32, h: u32) -> Rgb32FImage {
+    if img.dimensions() == (w, h) {
+        return img.clone();
+    }
+    image::imageops::resize(img, w, h, FilterType::Lanczos3)
+}
+
+/// The image as the optimisation variable, 1×3×H×W.
+pub fn to_variable(img: &Rgb32FImage) -> ArrayD<f32> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let hwc = ArrayD::from_shape_vec(IxDyn(&[h, w, 3]), img.as_raw().clone()).expect("RGB buffer");
+    hwc_to_variable(hwc)
+}
+
+/// An H×W×3 array as the 1×3×H×W variable.
+fn hwc_to_variable(hwc: ArrayD<f32>) -> ArrayD<f32> {
+    let (h, w) = (hwc.shape()[0], hwc.shape()[1]);
+    hwc.permuted_axes(IxDyn(&[2, 0, 1]))
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order(IxDyn(&[1, 3, h, w]))
+        .expect("same element count")
+}
+
+/// The 1×3×H×W variable as H×W×3 row-major values.
+fn variable_to_hwc(x: &ArrayD<f32>) -> (usize, usize, Vec<f32>) {
+    let (h, w) = (x.shape()[2], x.shape()[3]);
+    let hwc = x
+        .view()
+        .into_shape_with_order(IxDyn(&[3, h, w]))
+        .expect("1×3×H×W")
+        .permuted_axes(IxDyn(&[1, 2, 0]));
+    (h, w, hwc.iter().copied().collect())
+}
+
+/// Reads a float32 H×W×3 `.npy` image (as [`save`] writes) as the variable.
+pub fn load_npy(path: &Path) -> Result<ArrayD<f32>, ImageIoError> {
+    let bad = |reason: String| ImageIoError::BadNpy {
+        path: path.into(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|source| ImageIoError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(e.to_string()))?;
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    if shape.len() != 3 || shape[2] != 3 || shape[0] == 0 || shape[1] == 0 {
+        return Err(bad(format!("expected an H×W×3 image, got shape {shape:?}")));
+    }
+    if npy.dtype().descr() != "<f4" || npy.order() != npyz::Order::C {
+        return Err(bad(format!(
+            "expected little-endian float32 in C order, got {}",
+            npy.dtype().descr()
+        )));
+    }
+    let data = npy.into_vec::<f32>().map_err(|e| bad(e.to_string()))?;
+    if data.iter().any(|v| !v.is_finite()) {
+        return Err(bad("contains NaN or infinite values".into()));
+    }
+    Ok(hwc_to_variable(
+        ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape from header"),
+    ))
+}
+
+/// Writes the variable `x` to `path`, in the format its extension names (see the module
+/// documentation), atomically.
+pub fn save(path: &Path, x: &ArrayD<f32>) -> Result<(), ImageIoError> {
+    let format = OutputFormat::from_path(path)?;
+    let (h, w, hwc) = variable_to_hwc(x);
+    let bytes = match format {
+        OutputFormat::Npy => {
+            let mut out = Vec::new();
+            let mut writer = npyz::WriteOptions::<f32>::new()
+                .default_dtype()
+                .shape(&[h as u64, w as u64, 3])
+                .writer(&mut out)
+                .begin_nd()
+                .map_err(|source| ImageIoError::Io {
+                    path: path.into(),
+                    source,
+                })?;
+            writer.extend(hwc).map_err(|source| ImageIoError::Io {
+                path: path.into(),
+                source,
+            })?;
+            writer.finish().map_err(|source| ImageIoError::Io {
+                path: path.into(),
+                source,
+            })?;
+            out
+        }
+        OutputFormat::Png | OutputFormat::Jpeg => {
+            let rgb8: Vec<u8> = hwc
+                .iter()
+                .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+                .collect();
+            let img = image::RgbImage::from_raw(w as u32, h as u32, rgb8).expect("buffer size");
+            let mut out = std::io::Cursor::new(Vec::new());
+            let encoded = if format == OutputFormat::Png {
+                img.write_to(&mut out, image::ImageFormat::Png)
+            } else {
+                img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+                    &mut out, 95,
+                ))
+            };
+            encoded.map_err(|e| ImageIoError::Encode {
+                path: path.into(),
+                reason: e.to_string(),
+            })?;
+            out.into_inner()
+        }
+    };
+    write_atomically(path, &bytes)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ImageIoError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let io = |source| ImageIoError::Io {
+        path: path.into(),
+        source,
+    };
+    std::fs::write(&tmp, bytes).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
+}

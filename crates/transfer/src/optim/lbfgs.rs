@@ -1,0 +1,168 @@
+//! Limited-memory BFGS (Nocedal, 1980; Liu & Nocedal, 1989).
+//!
+//! The direction is `d = −H·g`, where `H` approximates the inverse Hessian from the last `m`
+//! steps `s_k = x_{k+1} − x_k` and gradient changes `y_k = g_{k+1} − g_k`, applied by the
+//! *two-loop recursion* without ever forming `H`. The initial `H₀ = γ·I` uses
+//! `γ = sᵀy / yᵀy` of the newest pair. A pair is kept only if `yᵀs > 1e-10` (positive
+//! curvature), so `H` stays positive definite and `d` a descent direction.
+//!
+//! The step along `d` is chosen by the strong-Wolfe line search by default. With
+//! [`LineSearch::None`] it is the classic fixed step of Lua `optim.lbfgs` and
+//! `torch.optim.LBFGS` without line search — `t = 1`, except `min(1, 1/‖g‖₁)` for the first
+//! step — made safe: a step that raises the loss (or makes it non-finite) is undone, the memory
+//! cleared, and the next step is again a scaled gradient step of half the length.
+
+use super::line_search::{strong_wolfe, Trial};
+use super::{axpy, dot, Eval, Optimizer};
+use std::collections::VecDeque;
+
+/// How L-BFGS picks the step length along its direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineSearch {
+    /// Strong-Wolfe line search (the default).
+    StrongWolfe,
+    /// A fixed unit step, as the classic implementations run it (with the safeguards above).
+    None,
+}
+
+/// L-BFGS with history size `history` (see the module documentation).
+pub struct Lbfgs {
+    /// How many `(s, y)` pairs to keep (the classic default is 100).
+    pub history: usize,
+    /// How to choose the step.
+    pub line_search: LineSearch,
+}
+
+/// Most line-search evaluations per iteration.
+const MAX_LINE_SEARCH_EVALS: usize = 25;
+
+/// One curvature pair with `ρ = 1 / yᵀs`.
+struct Pair {
+    s: Vec<f32>,
+    y: Vec<f32>,
+    rho: f64,
+}
+
+/// `−H·g` by the two-loop recursion, with `H₀ = h0·I`.
+fn direction(g: &[f32], memory: &VecDeque<Pair>, h0: f64) -> Vec<f32> {
+    let mut q: Vec<f32> = g.iter().map(|v| -v).collect();
+    let mut alpha = vec![0.0; memory.len()];
+    for (i, p) in memory.iter().enumerate().rev() {
+        alpha[i] = p.rho * dot(&p.s, &q);
+        axpy(-alpha[i], &p.y, &mut q);
+    }
+    q.iter_mut().for_each(|v| *v = (*v as f64 * h0) as f32);
+    for (i, p) in memory.iter().enumerate() {
+        let beta = p.rho * dot(&p.y, &q);
+        axpy(alpha[i] - beta, &p.s, &mut q);
+    }
+    q
+}
+
+impl Optimizer for Lbfgs {
+    fn minimize(&mut self, x: &mut [f32], f: &mut Eval) {
+        let Some((f0, g0)) = f(x) else { return };
+        let mut cur = Trial {
+            t: 0.0,
+            f: f0 as f64,
+            g: g0,
+            gtd: 0.0,
+        };
+        let mut memory: VecDeque<Pair> = VecDeque::with_capacity(self.history);
+        let mut h0 = 1.0;
+        // Scale of the next scaled-gradient (restart) step; halved after each rejected step.
+        let mut restart_scale = 1.0;
+        let mut restart = true;
+        loop {
+            let g_l1: f64 = cur.g.iter().map(|v| v.abs() as f64).sum();
+            if g_l1 == 0.0 || !g_l1.is_finite() {
+                return; // a stationary point (or nothing sensible to do)
+            }
+            let mut d = if restart || memory.is_empty() {
+                cur.g.iter().map(|v| -v).collect()
+            } else {
+                direction(&cur.g, &memory, h0)
+            };
+            let mut gtd = dot(&cur.g, &d);
+            if gtd.is_nan() || gtd >= 0.0 {
+                // Not a descent direction (only from rounding): forget and go downhill.
+                memory.clear();
+                d = cur.g.iter().map(|v| -v).collect();
+                gtd = dot(&cur.g, &d);
+                restart = true;
+            }
+            // The first step after a (re)start is scaled by 1/‖g‖₁, as in the classic code.
+            let t = if restart {
+                restart_scale * (1.0 / g_l1).min(1.0)
+            } else {
+                1.0
+            };
+            cur.gtd = gtd;
+            let x_old = x.to_vec();
+            let next = match self.line_search {
+                LineSearch::StrongWolfe => {
+                    let r = strong_wolfe(f, x, &d, &cur, t, MAX_LINE_SEARCH_EVALS);
+                    if r.best.t == 0.0 && r.stopped {
+                        return;
+                    }
+                    axpy(r.best.t, &d, x);
+                    if r.stopped {
+                        return;
+                    }
+                    r.best
+                }
+                LineSearch::None => {
+                    axpy(t, &d, x);
+                    let Some((fv, g)) = f(x) else { return };
+                    let trial = Trial {
+                        t,
+                        f: fv as f64,
+                        g,
+                        gtd: 0.0,
+                    };
+                    if trial.f.is_nan() || trial.f > cur.f {
+                        // The step made things worse: undo it and restart smaller.
+                        x.copy_from_slice(&x_old);
+                        memory.clear();
+                        restart = true;
+                        restart_scale *= 0.5;
+                        continue;
+                    }
+                    trial
+                }
+            };
+            if next.t == 0.0 {
+                // The line search found nothing better than where it started: restart from
+                // the gradient, or stop if that was already a restart.
+                if restart && memory.is_empty() {
+                    return;
+                }
+                memory.clear();
+                restart = true;
+                continue;
+            }
+            // Curvature pair from this step.
+            let s: Vec<f32> = x.iter().zip(&x_old).map(|(a, b)| a - b).collect();
+            let y: Vec<f32> = next.g.iter().zip(&cur.g).map(|(a, b)| a - b).collect();
+            let ys = dot(&y, &s);
+            if ys > 1e-10 {
+                if memory.len() == self.history {
+                    memory.pop_front();
+                }
+                h0 = ys / dot(&y, &y);
+                memory.push_back(Pair {
+                    s,
+                    y,
+                    rho: 1.0 / ys,
+                });
+                restart = false;
+            } else if self.line_search == LineSearch::None {
+                // Rejected pair: without a line search the old memory is not to be trusted;
+                // fall back to a scaled gradient step.
+                memory.clear();
+                restart = true;
+            }
+            cur = Trial { t: 0.0, ..next };
+        }
+    }
+}

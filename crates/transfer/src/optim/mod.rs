@@ -1,0 +1,40 @@
+//! Minimisers of a function given by its value and gradient, on a flat `f32` vector.
+//!
+//! Every optimizer gets `x` (the starting point, updated in place) and an evaluation callback
+//! `f(x) → Some((L, ∇L))`. The callback returns `None` when the run must stop — the evaluation
+//! budget is spent or the user interrupted — and the optimizer then returns at once, leaving in
+//! `x` its last accepted iterate. Budgets therefore count evaluations, line-search ones included,
+//! and are enforced by the caller (see `run.rs`), not by each optimizer.
+//!
+//! Scalars (dot products, step lengths) are f64; vectors are f32.
+
+mod adam;
+mod gd;
+mod lbfgs;
+mod line_search;
+
+pub use adam::Adam;
+pub use gd::GradientDescent;
+pub use lbfgs::{Lbfgs, LineSearch};
+
+/// The evaluation callback: `Some((L(x), ∇L(x)))`, or `None` to stop.
+pub type Eval<'a> = dyn FnMut(&[f32]) -> Option<(f32, Vec<f32>)> + 'a;
+
+/// A minimiser (see the module documentation).
+pub trait Optimizer {
+    /// Minimises from `x` until `f` returns `None` (or the method cannot make progress, e.g. a
+    /// zero gradient); `x` ends at the last accepted iterate.
+    fn minimize(&mut self, x: &mut [f32], f: &mut Eval);
+}
+
+/// `Σ a_i b_i`, accumulated in f64.
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+}
+
+/// `y ← y + alpha·x`.
+pub(crate) fn axpy(alpha: f64, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi = (*yi as f64 + alpha * *xi as f64) as f32;
+    }
+}

@@ -1,0 +1,149 @@
+//! One style-transfer run: minimise the objective over the image from an initial image, for a
+//! budget of evaluations, reporting every evaluation to an observer.
+
+use crate::optim::{Adam, GradientDescent, Lbfgs, LineSearch, Optimizer};
+use nst_loss::Objective;
+use nst_tensor::ndarray::ArrayD;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Which optimizer, with its settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimizerKind {
+    /// L-BFGS with `history` pairs.
+    Lbfgs {
+        /// History size.
+        history: usize,
+        /// Step-length strategy.
+        line_search: LineSearch,
+    },
+    /// Adam with learning rate `lr`.
+    Adam {
+        /// Learning rate.
+        lr: f32,
+    },
+    /// Gradient descent with step `lr`.
+    Gd {
+        /// Step size.
+        lr: f32,
+    },
+}
+
+/// What one evaluation measured: the unweighted terms, the weighted total, and its wall time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EvalRecord {
+    /// 1-based evaluation number.
+    pub eval: usize,
+    /// `L = α·L_c + β·L_s + γ·L_tv`.
+    pub total: f32,
+    /// `L_c`.
+    pub content: f32,
+    /// `L_s`.
+    pub style: f32,
+    /// `L_tv`.
+    pub tv: f32,
+    /// Wall milliseconds of this evaluation (forward and backward).
+    pub ms: f64,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    /// The final iterate — the output of a completed run.
+    pub final_image: ArrayD<f32>,
+    /// The evaluated image with the lowest total loss — the output of an interrupted run.
+    pub best_image: ArrayD<f32>,
+    /// The best image's record.
+    pub best: Option<EvalRecord>,
+    /// The last evaluation's record.
+    pub last: Option<EvalRecord>,
+    /// Evaluations made.
+    pub evals: usize,
+    /// Whether the run was stopped by the interrupt flag before its budget was spent.
+    pub interrupted: bool,
+}
+
+/// An observer's verdict on an evaluation: an error stops the run.
+pub type ObserverResult = Result<(), String>;
+
+/// Minimises `objective` from `x0` for at most `budget` evaluations (line-search evaluations
+/// included). After each evaluation, `observe(record, image)` is called (for logging, progress
+/// and intermediate images); an error from it stops the run and is returned. Setting
+/// `interrupt` stops the run after the current evaluation, keeping the best image.
+pub fn run(
+    objective: &Objective,
+    x0: ArrayD<f32>,
+    optimizer: OptimizerKind,
+    budget: usize,
+    observe: &mut dyn FnMut(&EvalRecord, &ArrayD<f32>) -> ObserverResult,
+    interrupt: &AtomicBool,
+) -> Result<RunOutcome, String> {
+    let shape = x0.raw_dim();
+    let mut x: Vec<f32> = x0.iter().copied().collect();
+    let mut best: Option<(EvalRecord, ArrayD<f32>)> = None;
+    let mut last = None;
+    let mut evals = 0;
+    let mut interrupted = false;
+    let mut failure = None;
+    {
+        let mut eval = |xs: &[f32]| -> Option<(f32, Vec<f32>)> {
+            if evals >= budget || failure.is_some() {
+                return None;
+            }
+            if interrupt.load(Ordering::SeqCst) {
+                interrupted = true;
+                return None;
+            }
+            let image = ArrayD::from_shape_vec(shape.clone(), xs.to_vec()).expect("image shape");
+            let start = Instant::now();
+            let e = objective.evaluate(&image);
+            evals += 1;
+            let record = EvalRecord {
+                eval: evals,
+                total: e.total,
+                content: e.content,
+                style: e.style,
+                tv: e.tv,
+                ms: start.elapsed().as_secs_f64() * 1e3,
+            };
+            if let Err(msg) = observe(&record, &image) {
+                failure = Some(msg);
+                return None;
+            }
+            last = Some(record);
+            if e.total.is_finite() && best.as_ref().is_none_or(|(b, _)| e.total < b.total) {
+                best = Some((record, image));
+            }
+            Some((e.total, e.grad.into_raw_vec_and_offset().0))
+        };
+        let mut opt: Box<dyn Optimizer> = match optimizer {
+            OptimizerKind::Lbfgs {
+                history,
+                line_search,
+            } => Box::new(Lbfgs {
+                history,
+                line_search,
+            }),
+            OptimizerKind::Adam { lr } => Box::new(Adam { lr }),
+            OptimizerKind::Gd { lr } => Box::new(GradientDescent { lr }),
+        };
+        opt.minimize(&mut x, &mut eval);
+    }
+    if let Some(msg) = failure {
+        return Err(msg);
+    }
+    interrupted |= interrupt.load(Ordering::SeqCst) && evals < budget;
+    let final_image = ArrayD::from_shape_vec(shape, x).expect("image shape");
+    let (best, best_image) = match best {
+        Some((r, img)) => (Some(r), img),
+        None => (None, final_image.clone()),
+    };
+    Ok(RunOutcome {
+        final_image,
+        best_image,
+        best,
+        last,
+        evals,
+        interrupted,
+    })
+}
