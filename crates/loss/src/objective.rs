@@ -151,3 +151,24 @@ fn constant_features(
     let feats = vgg.features(g.constant(Arc::new(image.clone())), names)?;
     Ok(feats.into_iter().map(|f| f.value()).collect())
 }
+
+impl LossWeights {
+    /// The default weights for a network with input normalisation `p`.
+    ///
+    /// For Caffe-scale networks (inputs in 0–255, like our VGG16) they are `α = 5`, `β = 500`,
+    /// `γ = 0`: the classic implementation's content weight 5 and style weight 100 per layer
+    /// (summed over five layers, i.e. 500 for our mean over layers), which reproduces the
+    /// published Starry Night Tübingen. Feature maps scale with the network's input range `r`
+    /// (`scale / mean(std)`: 255 for Caffe, ≈4.4 for torchvision), content losses with `r²`
+    /// and style losses with `r⁴`; so with `k = r/255`, `α = 5/k²` and `β = 500/k⁴` keep the
+    /// same balance on any weights. Total variation acts on the image, so `γ` does not scale.
+    pub fn default_for(p: &nst_vgg::Preprocessing) -> Self {
+        let range = p.scale as f64 / (p.std.iter().map(|&s| s as f64).sum::<f64>() / 3.0);
+        let k = range / 255.0;
+        LossWeights {
+            content: (5.0 / (k * k)) as f32,
+            style: (500.0 / k.powi(4)) as f32,
+            tv: 0.0,
+        }
+    }
+}

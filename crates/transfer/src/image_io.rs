@@ -43,6 +43,14 @@ pub enum ImageIoError {
         /// What is wrong.
         reason: String,
     },
+    /// An initial image does not have the content image's size.
+    #[error("{path}: {reason}")]
+    WrongSize {
+        /// The file.
+        path: PathBuf,
+        /// The sizes involved.
+        reason: String,
+    },
     /// The output extension is not one of `.png`, `.jpg`/`.jpeg`, `.npy`.
     #[error("{path}: unsupported output format (use .png, .jpg or .npy)")]
     UnsupportedOutput {

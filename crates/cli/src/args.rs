@@ -1,0 +1,144 @@
+//! The command line, declared with clap. Every option of `nst transfer` is here with its default
+//! and its help text (which the README repeats).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Neural style transfer on the CPU (Gatys, Ecker & Bethge, 2015).
+#[derive(Parser, Debug)]
+#[command(name = "nst", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Render the content image in the style of the style image(s).
+    Transfer(TransferArgs),
+}
+
+/// Optimizer choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerArg {
+    /// L-BFGS (quasi-Newton), the classic choice.
+    Lbfgs,
+    /// Adam.
+    Adam,
+    /// Plain gradient descent.
+    Gd,
+}
+
+/// L-BFGS step strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LineSearchArg {
+    /// Strong-Wolfe line search.
+    StrongWolfe,
+    /// Fixed unit steps, as the classic implementations (made safe).
+    None,
+}
+
+/// Pooling choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PoolingArg {
+    /// Max pooling.
+    Max,
+    /// Average pooling.
+    Avg,
+}
+
+/// Options of `nst transfer`.
+#[derive(clap::Args, Debug)]
+pub struct TransferArgs {
+    /// Content image.
+    #[arg(long, value_name = "C")]
+    pub content: PathBuf,
+    /// Style image; repeat for several styles.
+    #[arg(long, value_name = "S", required = true)]
+    pub style: Vec<PathBuf>,
+    /// Output: .png or .jpg (clamped, 8-bit) or .npy (raw float32 H×W×3 RGB, not clamped).
+    #[arg(long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Blend weights of the styles, one per --style (normalised to sum 1) [default: equal].
+    #[arg(long, value_name = "W,..", value_delimiter = ',')]
+    pub style_blend: Option<Vec<f32>>,
+    /// Weights directory [default: weights/vgg19 if present, else weights/vgg16].
+    #[arg(long, value_name = "DIR")]
+    pub weights: Option<PathBuf>,
+    /// Longer side of the output in pixels.
+    #[arg(long, value_name = "PX", default_value_t = 512)]
+    pub size: u32,
+    /// Style images are resized so their longer side is size × this factor.
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    pub style_scale: f32,
+    /// Budget of loss+gradient evaluations (line-search evaluations included).
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub iters: usize,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Lbfgs)]
+    pub optimizer: OptimizerArg,
+    /// Learning rate of adam (default 0.02) or gd (default 1e-7); L-BFGS needs none.
+    #[arg(long, value_name = "F")]
+    pub lr: Option<f32>,
+    /// L-BFGS history size.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub history: usize,
+    /// L-BFGS step strategy.
+    #[arg(long, value_enum, default_value_t = LineSearchArg::StrongWolfe)]
+    pub line_search: LineSearchArg,
+    /// Initial image: content, noise, style, or a PATH (image or .npy of the output's size).
+    #[arg(
+        long,
+        value_name = "content|noise|style|PATH",
+        default_value = "content"
+    )]
+    pub init: String,
+    /// Seed of the noise initialisation.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+    /// Content weight α [default: 5 for Caffe-scale weights, rescaled for others].
+    #[arg(long, value_name = "A")]
+    pub content_weight: Option<f32>,
+    /// Style weight β [default: 500 for Caffe-scale weights, rescaled for others].
+    #[arg(long, value_name = "B")]
+    pub style_weight: Option<f32>,
+    /// Total-variation weight γ.
+    #[arg(long, value_name = "G", default_value_t = 0.0)]
+    pub tv_weight: f32,
+    /// Content layers (convB_I before ReLU, reluB_I after).
+    #[arg(
+        long,
+        value_name = "L,..",
+        value_delimiter = ',',
+        default_value = "relu4_2"
+    )]
+    pub content_layers: Vec<String>,
+    /// Style layers.
+    #[arg(
+        long,
+        value_name = "L,..",
+        value_delimiter = ',',
+        default_value = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
+    )]
+    pub style_layers: Vec<String>,
+    /// Pooling between blocks.
+    #[arg(long, value_enum, default_value_t = PoolingArg::Max)]
+    pub pooling: PoolingArg,
+    /// Keep the content's colours (luminance-only transfer, YIQ).
+    #[arg(long)]
+    pub original_colors: bool,
+    /// Also write the image every N evaluations, as OUT_stem_<eval>.ext.
+    #[arg(long, value_name = "N")]
+    pub save_every: Option<usize>,
+    /// Write one JSON object per evaluation to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log_json: Option<PathBuf>,
+    /// Worker threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print nothing but errors.
+    #[arg(long)]
+    pub quiet: bool,
+}
