@@ -171,7 +171,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
                 .map_err(|e| format!("writing the JSON log: {e}"))?;
         }
         if let Some(every) = args.save_every {
-            if r.eval % every == 0 {
+            if r.eval.is_multiple_of(every) {
                 let path = numbered(&args.output, r.eval);
                 image_io::save(&path, &to_write(x, &path)).map_err(|e| e.to_string())?;
             }
