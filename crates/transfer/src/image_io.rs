@@ -187,9 +187,10 @@ pub fn load_npy(path: &Path) -> Result<ArrayD<f32>, ImageIoError> {
     if shape.len() != 3 || shape[2] != 3 || shape[0] == 0 || shape[1] == 0 {
         return Err(bad(format!("expected an H×W×3 image, got shape {shape:?}")));
     }
-    if npy.dtype().descr() != "<f4" || npy.order() != npyz::Order::C {
+    let f4: npyz::TypeStr = "<f4".parse().expect("a valid type string");
+    if npy.dtype() != npyz::DType::Plain(f4) || npy.order() != npyz::Order::C {
         return Err(bad(format!(
-            "expected little-endian float32 in C order, got {}",
+            "expected little-endian float32 ('<f4') in C order, got {}",
             npy.dtype().descr()
         )));
     }

@@ -1,0 +1,350 @@
+//! End-to-end tests of the `nst` binary on the real VGG16 weights: the PyTorch gradient-step
+//! check, a short real run, determinism, interruption, and clear errors for bad input.
+//!
+//! They need the fetched weights (`python3 tools/fetch_weights.py`) and fail saying so if absent.
+
+use nst_tensor::ndarray::ArrayD;
+use nst_transfer::image_io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn weights() -> PathBuf {
+    let dir = root().join("weights/vgg16");
+    assert!(
+        dir.join("manifest.json").is_file(),
+        "these tests need the real VGG16 weights in {}; fetch them with: python3 tools/fetch_weights.py",
+        dir.display()
+    );
+    dir
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("e2e")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `nst transfer` of the demo Tübingen in the style of The Starry Night, plus `extra` options.
+fn nst(extra: &[&str]) -> Output {
+    let data = root().join("tests/data");
+    nst_with(
+        &data.join("tubingen.jpg"),
+        &data.join("starry_night.jpg"),
+        extra,
+    )
+}
+
+/// `nst transfer --content content --style style` on 2 threads, plus `extra` options.
+fn nst_with(content: &Path, style: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nst"))
+        .args([
+            "transfer",
+            "--weights",
+            weights().to_str().unwrap(),
+            "--threads",
+            "2",
+        ])
+        .args([
+            "--content",
+            content.to_str().unwrap(),
+            "--style",
+            style.to_str().unwrap(),
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn norm(a: &ArrayD<f32>) -> f64 {
+    a.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt()
+}
+
+/// One `--optimizer gd` step from a perturbed content image equals `x0 − lr·∇L(x0)` with `∇L`
+/// from PyTorch (`tools/torch_reference.py`), to 1e-3 relative: the whole objective — network,
+/// preprocessing, the three losses, their weights and the gradient — checked end to end.
+#[test]
+fn one_gd_step_matches_pytorch() {
+    let fx = root().join("tests/fixtures/gd_step");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("reference.json")).unwrap()).unwrap();
+    let num = |k: &str| reference[k].as_f64().unwrap().to_string();
+    let out = scratch("gd").join("x1.npy");
+    let o = Command::new(env!("CARGO_BIN_EXE_nst"))
+        .args(["transfer", "--weights", weights().to_str().unwrap()])
+        .args(["--content", fx.join("content.png").to_str().unwrap()])
+        .args(["--style", fx.join("style.png").to_str().unwrap()])
+        .args([
+            "--init",
+            fx.join("x0.npy").to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--size",
+            "48",
+            "--iters",
+            "1",
+            "--optimizer",
+            "gd",
+            "--lr",
+            &num("lr"),
+        ])
+        .args([
+            "--content-weight",
+            &num("content_weight"),
+            "--style-weight",
+            &num("style_weight"),
+        ])
+        .args(["--tv-weight", &num("tv_weight"), "--quiet"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let x0 = image_io::load_npy(&fx.join("x0.npy")).unwrap();
+    let x1 = image_io::load_npy(&out).unwrap();
+    let grad = image_io::load_npy(&fx.join("grad.npy")).unwrap();
+    let lr = reference["lr"].as_f64().unwrap() as f32;
+    let ours = &x1 - &x0;
+    let want = grad.mapv(|g| -lr * g);
+    let rel = norm(&(&ours - &want)) / norm(&want);
+    assert!(rel < 1e-3, "‖Δours − Δref‖/‖Δref‖ = {rel:.2e}");
+}
+
+/// A real run at 96 px: the style loss falls by more than 100× in 60 evaluations, the log has
+/// one line per evaluation, and the output has the requested size.
+#[test]
+fn a_short_real_run_transfers_style() {
+    let dir = scratch("run");
+    let (out, log) = (dir.join("out.png"), dir.join("log.jsonl"));
+    let o = nst(&[
+        "--size",
+        "96",
+        "--iters",
+        "60",
+        "--output",
+        out.to_str().unwrap(),
+        "--log-json",
+        log.to_str().unwrap(),
+        "--save-every",
+        "30",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 60);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["eval"].as_u64(), Some(i as u64 + 1));
+        for key in ["total", "content", "style", "tv", "ms"] {
+            assert!(
+                l[key].as_f64().is_some_and(f64::is_finite),
+                "line {i}: {key}"
+            );
+        }
+    }
+    let (first, last) = (
+        lines[0]["style"].as_f64().unwrap(),
+        lines[59]["style"].as_f64().unwrap(),
+    );
+    assert!(
+        last < first / 100.0,
+        "style loss only went from {first} to {last}"
+    );
+    let img = image::open(&out).unwrap();
+    assert_eq!((img.width(), img.height()), (96, 72));
+    assert!(dir.join("out_30.png").is_file() && dir.join("out_60.png").is_file());
+}
+
+/// The same seed and thread count give identical bytes; another seed does not.
+#[test]
+fn runs_are_deterministic() {
+    let dir = scratch("determinism");
+    let run = |name: &str, seed: &str| {
+        let out = dir.join(name);
+        let o = nst(&[
+            "--size",
+            "48",
+            "--iters",
+            "6",
+            "--init",
+            "noise",
+            "--seed",
+            seed,
+            "--output",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(out).unwrap()
+    };
+    let (a, b, c) = (run("a.npy", "3"), run("b.npy", "3"), run("c.npy", "4"));
+    assert!(a == b, "two identical runs wrote different bytes");
+    assert!(a != c, "different seeds wrote the same image");
+}
+
+/// SIGINT stops the run after the current evaluation and writes the best image so far.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_run_keeps_its_best_image() {
+    let dir = scratch("interrupt");
+    let (out, log) = (dir.join("out.png"), dir.join("log.jsonl"));
+    let data = root().join("tests/data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nst"))
+        .args(["transfer", "--weights", weights().to_str().unwrap()])
+        .args(["--content", data.join("tubingen.jpg").to_str().unwrap()])
+        .args(["--style", data.join("the_scream.jpg").to_str().unwrap()])
+        .args([
+            "--size",
+            "64",
+            "--iters",
+            "100000",
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .args(["--log-json", log.to_str().unwrap(), "--quiet"])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 3 {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the run made no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!out.exists(), "output written before the run ended");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let img = image::open(&out).expect("the best image was written");
+    assert_eq!(img.width(), 64);
+}
+
+/// Bad input gets a clear message, exit code 1, no panic, and no output file.
+#[test]
+fn bad_input_is_a_clear_error_and_writes_nothing() {
+    let dir = scratch("errors");
+    let out = dir.join("out.png");
+    let o_str = out.to_str().unwrap();
+    let not_an_image = dir.join("text.jpg");
+    std::fs::write(&not_an_image, "this is not a JPEG").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--content-layers", "relu4_9"],
+            "unknown layer 'relu4_9'",
+        ),
+        (
+            vec!["--style-layers", "relu1_1,conv5_4"],
+            "valid layers: conv1_1, relu1_1",
+        ),
+        (vec!["--size", "8"], "too small"),
+        (vec!["--style-blend", "0.5,0.5"], "2 weights for 1 --style"),
+        (vec!["--iters", "0"], "--iters must be at least 1"),
+        (vec!["--tv-weight=-1"], "--tv-weight must be"),
+        (vec!["--init", "/nonexistent/x.png"], "/nonexistent/x.png"),
+        (
+            vec!["--style", not_an_image.to_str().unwrap()],
+            "cannot decode image",
+        ),
+        (vec!["--weights", "/nonexistent"], "fetch_weights.py"),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["--output", o_str];
+        args.extend(extra.iter().copied());
+        let o = match extra[0] {
+            "--style" => nst_with(
+                &root().join("tests/data/tubingen.jpg"),
+                Path::new(extra[1]),
+                &["--output", o_str],
+            ),
+            "--weights" => Command::new(env!("CARGO_BIN_EXE_nst"))
+                .args([
+                    "transfer",
+                    "--content",
+                    "a.png",
+                    "--style",
+                    "b.png",
+                    "--output",
+                    o_str,
+                    "--weights",
+                    extra[1],
+                ])
+                .output()
+                .unwrap(),
+            _ => nst(&args),
+        };
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(
+            err.contains(expected),
+            "{extra:?}: expected '{expected}' in: {err}"
+        );
+        assert!(!err.contains("panicked"), "{extra:?} panicked: {err}");
+        assert!(!out.exists(), "{extra:?} wrote an output");
+    }
+    let o = nst(&["--output", dir.join("out.gif").to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("unsupported output format"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Grayscale, RGBA and 16-bit inputs all become RGB and run.
+#[test]
+fn unusual_input_formats_are_accepted() {
+    let dir = scratch("formats");
+    let gray = dir.join("gray.png");
+    image::GrayImage::from_fn(40, 30, |x, y| image::Luma([(x * 6 + y) as u8]))
+        .save(&gray)
+        .unwrap();
+    let rgba = dir.join("rgba.png");
+    image::RgbaImage::from_fn(40, 30, |x, y| {
+        image::Rgba([x as u8 * 5, y as u8 * 7, 90, 10])
+    })
+    .save(&rgba)
+    .unwrap();
+    let deep = dir.join("deep.png");
+    image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(40, 30, |x, y| {
+        image::Rgb([x as u16 * 1500, y as u16 * 2000, 30000])
+    })
+    .save(&deep)
+    .unwrap();
+    for input in [&gray, &rgba, &deep] {
+        let out = dir.join("out.png");
+        let o = nst_with(
+            input,
+            input,
+            &[
+                "--size",
+                "40",
+                "--iters",
+                "2",
+                "--output",
+                out.to_str().unwrap(),
+                "--quiet",
+            ],
+        );
+        assert!(o.status.success(), "{}: {}", input.display(), stderr(&o));
+        assert_eq!(image::open(&out).unwrap().width(), 40);
+    }
+}
