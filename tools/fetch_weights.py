@@ -11,7 +11,6 @@ needs (numpy, onnx, h5py) into ``tools/.venv`` on first use and re-runs itself t
 
 import argparse
 import os
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -19,18 +18,6 @@ ROOT = os.path.dirname(HERE)
 VENV = os.path.join(HERE, ".venv")
 CACHE = os.path.join(HERE, ".cache")
 REQUIREMENTS = ["numpy>=1.24", "onnx>=1.14", "h5py>=3.8"]
-
-
-def ensure_venv():
-    """Re-executes this script inside tools/.venv, creating it on first use."""
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
-        return
-    python = os.path.join(VENV, "bin", "python")
-    if not os.path.exists(python):
-        print(f"setting up {VENV} (numpy, onnx, h5py) ...", file=sys.stderr)
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-        subprocess.check_call([python, "-m", "pip", "install", "--quiet", *REQUIREMENTS])
-    os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
 
 
 def main():
@@ -42,8 +29,10 @@ def main():
     parser.add_argument("--out", help="output directory (default weights/<arch>)")
     parser.add_argument("--force", action="store_true", help="redo even if already present")
     args = parser.parse_args()
-    ensure_venv()
     sys.path.insert(0, HERE)
+    import tool_venv
+
+    tool_venv.ensure_venv(__file__, VENV, REQUIREMENTS)
     import vgg_layout
 
     out = args.out or os.path.join(ROOT, "weights", args.arch)

@@ -18,7 +18,6 @@ weights' manifest.
 
 import json
 import os
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,25 +25,16 @@ ROOT = os.path.dirname(HERE)
 VENV = os.path.join(HERE, ".venv-torch")
 
 
-def ensure_venv():
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
-        return
-    python = os.path.join(VENV, "bin", "python")
-    if not os.path.exists(python):
-        print(f"setting up {VENV} (torch, numpy, pillow) ...", file=sys.stderr)
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-        subprocess.check_call([python, "-m", "pip", "install", "--quiet", "torch", "numpy", "pillow"])
-    os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
+sys.path.insert(0, HERE)
+import tool_venv  # noqa: E402
 
-
-ensure_venv()
+tool_venv.ensure_venv(__file__, VENV, ["torch", "numpy", "pillow"])
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-sys.path.insert(0, HERE)
 import vgg_layout  # noqa: E402
 
 torch.set_grad_enabled(True)
@@ -79,6 +69,8 @@ class TorchVgg:
             out[name] = h
             h = F.relu(h)
             out["relu" + name[4:]] = h
+            if all(n in out for n in names):
+                break
             last_in_block = k + 1 == len(self.convs) or block_of(self.convs[k + 1][0]) != block_of(name)
             if last_in_block:
                 pool = F.max_pool2d if self.pooling == "max" else F.avg_pool2d
@@ -166,7 +158,42 @@ def write_fixtures():
                      "torch": torch.__version__})
     with open(os.path.join(gd, "reference.json"), "w") as f:
         json.dump(settings, f, indent=2)
+    write_converter_fixtures(out)
     print(f"fixtures written under {out}: total {total.item():.6g}")
+
+
+def write_converter_fixtures(out):
+    """Fixtures for the converters: tiny checkpoints in both torch.save formats, and the
+    features of a synthetic VGG19 (vgg_layout.synthetic_tensors) under both preprocessings."""
+    import collections
+
+    tools_fx = os.path.join(HERE, "fixtures")
+    os.makedirs(tools_fx, exist_ok=True)
+    base = torch.arange(12, dtype=torch.float32)
+    state = collections.OrderedDict([
+        ("plain", torch.arange(6, dtype=torch.float32).reshape(2, 3)),
+        ("transposed", base.reshape(3, 4).t()),       # non-contiguous strides
+        ("offset", base[5:].reshape(7)),               # a view with a storage offset
+        ("scalar", torch.tensor(2.5)),
+    ])
+    torch.save(state, os.path.join(tools_fx, "tiny_zip.pth"))
+    torch.save(state, os.path.join(tools_fx, "tiny_legacy.pth"), _use_new_zipfile_serialization=False)
+
+    syn = os.path.join(out, "vgg19_synthetic")
+    os.makedirs(syn, exist_ok=True)
+    tensors = vgg_layout.synthetic_tensors("vgg19", seed=0)
+    x = torch.from_numpy(np.random.RandomState(1).rand(1, 3, 20, 17).astype(np.float32))
+    np.save(os.path.join(syn, "input.npy"), x.numpy())
+    for prep_name, prep in (("torchvision", vgg_layout.TORCHVISION), ("caffe", vgg_layout.CAFFE)):
+        vgg = TorchVgg.__new__(TorchVgg)
+        vgg.manifest = {"preprocessing": prep}
+        vgg.arch = "vgg19"
+        vgg.pooling = "max"
+        vgg.convs = [(name, torch.from_numpy(tensors[f"{name}.weight"]), torch.from_numpy(tensors[f"{name}.bias"]))
+                     for name, _, _, _ in vgg_layout.convs("vgg19")]
+        with torch.no_grad():
+            for name, f in zip(["conv1_2", "relu3_4", "relu5_4"], vgg.features(x, ["conv1_2", "relu3_4", "relu5_4"])):
+                np.save(os.path.join(syn, f"{prep_name}_{name}.npy"), f.numpy().astype("<f4"))
 
 
 def run_lbfgs(args):

@@ -84,3 +84,20 @@ def verify_weights_dir(out_dir, arch):
             if not os.path.isfile(fpath) or sha256_file(fpath) != manifest["files"].get(fname):
                 return False
     return True
+
+
+def synthetic_tensors(arch, seed=0):
+    """Deterministic He-scaled random conv weights in OIHW order, for converter tests.
+
+    Uses NumPy's legacy ``RandomState``, whose stream is frozen across NumPy versions, so the
+    PyTorch-made fixtures and the tests regenerate exactly the same numbers.
+    """
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    tensors = {}
+    for name, c_in, c_out, _ in convs(arch):
+        std = (2.0 / (9 * c_in)) ** 0.5
+        tensors[f"{name}.weight"] = (rng.randn(c_out, c_in, 3, 3) * std).astype("<f4")
+        tensors[f"{name}.bias"] = (rng.randn(c_out) * 0.1).astype("<f4")
+    return tensors
