@@ -1,1 +1,174 @@
-fn main() {}
+//! Criterion benchmarks of the hot kernels at the shapes VGG16 sees on a 512×384 image.
+//!
+//! Run with `cargo bench -p nst-tensor` (or `cargo bench` at the root). Throughput is reported
+//! in FLOP/s ("elem/s" in criterion's words) where a FLOP count is meaningful: `2·M·K·N` for a
+//! GEMM and for each conv pass.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use nst_tensor::kernels::conv::{self, ConvGeometry};
+use nst_tensor::kernels::gemm::{gemm, MatMut, MatRef};
+use nst_tensor::kernels::{matmul, pool};
+use rayon::prelude::*;
+use std::time::Duration;
+
+/// The convolutions of VGG16 that the issue names, at 512×384 input.
+fn layers() -> Vec<(&'static str, ConvGeometry)> {
+    let g = |c_in, h, w, c_out| ConvGeometry {
+        c_in,
+        h,
+        w,
+        c_out,
+        kh: 3,
+        kw: 3,
+        pad: 1,
+    };
+    vec![
+        ("conv1_2", g(64, 384, 512, 64)),
+        ("conv3_2", g(256, 96, 128, 256)),
+        ("conv4_2", g(512, 48, 64, 512)),
+        ("conv5_1", g(512, 24, 32, 512)),
+    ]
+}
+
+fn data(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect()
+}
+
+fn quick<'c>(
+    c: &'c mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    group
+}
+
+/// The GEMM alone, single-threaded, at each layer's im2col shape — in the orientation the
+/// convolution uses (pixels as M: P×K·K×C_out) and the textbook one (C_out×K·K×P).
+fn bench_sgemm(c: &mut Criterion) {
+    let mut group = quick(c, "sgemm_1thread");
+    for (name, g) in layers() {
+        let (m, k, n) = (g.out_h() * g.out_w(), g.k(), g.c_out);
+        let (a, b) = (data(m * k), data(k * n));
+        let mut out = vec![0.0; m * n];
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        group.bench_function(BenchmarkId::new("pixels_x_k_x_cout", name), |bench| {
+            bench.iter(|| {
+                gemm(
+                    1.0,
+                    MatRef::row_major(&a, m, k),
+                    MatRef::row_major(&b, k, n),
+                    0.0,
+                    MatMut::row_major(&mut out, m, n),
+                )
+            })
+        });
+        group.bench_function(BenchmarkId::new("cout_x_k_x_pixels", name), |bench| {
+            bench.iter(|| {
+                gemm(
+                    1.0,
+                    MatRef::row_major(&b, k, n).t(),
+                    MatRef::row_major(&a, m, k).t(),
+                    0.0,
+                    MatMut::row_major(&mut out, n, m),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_im2col_col2im(c: &mut Criterion) {
+    let mut group = quick(c, "im2col_col2im");
+    for (name, g) in layers() {
+        let x = data(g.c_in * g.h * g.w);
+        let bands = g.bands();
+        group.throughput(Throughput::Bytes(
+            (4 * g.k() * g.out_h() * g.out_w()) as u64,
+        ));
+        group.bench_function(BenchmarkId::new("im2col", name), |bench| {
+            bench.iter(|| {
+                bands.par_iter().for_each(|&(y0, y1)| {
+                    let mut col = vec![0.0; g.k() * (y1 - y0) * g.out_w()];
+                    conv::im2col_band(&x, &g, y0, y1, &mut col);
+                    std::hint::black_box(&col);
+                })
+            })
+        });
+        let dcol = data(g.k() * bands[0].1 * g.out_w());
+        group.bench_function(BenchmarkId::new("col2im", name), |bench| {
+            bench.iter(|| {
+                bands.par_iter().for_each(|&(y0, y1)| {
+                    let n = g.k() * (y1 - y0) * g.out_w();
+                    let mut dx = vec![0.0; g.c_in * (y1 - y0 + 2) * g.w];
+                    conv::col2im_band(&dcol[..n], &g, y0, y1, &mut dx);
+                    std::hint::black_box(&dx);
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_conv(c: &mut Criterion) {
+    let mut group = quick(c, "conv2d");
+    for (name, g) in layers() {
+        let (x, w, b) = (
+            data(g.c_in * g.h * g.w),
+            data(g.c_out * g.k()),
+            data(g.c_out),
+        );
+        let dy = data(g.c_out * g.out_h() * g.out_w());
+        group.throughput(Throughput::Elements(g.flops() as u64));
+        group.bench_function(BenchmarkId::new("forward", name), |bench| {
+            bench.iter(|| conv::conv2d_forward(&x, &w, Some(&b), &g))
+        });
+        group.bench_function(BenchmarkId::new("input_grad", name), |bench| {
+            bench.iter(|| conv::conv2d_backward_input(&dy, &w, &g))
+        });
+    }
+    group.finish();
+}
+
+fn bench_pool_and_gram(c: &mut Criterion) {
+    let mut group = quick(c, "pool_gram");
+    let (ch, h, w) = (64, 384, 512);
+    let x = data(ch * h * w);
+    let (y, arg) = pool::max_pool2_forward(&x, ch, h, w);
+    group.throughput(Throughput::Bytes((4 * ch * h * w) as u64));
+    group.bench_function("max_pool_forward/64x384x512", |bench| {
+        bench.iter(|| pool::max_pool2_forward(&x, ch, h, w))
+    });
+    group.bench_function("max_pool_backward/64x384x512", |bench| {
+        bench.iter(|| pool::max_pool2_backward(&y, &arg, ch, h, w))
+    });
+    for (name, c_, m) in [("relu1_1", 64, 384 * 512), ("relu4_1", 512, 48 * 64)] {
+        let f = data(c_ * m);
+        let s = data(c_ * c_);
+        group.throughput(Throughput::Elements((2 * c_ * c_ * m) as u64));
+        group.bench_function(BenchmarkId::new("gram_forward", name), |bench| {
+            bench.iter(|| matmul::gram(&f, c_, m))
+        });
+        // The backward's product: dF = S·F with S = (dG + dGᵀ)/n.
+        group.bench_function(BenchmarkId::new("gram_backward", name), |bench| {
+            bench.iter(|| {
+                matmul::matmul(MatRef::row_major(&s, c_, c_), MatRef::row_major(&f, c_, m))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_sgemm,
+    bench_im2col_col2im,
+    bench_conv,
+    bench_pool_and_gram
+);
+criterion_main!(benches);
