@@ -74,7 +74,7 @@ pub struct TransferArgs {
     #[arg(long, value_name = "F", default_value_t = 1.0)]
     pub style_scale: f32,
     /// Budget of loss+gradient evaluations (line-search evaluations included).
-    #[arg(long, value_name = "N", default_value_t = 500)]
+    #[arg(long, value_name = "N", default_value_t = 300)]
     pub iters: usize,
     /// Optimizer.
     #[arg(long, value_enum, default_value_t = OptimizerArg::Lbfgs)]
