@@ -6,7 +6,7 @@ mod common;
 use common::{random, rng};
 use nst_tensor::kernels::conv::{self, ConvGeometry};
 use nst_tensor::kernels::gemm::{gemm, MatMut, MatRef};
-use nst_tensor::kernels::{matmul, pool, reference};
+use nst_tensor::kernels::{matmul, pool, reference, winograd};
 use nst_tensor::Graph;
 
 fn close(a: &[f32], b: &[f32], tol: f32) {
@@ -51,9 +51,119 @@ fn conv_forward_matches_direct_convolution() {
             .into_raw_vec_and_offset()
             .0;
         let b = random(&mut r, &[g.c_out]).into_raw_vec_and_offset().0;
-        let fast = conv::conv2d_forward(&x, &w, Some(&b), g);
         let naive = reference::conv2d_direct(&x, &w, Some(&b), g);
-        close(&fast, &naive, 1e-5);
+        // The dispatching entry (Winograd for 3×3/pad 1) and the general im2col path.
+        close(&conv::conv2d_forward(&x, &w, Some(&b), g), &naive, 1e-5);
+        close(
+            &conv::conv2d_forward_im2col(&x, &w, Some(&b), g),
+            &naive,
+            1e-5,
+        );
+    }
+}
+
+/// Winograd F(2×2, 3×3) itself, on any channel count (the dispatcher uses it from 512 input
+/// channels): forward against direct convolution, and its input gradient (the flipped,
+/// transposed filters) as the adjoint, on odd sizes, 1×1 maps and many bands.
+#[test]
+fn winograd_matches_direct_convolution() {
+    for (i, g) in [
+        geo(3, 5, 7, 4, 3, 1),
+        geo(1, 1, 1, 2, 3, 1),
+        geo(5, 37, 45, 3, 3, 1),
+        geo(2, 2, 200, 3, 3, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut r = rng(170 + i as u64);
+        let x = random(&mut r, &[g.c_in * g.h * g.w])
+            .into_raw_vec_and_offset()
+            .0;
+        let w = random(&mut r, &[g.c_out * g.k()])
+            .into_raw_vec_and_offset()
+            .0;
+        let b = random(&mut r, &[g.c_out]).into_raw_vec_and_offset().0;
+        let u = winograd::transform_filters(&w, g.c_out, g.c_in);
+        close(
+            &winograd::conv3x3_forward(&x, &u, Some(&b), g),
+            &reference::conv2d_direct(&x, &w, Some(&b), g),
+            1e-5,
+        );
+        // dx = conv(dy, flip_transpose(w)): ⟨conv(x), dy⟩ = ⟨x, dx⟩.
+        let dy = random(&mut r, &[g.c_out * g.h * g.w])
+            .into_raw_vec_and_offset()
+            .0;
+        let gt = ConvGeometry {
+            c_in: g.c_out,
+            c_out: g.c_in,
+            ..*g
+        };
+        let ut = winograd::transform_filters(
+            &winograd::flip_transpose(&w, g.c_out, g.c_in),
+            g.c_in,
+            g.c_out,
+        );
+        let dx = winograd::conv3x3_forward(&dy, &ut, None, &gt);
+        let y = reference::conv2d_direct(&x, &w, None, g);
+        let lhs: f64 = y.iter().zip(&dy).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| *a as f64 * *b as f64).sum();
+        assert!(
+            (lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()),
+            "case {i}: {lhs} vs {rhs}"
+        );
+    }
+    // The dispatcher takes the Winograd path at 512 input channels; check that path end to end.
+    let g = geo(512, 3, 5, 2, 3, 1);
+    assert!(winograd::applies(&g));
+    let mut r = rng(180);
+    let x = random(&mut r, &[g.c_in * g.h * g.w])
+        .into_raw_vec_and_offset()
+        .0;
+    let w = random(&mut r, &[g.c_out * g.k()])
+        .into_raw_vec_and_offset()
+        .0;
+    close(
+        &conv::conv2d_forward(&x, &w, None, &g),
+        &reference::conv2d_direct(&x, &w, None, &g),
+        1e-4,
+    );
+}
+
+/// Both input-gradient paths (Winograd for 3×3/pad 1, GEMM + col2im otherwise) are the adjoint
+/// of the *direct* convolution: ⟨conv(x), dy⟩ = ⟨x, dx(dy)⟩ for random x and dy.
+#[test]
+fn input_gradients_are_the_adjoint_of_direct_convolution() {
+    let cases = [
+        geo(3, 5, 7, 4, 3, 1),
+        geo(1, 1, 1, 2, 3, 1),
+        geo(4, 37, 9, 3, 3, 1),
+        geo(2, 2, 3, 3, 5, 2),
+        geo(2, 6, 5, 3, 3, 0),
+    ];
+    for (i, g) in cases.iter().enumerate() {
+        let mut r = rng(150 + i as u64);
+        let x = random(&mut r, &[g.c_in * g.h * g.w])
+            .into_raw_vec_and_offset()
+            .0;
+        let w = random(&mut r, &[g.c_out * g.k()])
+            .into_raw_vec_and_offset()
+            .0;
+        let dy = random(&mut r, &[g.c_out * g.out_h() * g.out_w()])
+            .into_raw_vec_and_offset()
+            .0;
+        let y = reference::conv2d_direct(&x, &w, None, g);
+        let lhs: f64 = y.iter().zip(&dy).map(|(a, b)| *a as f64 * *b as f64).sum();
+        for dx in [
+            conv::conv2d_backward_input(&dy, &w, g),
+            conv::conv2d_backward_input_col2im(&dy, &w, g),
+        ] {
+            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| *a as f64 * *b as f64).sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()),
+                "case {i}: {lhs} vs {rhs}"
+            );
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 //! any number of threads.
 
 use super::gemm::{gemm, MatMut, MatRef};
+use super::winograd;
 use rayon::prelude::*;
 
 /// Output pixels per band that the banding aims for: large enough for an efficient GEMM, small
@@ -151,8 +152,44 @@ pub fn col2im_band(dcol: &[f32], g: &ConvGeometry, y0: usize, y1: usize, dx_band
 }
 
 /// Forward convolution of one image: `x: C_in×H×W`, `w: C_out×K`, optional `bias: C_out`;
-/// returns `y: C_out×H'×W'`.
+/// returns `y: C_out×H'×W'`. 3×3 kernels with padding 1 (all of VGG's) use Winograd's
+/// F(2×2, 3×3), 2.25× fewer multiplies; every other shape uses im2col + GEMM.
 pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+    if winograd::applies(g) {
+        let u = winograd::transform_filters(w, g.c_out, g.c_in);
+        winograd::conv3x3_forward(x, &u, bias, g)
+    } else {
+        conv2d_forward_im2col(x, w, bias, g)
+    }
+}
+
+/// Input gradient of one image, `dx` for `dy: C_out×H'×W'`; returns `C_in×H×W`. For 3×3 kernels
+/// with padding 1 it is itself such a convolution — of `dy` with the flipped, transposed filters
+/// — and runs by Winograd; otherwise `dx = col2im(Wᵀ·dY)`.
+pub fn conv2d_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    if winograd::applies(g) {
+        let wt = winograd::flip_transpose(w, g.c_out, g.c_in);
+        let gt = ConvGeometry {
+            c_in: g.c_out,
+            c_out: g.c_in,
+            h: g.out_h(),
+            w: g.out_w(),
+            ..*g
+        };
+        let u = winograd::transform_filters(&wt, gt.c_out, gt.c_in);
+        winograd::conv3x3_forward(dy, &u, None, &gt)
+    } else {
+        conv2d_backward_input_col2im(dy, w, g)
+    }
+}
+
+/// Forward convolution by im2col + GEMM (any kernel size and padding); see [`conv2d_forward`].
+pub fn conv2d_forward_im2col(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> Vec<f32> {
     let (k, p) = (g.k(), g.out_h() * g.out_w());
     let ow = g.out_w();
     let tiles: Vec<(usize, Vec<f32>)> = g
@@ -196,8 +233,9 @@ pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeomet
     y
 }
 
-/// Input gradient of one image: `dx = col2im(Wᵀ·dY)` for `dy: C_out×H'×W'`; returns `C_in×H×W`.
-pub fn conv2d_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+/// Input gradient by GEMM + col2im: `dx = col2im(Wᵀ·dY)` for `dy: C_out×H'×W'`; returns
+/// `C_in×H×W` (any kernel size and padding); see [`conv2d_backward_input`].
+pub fn conv2d_backward_input_col2im(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (k, p, ow) = (g.k(), g.out_h() * g.out_w(), g.out_w());
     let partials: Vec<(usize, Vec<f32>)> = g
         .bands()

@@ -6,3 +6,4 @@ pub mod gemm;
 pub mod matmul;
 pub mod pool;
 pub mod reference;
+pub mod winograd;
