@@ -201,11 +201,10 @@ pub fn conv3x3_forward(x: &[f32], u: &[f32], bias: Option<&[f32]>, g: &ConvGeome
                         let q = r * tile_cols + tx;
                         let at = |e: usize| m[(e * g.c_out + o) * n + q];
                         // Aᵀ·m: 2×4.
-                        let mut am = [[0.0f32; 4]; 2];
-                        for j in 0..4 {
-                            am[0][j] = at(j) + at(4 + j) + at(8 + j);
-                            am[1][j] = at(4 + j) - at(8 + j) - at(12 + j);
-                        }
+                        let am: [[f32; 4]; 2] = [
+                            std::array::from_fn(|j| at(j) + at(4 + j) + at(8 + j)),
+                            std::array::from_fn(|j| at(4 + j) - at(8 + j) - at(12 + j)),
+                        ];
                         for (i, row) in am.iter().enumerate() {
                             let oy = 2 * ty + i;
                             if oy >= g.h {
