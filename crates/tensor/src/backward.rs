@@ -7,7 +7,7 @@
 
 use crate::graph::flat;
 use crate::kernels::gemm::MatRef;
-use crate::kernels::{conv, matmul, pool};
+use crate::kernels::{conv, elementwise, matmul, pool};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 /// A recorded operation: the ids of its inputs and what its derivative needs from the forward
@@ -130,13 +130,10 @@ pub(crate) fn backward_op<'a>(
         }
         Op::Relu { x } => {
             // dx = g where y > 0, else 0 (the subgradient 0 at the kink).
-            let mut dx = g.clone();
-            dx.zip_mut_with(y, |d, &yv| {
-                if yv <= 0.0 {
-                    *d = 0.0
-                }
-            });
-            out.push((x, dx));
+            out.push((
+                x,
+                from_vec(y.shape(), elementwise::relu_backward(flat(g), flat(y))),
+            ));
         }
         Op::MaxPool2 { x, ref argmax } => {
             let s = value_of(x).shape();

@@ -5,7 +5,7 @@
 use crate::backward::{conv_geometry, from_vec, Op};
 use crate::graph::{flat, Var};
 use crate::kernels::gemm::MatRef;
-use crate::kernels::{conv, matmul, pool};
+use crate::kernels::{conv, elementwise, matmul, pool};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use std::sync::Arc;
 
@@ -125,10 +125,12 @@ impl<'g> Var<'g> {
         self.graph.record(value, op)
     }
 
-    /// Rectified linear unit, `max(x, 0)`.
+    /// Rectified linear unit, `max(x, 0)` (elementwise, in parallel over fixed chunks).
     pub fn relu(self) -> Var<'g> {
-        let y = self.value().mapv(|v| v.max(0.0));
-        self.graph.record(y, Op::Relu { x: self.id })
+        let v = self.value();
+        let y = elementwise::relu_forward(flat(&v));
+        self.graph
+            .record(from_vec(v.shape(), y), Op::Relu { x: self.id })
     }
 
     /// 2×2 stride-2 max pooling of an N×C×H×W tensor; output `⌊H/2⌋×⌊W/2⌋`.

@@ -44,6 +44,12 @@ fn conv2d_no_padding_and_1x1_kernel() {
 }
 
 #[test]
+fn conv2d_sixteen_input_channels() {
+    // From 16 input channels the input gradient runs as a convolution with flipped filters.
+    conv_case(9, &[1, 16, 3, 4], &[2, 16, 3, 3], 1);
+}
+
+#[test]
 fn conv2d_many_bands() {
     // 19 output rows: more than one band, so band seams and the col2im halo sum are exercised.
     conv_case(7, &[1, 2, 19, 4], &[2, 2, 3, 3], 1);

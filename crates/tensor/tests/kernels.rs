@@ -135,7 +135,8 @@ fn winograd_matches_direct_convolution() {
 #[test]
 fn input_gradients_are_the_adjoint_of_direct_convolution() {
     let cases = [
-        geo(3, 5, 7, 4, 3, 1),
+        geo(3, 5, 7, 4, 3, 1),  // few input channels: col2im
+        geo(16, 7, 5, 3, 3, 1), // 16 input channels: the flipped convolution
         geo(1, 1, 1, 2, 3, 1),
         geo(4, 37, 9, 3, 3, 1),
         geo(2, 2, 3, 3, 5, 2),

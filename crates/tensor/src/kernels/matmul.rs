@@ -5,33 +5,63 @@
 use super::gemm::{gemm, MatMut, MatRef};
 use rayon::prelude::*;
 
-/// Output rows per rayon task in [`matmul`].
+/// Output rows per rayon task in [`matmul`] (tall products).
 const ROW_BLOCK: usize = 16;
+/// Output columns per rayon task in [`matmul`] (wide products).
+const COL_BLOCK: usize = 4096;
 /// Columns of `F` per rayon task in [`gram`] (each task makes a partial `C×C` sum).
 const GRAM_COL_BLOCK: usize = 8192;
 
 /// `A·B` as a new row-major `m×n` matrix, for any strides of `A` (`m×k`) and `B` (`k×n`).
-/// Rows of the result are computed in blocks of 16, in parallel.
+///
+/// The work is split along the longer side of `C`: blocks of 16 rows, or — for wide products
+/// like a Gram backward's `S·F` (64×64 times 64×196608) — blocks of 4096 columns computed into
+/// local tiles, so that each task packs only its own slice of `B` instead of all of it.
 pub fn matmul(a: MatRef, b: MatRef) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
     let (m, n) = (a.rows, b.cols);
     let mut c = vec![0.0; m * n];
-    if n == 0 {
+    if n == 0 || m == 0 {
         return c;
     }
-    c.par_chunks_mut(ROW_BLOCK * n)
-        .enumerate()
-        .for_each(|(blk, c_rows)| {
-            let r0 = blk * ROW_BLOCK;
-            let rows = c_rows.len() / n;
-            let a_rows = MatRef {
-                data: &a.data[r0 * a.row_stride..],
-                rows,
-                ..a
+    if n <= m {
+        c.par_chunks_mut(ROW_BLOCK * n)
+            .enumerate()
+            .for_each(|(blk, c_rows)| {
+                let r0 = blk * ROW_BLOCK;
+                let rows = c_rows.len() / n;
+                let a_rows = MatRef {
+                    data: &a.data[r0 * a.row_stride..],
+                    rows,
+                    ..a
+                };
+                // C[r0..r0+rows, :] (rows × n) = A[r0..r0+rows, :] (rows × k) · B (k × n).
+                gemm(1.0, a_rows, b, 0.0, MatMut::row_major(c_rows, rows, n));
+            });
+        return c;
+    }
+    let tiles: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(COL_BLOCK))
+        .into_par_iter()
+        .map(|blk| {
+            let j0 = blk * COL_BLOCK;
+            let cols = COL_BLOCK.min(n - j0);
+            let b_cols = MatRef {
+                data: &b.data[j0 * b.col_stride..],
+                cols,
+                ..b
             };
-            // C[r0..r0+rows, :] (rows × n) = A[r0..r0+rows, :] (rows × k) · B (k × n).
-            gemm(1.0, a_rows, b, 0.0, MatMut::row_major(c_rows, rows, n));
-        });
+            let mut tile = vec![0.0; m * cols];
+            // C[:, j0..j0+cols] (m × cols) = A (m × k) · B[:, j0..j0+cols] (k × cols).
+            gemm(1.0, a, b_cols, 0.0, MatMut::row_major(&mut tile, m, cols));
+            (j0, tile)
+        })
+        .collect();
+    c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        for (j0, tile) in &tiles {
+            let cols = tile.len() / m;
+            row[*j0..j0 + cols].copy_from_slice(&tile[i * cols..(i + 1) * cols]);
+        }
+    });
     c
 }
 

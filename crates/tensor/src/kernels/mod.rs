@@ -2,6 +2,7 @@
 //! NCHW order. Each fast kernel has a naive twin in [`reference`] that the tests compare against.
 
 pub mod conv;
+pub mod elementwise;
 pub mod gemm;
 pub mod matmul;
 pub mod pool;
