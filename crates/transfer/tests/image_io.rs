@@ -1,0 +1,120 @@
+//! Image input and output: orientation, formats, the raw `.npy` round trip, atomic writes.
+
+use image::{Rgb, RgbImage};
+use nst_transfer::image_io::{self, ImageIoError};
+use std::path::PathBuf;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("image_io")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A JPEG with an EXIF APP1 segment saying "rotate 90° clockwise to display" (orientation 6).
+fn jpeg_with_orientation(img: &RgbImage, orientation: u16) -> Vec<u8> {
+    let mut jpeg = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut jpeg),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    // TIFF header (little endian) + one IFD entry: tag 0x0112 (Orientation), SHORT, count 1.
+    let mut tiff = b"II*\0\x08\0\0\0".to_vec();
+    tiff.extend(1u16.to_le_bytes());
+    tiff.extend(0x0112u16.to_le_bytes());
+    tiff.extend(3u16.to_le_bytes());
+    tiff.extend(1u32.to_le_bytes());
+    tiff.extend(orientation.to_le_bytes());
+    tiff.extend([0, 0]);
+    tiff.extend(0u32.to_le_bytes()); // no next IFD
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend(tiff);
+    let mut out = jpeg[..2].to_vec(); // SOI
+    out.extend([0xFF, 0xE1]);
+    out.extend(((app1.len() + 2) as u16).to_be_bytes());
+    out.extend(app1);
+    out.extend(&jpeg[2..]);
+    out
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    let dir = scratch("exif");
+    // 8 wide, 4 tall; the left half red, the right half blue.
+    let img = RgbImage::from_fn(8, 4, |x, _| {
+        if x < 4 {
+            Rgb([250, 0, 0])
+        } else {
+            Rgb([0, 0, 250])
+        }
+    });
+    let path = dir.join("rotated.jpg");
+    std::fs::write(&path, jpeg_with_orientation(&img, 6)).unwrap();
+    let loaded = image_io::load(&path).unwrap();
+    // Rotated 90° clockwise: 4 wide, 8 tall, red on top.
+    assert_eq!(loaded.dimensions(), (4, 8));
+    let top = loaded.get_pixel(2, 1);
+    let bottom = loaded.get_pixel(2, 6);
+    assert!(top[0] > 0.8 && top[2] < 0.2, "top is {top:?}");
+    assert!(bottom[2] > 0.8 && bottom[0] < 0.2, "bottom is {bottom:?}");
+}
+
+#[test]
+fn npy_round_trip_is_exact_and_unclamped() {
+    let dir = scratch("npy");
+    let x = nst_tensor::ndarray::ArrayD::from_shape_fn(
+        nst_tensor::ndarray::IxDyn(&[1, 3, 5, 7]),
+        |d| (d[1] * 100 + d[2] * 10 + d[3]) as f32 / 50.0 - 1.5,
+    );
+    let path = dir.join("x.npy");
+    image_io::save(&path, &x).unwrap();
+    assert_eq!(image_io::load_npy(&path).unwrap(), x);
+    // 8-bit outputs are clamped to [0,1].
+    let png = dir.join("x.png");
+    image_io::save(&png, &x).unwrap();
+    let back = image::open(&png).unwrap().to_rgb8();
+    assert_eq!((back.width(), back.height()), (7, 5));
+    assert_eq!(back.get_pixel(0, 0)[0], 0); // −1.5 → 0
+    assert_eq!(back.get_pixel(6, 4)[2], 255); // 246/50 − 1.5 > 1 → 255
+}
+
+#[test]
+fn resizing_keeps_an_image_already_at_size() {
+    let img =
+        image::Rgb32FImage::from_fn(48, 30, |x, y| Rgb([x as f32 / 48.0, y as f32 / 30.0, 0.5]));
+    assert_eq!(image_io::resize_longer_side(&img, 48), img);
+    let small = image_io::resize_longer_side(&img, 24);
+    assert_eq!(small.dimensions(), (24, 15));
+}
+
+#[test]
+fn bad_files_are_errors_not_panics() {
+    let dir = scratch("bad");
+    let junk = dir.join("junk.png");
+    std::fs::write(&junk, b"not a png").unwrap();
+    assert!(matches!(
+        image_io::load(&junk),
+        Err(ImageIoError::Decode { .. })
+    ));
+    assert!(matches!(
+        image_io::load(&dir.join("missing.png")),
+        Err(ImageIoError::Io { .. })
+    ));
+    let npy = dir.join("bad.npy");
+    std::fs::write(&npy, b"\x93NUMPY garbage").unwrap();
+    assert!(matches!(
+        image_io::load_npy(&npy),
+        Err(ImageIoError::BadNpy { .. })
+    ));
+    let x = nst_tensor::ndarray::ArrayD::zeros(nst_tensor::ndarray::IxDyn(&[1, 3, 2, 2]));
+    assert!(matches!(
+        image_io::save(&dir.join("x.gif"), &x),
+        Err(ImageIoError::UnsupportedOutput { .. })
+    ));
+    // A write into a missing directory fails and leaves no temporary file behind.
+    assert!(image_io::save(&dir.join("nowhere/x.png"), &x).is_err());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+}
