@@ -28,6 +28,9 @@ const BAND_TARGET_PIXELS: usize = 2048;
 /// At least this many bands (when the map has enough rows), so both cores get work on VGG's
 /// small deep maps.
 const MIN_BANDS: usize = 8;
+/// With fewer bands than [`MIN_BANDS`], the forward pass also splits the output channels into
+/// this many groups.
+const CHANNEL_GROUPS: usize = 4;
 
 /// The shapes of one convolution (stride 1, symmetric zero padding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,40 +201,43 @@ pub fn conv2d_forward_im2col(
 ) -> Vec<f32> {
     let (k, p) = (g.k(), g.out_h() * g.out_w());
     let ow = g.out_w();
-    let tiles: Vec<(usize, Vec<f32>)> = g
-        .bands()
+    // Tasks: bands of output rows × groups of output channels. Small maps make few bands; their
+    // output channels are then split too, so both cores get work (at the price of repeating
+    // the band's cheap im2col).
+    let bands = g.bands();
+    let groups = if bands.len() >= MIN_BANDS { 1 } else { CHANNEL_GROUPS.min(g.c_out) };
+    let per_group = g.c_out.div_ceil(groups);
+    let tasks: Vec<(usize, usize, usize, usize)> = bands
+        .iter()
+        .flat_map(|&(y0, y1)| {
+            (0..g.c_out).step_by(per_group).map(move |o0| (y0, y1, o0, (o0 + per_group).min(g.c_out)))
+        })
+        .collect();
+    let tiles: Vec<(usize, usize, usize, Vec<f32>)> = tasks
         .into_par_iter()
-        .map(|(y0, y1)| {
+        .map(|(y0, y1, o0, o1)| {
             let n = (y1 - y0) * ow;
             let mut col = vec![0.0; k * n];
             im2col_band(x, g, y0, y1, &mut col);
-            let mut tile = vec![0.0; g.c_out * n];
-            // Yᵀ (n × C_out) = colᵀ (n × K) · Wᵀ (K × C_out); the tile is stored C_out-major.
+            let mut tile = vec![0.0; (o1 - o0) * n];
+            // Yᵀ (n × C_out') = colᵀ (n × K) · W[o0..o1]ᵀ (K × C_out'); the tile is C_out-major.
             gemm(
                 1.0,
                 MatRef::row_major(&col, k, n).t(),
-                MatRef::row_major(w, g.c_out, k).t(),
+                MatRef::row_major(&w[o0 * k..o1 * k], o1 - o0, k).t(),
                 0.0,
-                MatMut {
-                    data: &mut tile,
-                    rows: n,
-                    cols: g.c_out,
-                    row_stride: 1,
-                    col_stride: n,
-                },
+                MatMut { data: &mut tile, rows: n, cols: o1 - o0, row_stride: 1, col_stride: n },
             );
-            (y0 * ow, tile)
+            (y0 * ow, o0, o1, tile)
         })
         .collect();
     let mut y = vec![0.0; g.c_out * p];
     y.par_chunks_mut(p).enumerate().for_each(|(o, plane)| {
         let b = bias.map_or(0.0, |b| b[o]);
-        for (start, tile) in &tiles {
-            let n = tile.len() / g.c_out;
-            for (d, s) in plane[*start..start + n]
-                .iter_mut()
-                .zip(&tile[o * n..(o + 1) * n])
-            {
+        for (start, o0, o1, tile) in tiles.iter().filter(|t| (t.1..t.2).contains(&o)) {
+            let n = tile.len() / (o1 - o0);
+            let row = &tile[(o - o0) * n..(o - o0 + 1) * n];
+            for (d, s) in plane[*start..start + n].iter_mut().zip(row) {
                 *d = s + b;
             }
         }
