@@ -205,12 +205,18 @@ pub fn conv2d_forward_im2col(
     // output channels are then split too, so both cores get work (at the price of repeating
     // the band's cheap im2col).
     let bands = g.bands();
-    let groups = if bands.len() >= MIN_BANDS { 1 } else { CHANNEL_GROUPS.min(g.c_out) };
+    let groups = if bands.len() >= MIN_BANDS {
+        1
+    } else {
+        CHANNEL_GROUPS.min(g.c_out)
+    };
     let per_group = g.c_out.div_ceil(groups);
     let tasks: Vec<(usize, usize, usize, usize)> = bands
         .iter()
         .flat_map(|&(y0, y1)| {
-            (0..g.c_out).step_by(per_group).map(move |o0| (y0, y1, o0, (o0 + per_group).min(g.c_out)))
+            (0..g.c_out)
+                .step_by(per_group)
+                .map(move |o0| (y0, y1, o0, (o0 + per_group).min(g.c_out)))
         })
         .collect();
     let tiles: Vec<(usize, usize, usize, Vec<f32>)> = tasks
@@ -226,7 +232,13 @@ pub fn conv2d_forward_im2col(
                 MatRef::row_major(&col, k, n).t(),
                 MatRef::row_major(&w[o0 * k..o1 * k], o1 - o0, k).t(),
                 0.0,
-                MatMut { data: &mut tile, rows: n, cols: o1 - o0, row_stride: 1, col_stride: n },
+                MatMut {
+                    data: &mut tile,
+                    rows: n,
+                    cols: o1 - o0,
+                    row_stride: 1,
+                    col_stride: n,
+                },
             );
             (y0 * ow, o0, o1, tile)
         })

@@ -95,7 +95,10 @@ pub fn flip_transpose(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
 fn bands(tile_rows: usize, tile_cols: usize) -> Vec<(usize, usize)> {
     let by_tiles = BAND_TARGET_TILES.div_ceil(tile_cols).max(1);
     let at_least = MIN_BAND_TILES.div_ceil(tile_cols).max(1);
-    let rows = by_tiles.min(tile_rows.div_ceil(MIN_BANDS)).max(at_least).max(1);
+    let rows = by_tiles
+        .min(tile_rows.div_ceil(MIN_BANDS))
+        .max(at_least)
+        .max(1);
     (0..tile_rows)
         .step_by(rows)
         .map(|t0| (t0, (t0 + rows).min(tile_rows)))
@@ -170,18 +173,26 @@ pub fn conv3x3_forward(x: &[f32], u: &[f32], bias: Option<&[f32]>, g: &ConvGeome
             let mut m = vec![0.0; 16 * g.c_out * n];
             // The 16 products are independent: parallel too, which keeps both cores busy on
             // small maps that make only a band or two.
-            m.par_chunks_mut(g.c_out * n).enumerate().for_each(|(e, me)| {
-                let ve = &v[e * g.c_in * n..(e + 1) * g.c_in * n];
-                let ue = &u[e * g.c_out * g.c_in..(e + 1) * g.c_out * g.c_in];
-                // M_eᵀ (n × C_out) = V_eᵀ (n × C_in) · U_eᵀ (C_in × C_out); M_e stored C_out-major.
-                gemm(
-                    1.0,
-                    MatRef::row_major(ve, g.c_in, n).t(),
-                    MatRef::row_major(ue, g.c_out, g.c_in).t(),
-                    0.0,
-                    MatMut { data: me, rows: n, cols: g.c_out, row_stride: 1, col_stride: n },
-                );
-            });
+            m.par_chunks_mut(g.c_out * n)
+                .enumerate()
+                .for_each(|(e, me)| {
+                    let ve = &v[e * g.c_in * n..(e + 1) * g.c_in * n];
+                    let ue = &u[e * g.c_out * g.c_in..(e + 1) * g.c_out * g.c_in];
+                    // M_eᵀ (n × C_out) = V_eᵀ (n × C_in) · U_eᵀ (C_in × C_out); M_e stored C_out-major.
+                    gemm(
+                        1.0,
+                        MatRef::row_major(ve, g.c_in, n).t(),
+                        MatRef::row_major(ue, g.c_out, g.c_in).t(),
+                        0.0,
+                        MatMut {
+                            data: me,
+                            rows: n,
+                            cols: g.c_out,
+                            row_stride: 1,
+                            col_stride: n,
+                        },
+                    );
+                });
             (t0, m)
         })
         .collect();
