@@ -118,3 +118,15 @@ fn bad_files_are_errors_not_panics() {
     assert!(image_io::save(&dir.join("nowhere/x.png"), &x).is_err());
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
 }
+
+/// A CMYK JPEG (made by PIL: left half red, right half blue) decodes to RGB.
+#[test]
+fn cmyk_jpeg_becomes_rgb() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/images/cmyk.jpg");
+    let img = image_io::load(&path).unwrap();
+    assert_eq!(img.dimensions(), (16, 12));
+    let (left, right) = (img.get_pixel(2, 6), img.get_pixel(13, 6));
+    assert!(left[0] > 0.6 && left[2] < 0.3, "left is {left:?}");
+    assert!(right[2] > 0.6 && right[0] < 0.3, "right is {right:?}");
+}
