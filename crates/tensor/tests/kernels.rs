@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{random, rng};
+use common::{random, random_vec, rng};
 use nst_tensor::kernels::conv::{self, ConvGeometry};
 use nst_tensor::kernels::gemm::{gemm, MatMut, MatRef};
 use nst_tensor::kernels::{matmul, pool, reference, winograd};
@@ -44,13 +44,9 @@ fn conv_forward_matches_direct_convolution() {
     ];
     for (i, g) in cases.iter().enumerate() {
         let mut r = rng(100 + i as u64);
-        let x = random(&mut r, &[g.c_in * g.h * g.w])
-            .into_raw_vec_and_offset()
-            .0;
-        let w = random(&mut r, &[g.c_out * g.k()])
-            .into_raw_vec_and_offset()
-            .0;
-        let b = random(&mut r, &[g.c_out]).into_raw_vec_and_offset().0;
+        let x = random_vec(&mut r, &[g.c_in * g.h * g.w]);
+        let w = random_vec(&mut r, &[g.c_out * g.k()]);
+        let b = random_vec(&mut r, &[g.c_out]);
         let naive = reference::conv2d_direct(&x, &w, Some(&b), g);
         // The dispatching entry (Winograd for 3×3/pad 1) and the general im2col path.
         close(&conv::conv2d_forward(&x, &w, Some(&b), g), &naive, 1e-5);
@@ -77,13 +73,9 @@ fn winograd_matches_direct_convolution() {
     .enumerate()
     {
         let mut r = rng(170 + i as u64);
-        let x = random(&mut r, &[g.c_in * g.h * g.w])
-            .into_raw_vec_and_offset()
-            .0;
-        let w = random(&mut r, &[g.c_out * g.k()])
-            .into_raw_vec_and_offset()
-            .0;
-        let b = random(&mut r, &[g.c_out]).into_raw_vec_and_offset().0;
+        let x = random_vec(&mut r, &[g.c_in * g.h * g.w]);
+        let w = random_vec(&mut r, &[g.c_out * g.k()]);
+        let b = random_vec(&mut r, &[g.c_out]);
         let u = winograd::transform_filters(&w, g.c_out, g.c_in);
         close(
             &winograd::conv3x3_forward(&x, &u, Some(&b), g),
@@ -91,9 +83,7 @@ fn winograd_matches_direct_convolution() {
             1e-5,
         );
         // dx = conv(dy, flip_transpose(w)): ⟨conv(x), dy⟩ = ⟨x, dx⟩.
-        let dy = random(&mut r, &[g.c_out * g.h * g.w])
-            .into_raw_vec_and_offset()
-            .0;
+        let dy = random_vec(&mut r, &[g.c_out * g.h * g.w]);
         let gt = ConvGeometry {
             c_in: g.c_out,
             c_out: g.c_in,
@@ -105,24 +95,14 @@ fn winograd_matches_direct_convolution() {
             g.c_out,
         );
         let dx = winograd::conv3x3_forward(&dy, &ut, None, &gt);
-        let y = reference::conv2d_direct(&x, &w, None, g);
-        let lhs: f64 = y.iter().zip(&dy).map(|(a, b)| *a as f64 * *b as f64).sum();
-        let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| *a as f64 * *b as f64).sum();
-        assert!(
-            (lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()),
-            "case {i}: {lhs} vs {rhs}"
-        );
+        assert_adjoint(g, &x, &w, &dy, &dx, i);
     }
     // The dispatcher takes the Winograd path at 512 input channels; check that path end to end.
     let g = geo(512, 3, 5, 2, 3, 1);
     assert!(winograd::applies(&g));
     let mut r = rng(180);
-    let x = random(&mut r, &[g.c_in * g.h * g.w])
-        .into_raw_vec_and_offset()
-        .0;
-    let w = random(&mut r, &[g.c_out * g.k()])
-        .into_raw_vec_and_offset()
-        .0;
+    let x = random_vec(&mut r, &[g.c_in * g.h * g.w]);
+    let w = random_vec(&mut r, &[g.c_out * g.k()]);
     close(
         &conv::conv2d_forward(&x, &w, None, &g),
         &reference::conv2d_direct(&x, &w, None, &g),
@@ -144,28 +124,33 @@ fn input_gradients_are_the_adjoint_of_direct_convolution() {
     ];
     for (i, g) in cases.iter().enumerate() {
         let mut r = rng(150 + i as u64);
-        let x = random(&mut r, &[g.c_in * g.h * g.w])
-            .into_raw_vec_and_offset()
-            .0;
-        let w = random(&mut r, &[g.c_out * g.k()])
-            .into_raw_vec_and_offset()
-            .0;
-        let dy = random(&mut r, &[g.c_out * g.out_h() * g.out_w()])
-            .into_raw_vec_and_offset()
-            .0;
-        let y = reference::conv2d_direct(&x, &w, None, g);
-        let lhs: f64 = y.iter().zip(&dy).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let x = random_vec(&mut r, &[g.c_in * g.h * g.w]);
+        let w = random_vec(&mut r, &[g.c_out * g.k()]);
+        let dy = random_vec(&mut r, &[g.c_out * g.out_h() * g.out_w()]);
         for dx in [
             conv::conv2d_backward_input(&dy, &w, g),
             conv::conv2d_backward_input_col2im(&dy, &w, g),
         ] {
-            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| *a as f64 * *b as f64).sum();
-            assert!(
-                (lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()),
-                "case {i}: {lhs} vs {rhs}"
-            );
+            assert_adjoint(g, &x, &w, &dy, &dx, i);
         }
     }
+}
+
+/// `dx` is the input gradient of the direct convolution for `dy` if ⟨conv(x), dy⟩ = ⟨x, dx⟩
+/// (to f32 rounding) for the random `x`.
+fn assert_adjoint(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32], dx: &[f32], case: usize) {
+    let dot = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| *p as f64 * *q as f64)
+            .sum::<f64>()
+    };
+    let lhs = dot(&reference::conv2d_direct(x, w, None, g), dy);
+    let rhs = dot(x, dx);
+    assert!(
+        (lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()),
+        "case {case}: {lhs} vs {rhs}"
+    );
 }
 
 /// col2im must be the exact adjoint of im2col: ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩.
@@ -180,12 +165,10 @@ fn col2im_is_the_adjoint_of_im2col() {
     .enumerate()
     {
         let mut r = rng(200 + i as u64);
-        let x = random(&mut r, &[g.c_in * g.h * g.w])
-            .into_raw_vec_and_offset()
-            .0;
+        let x = random_vec(&mut r, &[g.c_in * g.h * g.w]);
         let (y0, y1) = (1.min(g.out_h() - 1), g.out_h());
         let n = (y1 - y0) * g.out_w();
-        let c = random(&mut r, &[g.k() * n]).into_raw_vec_and_offset().0;
+        let c = random_vec(&mut r, &[g.k() * n]);
         let mut col = vec![f32::NAN; g.k() * n];
         conv::im2col_band(&x, g, y0, y1, &mut col);
         let rows = y1 - y0 + g.kh - 1;
@@ -221,8 +204,8 @@ fn col2im_is_the_adjoint_of_im2col() {
 fn gemm_handles_transposed_and_strided_views() {
     let mut r = rng(300);
     let (m, k, n) = (7, 5, 3);
-    let a = random(&mut r, &[m * k]).into_raw_vec_and_offset().0;
-    let b = random(&mut r, &[k * n]).into_raw_vec_and_offset().0;
+    let a = random_vec(&mut r, &[m * k]);
+    let b = random_vec(&mut r, &[k * n]);
     let want = reference::matmul_naive(&a, &b, m, k, n);
     // Compute Cᵀ = Bᵀ·Aᵀ into a column-major C: the same numbers through every stride path.
     let mut c = vec![0.0; m * n];
@@ -257,13 +240,13 @@ fn gemm_handles_transposed_and_strided_views() {
 fn matmul_and_gram_match_the_triple_loop() {
     let mut r = rng(301);
     let (m, k, n) = (37, 11, 9); // several row blocks
-    let a = random(&mut r, &[m * k]).into_raw_vec_and_offset().0;
-    let b = random(&mut r, &[k * n]).into_raw_vec_and_offset().0;
+    let a = random_vec(&mut r, &[m * k]);
+    let b = random_vec(&mut r, &[k * n]);
     let got = matmul::matmul(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
     close(&got, &reference::matmul_naive(&a, &b, m, k, n), 1e-5);
 
     let (c, px) = (3, 2 * 8192 + 5); // several column blocks
-    let f = random(&mut r, &[c * px]).into_raw_vec_and_offset().0;
+    let f = random_vec(&mut r, &[c * px]);
     let mut ft = vec![0.0; px * c];
     for i in 0..c {
         for j in 0..px {
@@ -281,7 +264,7 @@ fn matmul_and_gram_match_the_triple_loop() {
 fn max_pool_matches_naive_on_odd_sizes() {
     let mut r = rng(400);
     for (c, h, w) in [(2, 5, 7), (1, 1, 1), (3, 2, 3), (1, 8, 8)] {
-        let x = random(&mut r, &[c * h * w]).into_raw_vec_and_offset().0;
+        let x = random_vec(&mut r, &[c * h * w]);
         let (y, _) = pool::max_pool2_forward(&x, c, h, w);
         assert_eq!(y, reference::max_pool2_naive(&x, c, h, w));
     }

@@ -192,6 +192,19 @@ pub fn conv2d_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32
     }
 }
 
+/// The output-gradient rows of a band as a `C_out × n` matrix view: row `o` is channel `o`'s
+/// `n` pixels from output row `y0` on (rows are a whole channel plane apart).
+fn dy_band<'a>(dy: &'a [f32], g: &ConvGeometry, y0: usize, n: usize) -> MatRef<'a> {
+    let p = g.out_h() * g.out_w();
+    MatRef {
+        data: &dy[y0 * g.out_w()..],
+        rows: g.c_out,
+        cols: n,
+        row_stride: p,
+        col_stride: 1,
+    }
+}
+
 /// Forward convolution by im2col + GEMM (any kernel size and padding); see [`conv2d_forward`].
 pub fn conv2d_forward_im2col(
     x: &[f32],
@@ -270,14 +283,7 @@ pub fn conv2d_backward_input_col2im(dy: &[f32], w: &[f32], g: &ConvGeometry) -> 
             // dcolᵀ (n × K) = dYᵀ (n × C_out) · W (C_out × K); dcol is stored K-major.
             gemm(
                 1.0,
-                MatRef {
-                    data: &dy[y0 * ow..],
-                    rows: g.c_out,
-                    cols: n,
-                    row_stride: p,
-                    col_stride: 1,
-                }
-                .t(),
+                dy_band(dy, g, y0, n).t(),
                 MatRef::row_major(w, g.c_out, k),
                 0.0,
                 MatMut {
@@ -331,13 +337,7 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f3
             // dW_band (C_out × K) = dY_band (C_out × n) · colᵀ (n × K).
             gemm(
                 1.0,
-                MatRef {
-                    data: &dy[y0 * ow..],
-                    rows: g.c_out,
-                    cols: n,
-                    row_stride: p,
-                    col_stride: 1,
-                },
+                dy_band(dy, g, y0, n),
                 MatRef::row_major(&col, k, n).t(),
                 0.0,
                 MatMut::row_major(&mut dw, g.c_out, k),

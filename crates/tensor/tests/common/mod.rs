@@ -20,6 +20,11 @@ pub fn random(rng: &mut ChaCha8Rng, shape: &[usize]) -> ArrayD<f32> {
     ArrayD::from_shape_vec(IxDyn(shape), data).unwrap()
 }
 
+/// Uniform values in [-1, 1) as a flat vector (for the kernels, which take slices).
+pub fn random_vec(rng: &mut ChaCha8Rng, shape: &[usize]) -> Vec<f32> {
+    random(rng, shape).into_raw_vec_and_offset().0
+}
+
 /// Values in [-1, 1) at least `gap` away from each other's ±`gap` neighbourhoods *and* from 0:
 /// a shuffled grid, so a finite-difference step of less than `gap/2` never crosses a kink of
 /// ReLU or a tie of max pooling.
