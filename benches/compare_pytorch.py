@@ -67,7 +67,7 @@ def main():
         sys.exit("tools/.venv-torch is missing: run `python3 tools/torch_reference.py fixtures` once")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for width, evals in ((256, 20 if a.quick else 100), (512, 5 if a.quick else 20)):
+        for width, evals in ((256, 20 if a.quick else 100), (512, 5 if a.quick else 100)):
             content, style = prepare(tmp, width)
             t = run_torch(content, style, evals, a.threads)
             ours = run_nst(content, style, width, t["evals"], a.threads, tmp)

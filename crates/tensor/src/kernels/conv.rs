@@ -273,7 +273,7 @@ pub fn conv2d_forward_im2col(
 /// Input gradient by GEMM + col2im: `dx = col2im(Wᵀ·dY)` for `dy: C_out×H'×W'`; returns
 /// `C_in×H×W` (any kernel size and padding); see [`conv2d_backward_input`].
 pub fn conv2d_backward_input_col2im(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    let (k, p, ow) = (g.k(), g.out_h() * g.out_w(), g.out_w());
+    let (k, ow) = (g.k(), g.out_w());
     let partials: Vec<(usize, Vec<f32>)> = g
         .bands()
         .into_par_iter()
@@ -325,7 +325,7 @@ pub fn conv2d_backward_input_col2im(dy: &[f32], w: &[f32], g: &ConvGeometry) -> 
 /// Weight gradient of one image: `dW (C_out×K) = dY (C_out×P) · colᵀ (P×K)`, summed over bands
 /// in band order. Returned flat, `C_out×C_in×k_h×k_w`.
 pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    let (k, p, ow) = (g.k(), g.out_h() * g.out_w(), g.out_w());
+    let (k, ow) = (g.k(), g.out_w());
     let partials: Vec<Vec<f32>> = g
         .bands()
         .into_par_iter()
