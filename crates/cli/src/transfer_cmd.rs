@@ -108,7 +108,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         },
     };
     say(format!(
-        "{}×{} px, {} evaluations of {:?}, α={} β={} γ={}",
+        "{}×{} px, {} evaluations of {}, α={} β={} γ={}",
         content.shape()[3],
         content.shape()[2],
         args.iters,

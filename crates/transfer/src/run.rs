@@ -29,6 +29,27 @@ pub enum OptimizerKind {
     },
 }
 
+impl std::fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OptimizerKind::Lbfgs {
+                history,
+                line_search: LineSearch::StrongWolfe,
+            } => {
+                write!(f, "L-BFGS (history {history}, strong-Wolfe line search)")
+            }
+            OptimizerKind::Lbfgs {
+                history,
+                line_search: LineSearch::None,
+            } => {
+                write!(f, "L-BFGS (history {history}, no line search)")
+            }
+            OptimizerKind::Adam { lr } => write!(f, "Adam (lr {lr})"),
+            OptimizerKind::Gd { lr } => write!(f, "gradient descent (lr {lr})"),
+        }
+    }
+}
+
 /// What one evaluation measured: the unweighted terms, the weighted total, and its wall time.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvalRecord {
