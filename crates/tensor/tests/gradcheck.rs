@@ -50,6 +50,12 @@ fn conv2d_sixteen_input_channels() {
 }
 
 #[test]
+fn conv2d_wide_enough_for_winograd() {
+    // From 128 input channels the forward pass runs by Winograd F(2×2, 3×3).
+    conv_case(10, &[1, 128, 3, 2], &[2, 128, 3, 3], 1);
+}
+
+#[test]
 fn conv2d_many_bands() {
     // 19 output rows: more than one band, so band seams and the col2im halo sum are exercised.
     conv_case(7, &[1, 2, 19, 4], &[2, 2, 3, 3], 1);

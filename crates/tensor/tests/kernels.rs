@@ -58,7 +58,7 @@ fn conv_forward_matches_direct_convolution() {
     }
 }
 
-/// Winograd F(2×2, 3×3) itself, on any channel count (the dispatcher uses it from 512 input
+/// Winograd F(2×2, 3×3) itself, on any channel count (the dispatcher uses it from 128 input
 /// channels): forward against direct convolution, and its input gradient (the flipped,
 /// transposed filters) as the adjoint, on odd sizes, 1×1 maps and many bands.
 #[test]
@@ -97,7 +97,7 @@ fn winograd_matches_direct_convolution() {
         let dx = winograd::conv3x3_forward(&dy, &ut, None, &gt);
         assert_adjoint(g, &x, &w, &dy, &dx, i);
     }
-    // The dispatcher takes the Winograd path at 512 input channels; check that path end to end.
+    // The dispatcher takes the Winograd path from 128 input channels; check that path end to end.
     let g = geo(512, 3, 5, 2, 3, 1);
     assert!(winograd::applies(&g));
     let mut r = rng(180);

@@ -155,8 +155,9 @@ pub fn col2im_band(dcol: &[f32], g: &ConvGeometry, y0: usize, y1: usize, dx_band
 }
 
 /// Forward convolution of one image: `x: C_in×H×W`, `w: C_out×K`, optional `bias: C_out`;
-/// returns `y: C_out×H'×W'`. 3×3 kernels with padding 1 (all of VGG's) use Winograd's
-/// F(2×2, 3×3), 2.25× fewer multiplies; every other shape uses im2col + GEMM.
+/// returns `y: C_out×H'×W'`. 3×3 kernels with padding 1 and at least
+/// [`winograd::MIN_CHANNELS`] input channels use Winograd's F(2×2, 3×3) (2.25× fewer
+/// multiplies); every other shape uses im2col + GEMM.
 pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
     if winograd::applies(g) {
         let u = winograd::transform_filters(w, g.c_out, g.c_in);

@@ -34,9 +34,10 @@ const MIN_BAND_TILES: usize = 128;
 
 /// Input channels from which Winograd beats im2col here. Its transforms cost a fixed amount per
 /// channel and tile, while the GEMM work it saves grows with the output channels, and its 16
-/// small GEMMs (inner dimension `C_in`) run well only for wide inputs: measured on VGG16 at
-/// 512×384 (`BENCHMARKS.md`), it is 30% faster at 512 input channels and slower below.
-pub const MIN_CHANNELS: usize = 512;
+/// GEMMs (inner dimension `C_in`) run well only for wide enough inputs: measured on VGG16 at
+/// 512×384 (`BENCHMARKS.md`), it is 1.46× faster than im2col at 128 channels (conv2_2) and
+/// 1.25× slower at 64 (conv1_2).
+pub const MIN_CHANNELS: usize = 128;
 
 /// Whether F(2×2, 3×3) applies — a 3×3 kernel with padding 1 (output size = input size) — and
 /// pays — at least [`MIN_CHANNELS`] input channels.
@@ -108,6 +109,10 @@ fn bands(tile_rows: usize, tile_cols: usize) -> Vec<(usize, usize)> {
 /// `V_e[c][q] = (Bᵀ d B)_e` for every channel `c` and tile `q` of tile rows `[t0, t1)`, where `d`
 /// is the 4×4 input patch at rows `2·ty − 1 …`, columns `2·tx − 1 …` (zero outside). Stored
 /// `[16][C_in][n]`, `n` the band's tile count.
+///
+/// Each tile row's four input rows are first copied into zero-padded buffers, so the loop over
+/// the tiles of a row has no bounds checks and no branches: the compiler vectorises it across
+/// consecutive tiles.
 fn transform_input(
     x: &[f32],
     g: &ConvGeometry,
@@ -117,38 +122,37 @@ fn transform_input(
     v: &mut [f32],
 ) {
     let n = (t1 - t0) * tile_cols;
-    let (h, w) = (g.h as isize, g.w as isize);
+    let padded_w = 2 * tile_cols + 2;
+    let mut pad = vec![0.0f32; 4 * padded_w];
     for c in 0..g.c_in {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for ty in t0..t1 {
+            // pad[r][1 + j] = x[2·ty − 1 + r][j]; everything else 0.
+            pad.fill(0.0);
+            for r in 0..4 {
+                let iy = (2 * ty + r) as isize - 1;
+                if iy >= 0 && (iy as usize) < g.h {
+                    let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    pad[r * padded_w + 1..r * padded_w + 1 + g.w].copy_from_slice(src);
+                }
+            }
+            let (p0, rest) = pad.split_at(padded_w);
+            let (p1, rest) = rest.split_at(padded_w);
+            let (p2, p3) = rest.split_at(padded_w);
+            let q0 = (ty - t0) * tile_cols;
             for tx in 0..tile_cols {
-                let mut d = [[0.0f32; 4]; 4];
-                let (y0, x0) = (2 * ty as isize - 1, 2 * tx as isize - 1);
-                for (r, row) in d.iter_mut().enumerate() {
-                    let iy = y0 + r as isize;
-                    if iy < 0 || iy >= h {
-                        continue;
-                    }
-                    for (s, val) in row.iter_mut().enumerate() {
-                        let ix = x0 + s as isize;
-                        if ix >= 0 && ix < w {
-                            *val = plane[iy as usize * g.w + ix as usize];
-                        }
-                    }
-                }
-                // Bᵀ·d (rows), then ·B (columns).
-                let mut bd = [[0.0f32; 4]; 4];
-                for j in 0..4 {
-                    bd[0][j] = d[0][j] - d[2][j];
-                    bd[1][j] = d[1][j] + d[2][j];
-                    bd[2][j] = d[2][j] - d[1][j];
-                    bd[3][j] = d[1][j] - d[3][j];
-                }
-                let q = (ty - t0) * tile_cols + tx;
-                for (i, r) in bd.iter().enumerate() {
-                    let t = [r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]];
-                    for (j, val) in t.into_iter().enumerate() {
-                        v[((i * 4 + j) * g.c_in + c) * n + q] = val;
+                let j = 2 * tx;
+                // Bᵀ·d: the four rows combined, column by column.
+                let col = |s: usize| {
+                    let (d0, d1, d2, d3) = (p0[j + s], p1[j + s], p2[j + s], p3[j + s]);
+                    [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+                };
+                let (c0, c1, c2, c3) = (col(0), col(1), col(2), col(3));
+                for i in 0..4 {
+                    // (Bᵀ·d)·B on row i.
+                    let t = [c0[i] - c2[i], c1[i] + c2[i], c2[i] - c1[i], c1[i] - c3[i]];
+                    for (k, val) in t.into_iter().enumerate() {
+                        v[((i * 4 + k) * g.c_in + c) * n + q0 + tx] = val;
                     }
                 }
             }
@@ -196,37 +200,37 @@ pub fn conv3x3_forward(x: &[f32], u: &[f32], bias: Option<&[f32]>, g: &ConvGeome
             (t0, m)
         })
         .collect();
-    // Output transform Y = Aᵀ m A per tile, written straight into each output channel plane.
+    // Output transform Y = Aᵀ m A per tile, into each output channel plane. A tile row is first
+    // written into two full-width row buffers (branch-free over the tiles), then copied.
     let mut y = vec![0.0; g.c_out * g.h * g.w];
     y.par_chunks_mut(g.h * g.w)
         .enumerate()
         .for_each(|(o, plane)| {
             let b = bias.map_or(0.0, |b| b[o]);
+            let mut out_rows = vec![0.0f32; 2 * 2 * tile_cols];
             for (t0, m) in &tiles {
                 let n = m.len() / (16 * g.c_out);
-                let rows = n / tile_cols;
-                for r in 0..rows {
-                    let ty = t0 + r;
+                let me: Vec<&[f32]> = (0..16)
+                    .map(|e| &m[(e * g.c_out + o) * n..(e * g.c_out + o + 1) * n])
+                    .collect();
+                for r in 0..n / tile_cols {
+                    let (top, bottom) = out_rows.split_at_mut(2 * tile_cols);
+                    let q0 = r * tile_cols;
                     for tx in 0..tile_cols {
-                        let q = r * tile_cols + tx;
-                        let at = |e: usize| m[(e * g.c_out + o) * n + q];
-                        // Aᵀ·m: 2×4.
-                        let am: [[f32; 4]; 2] = [
-                            std::array::from_fn(|j| at(j) + at(4 + j) + at(8 + j)),
-                            std::array::from_fn(|j| at(4 + j) - at(8 + j) - at(12 + j)),
-                        ];
-                        for (i, row) in am.iter().enumerate() {
-                            let oy = 2 * ty + i;
-                            if oy >= g.h {
-                                continue;
-                            }
-                            let out = [row[0] + row[1] + row[2], row[1] - row[2] - row[3]];
-                            for (j, val) in out.into_iter().enumerate() {
-                                let ox = 2 * tx + j;
-                                if ox < g.w {
-                                    plane[oy * g.w + ox] = val + b;
-                                }
-                            }
+                        let at = |e: usize| me[e][q0 + tx];
+                        // Aᵀ·m (2×4), then ·A on each row.
+                        let a0: [f32; 4] = std::array::from_fn(|j| at(j) + at(4 + j) + at(8 + j));
+                        let a1: [f32; 4] =
+                            std::array::from_fn(|j| at(4 + j) - at(8 + j) - at(12 + j));
+                        top[2 * tx] = a0[0] + a0[1] + a0[2] + b;
+                        top[2 * tx + 1] = a0[1] - a0[2] - a0[3] + b;
+                        bottom[2 * tx] = a1[0] + a1[1] + a1[2] + b;
+                        bottom[2 * tx + 1] = a1[1] - a1[2] - a1[3] + b;
+                    }
+                    let oy = 2 * (t0 + r);
+                    for (i, row) in [&*top, &*bottom].into_iter().enumerate() {
+                        if oy + i < g.h {
+                            plane[(oy + i) * g.w..(oy + i + 1) * g.w].copy_from_slice(&row[..g.w]);
                         }
                     }
                 }
