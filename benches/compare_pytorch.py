@@ -64,7 +64,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="fewer evaluations (timing only)")
     a = p.parse_args()
     if not os.path.exists(TORCH_PY):
-        sys.exit("tools/.venv-torch is missing: run `python3 tools/torch_reference.py fixtures` once")
+        sys.exit("tools/.venv-torch is missing: run `python3 tools/torch_reference.py` once to create it")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for width, evals in ((256, 20 if a.quick else 100), (512, 5 if a.quick else 100)):
