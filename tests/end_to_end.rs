@@ -124,8 +124,9 @@ fn one_gd_step_matches_pytorch() {
     assert!(rel < 1e-3, "‖Δours − Δref‖/‖Δref‖ = {rel:.2e}");
 }
 
-/// A real run at 96 px: the style loss falls by more than 100× in 60 evaluations, the log has
-/// one line per evaluation, and the output has the requested size.
+/// A real run at 96 px: the style loss falls by more than 50× in 100 evaluations (measured 139×;
+/// 77× after 40 and 104× after 60, as from the content image it trades against the content
+/// loss), the log has one line per evaluation, and the output has the requested size.
 #[test]
 fn a_short_real_run_transfers_style() {
     let dir = scratch("run");
@@ -134,13 +135,13 @@ fn a_short_real_run_transfers_style() {
         "--size",
         "96",
         "--iters",
-        "60",
+        "100",
         "--output",
         out.to_str().unwrap(),
         "--log-json",
         log.to_str().unwrap(),
         "--save-every",
-        "30",
+        "50",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
@@ -148,7 +149,7 @@ fn a_short_real_run_transfers_style() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 60);
+    assert_eq!(lines.len(), 100);
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["eval"].as_u64(), Some(i as u64 + 1));
         for key in ["total", "content", "style", "tv", "ms"] {
@@ -160,15 +161,15 @@ fn a_short_real_run_transfers_style() {
     }
     let (first, last) = (
         lines[0]["style"].as_f64().unwrap(),
-        lines[59]["style"].as_f64().unwrap(),
+        lines[99]["style"].as_f64().unwrap(),
     );
     assert!(
-        last < first / 100.0,
+        last < first / 50.0,
         "style loss only went from {first} to {last}"
     );
     let img = image::open(&out).unwrap();
     assert_eq!((img.width(), img.height()), (96, 72));
-    assert!(dir.join("out_30.png").is_file() && dir.join("out_60.png").is_file());
+    assert!(dir.join("out_50.png").is_file() && dir.join("out_100.png").is_file());
 }
 
 /// The same seed and thread count give identical bytes; another seed does not.
