@@ -85,7 +85,11 @@ impl Vgg {
     /// Checks that an `h×w` image reaches every requested layer: each pooling on the way must
     /// see a map of at least 2×2.
     pub fn check_size(&self, h: usize, w: usize, names: &[String]) -> Result<(), VggError> {
-        let wanted = self.resolve(names)?;
+        self.check_reach(h, w, &self.resolve(names)?)
+    }
+
+    /// [`Vgg::check_size`] for layers already resolved.
+    fn check_reach(&self, h: usize, w: usize, wanted: &[Layer]) -> Result<(), VggError> {
         let all = self.arch.layers();
         let Some(depth) = wanted
             .iter()
@@ -125,8 +129,8 @@ impl Vgg {
             shape.len() == 4 && shape[1] == 3,
             "Vgg::features: expected a 1×3×H×W image, got shape {shape:?}"
         );
-        self.check_size(shape[2], shape[3], names)?;
         let wanted = self.resolve(names)?;
+        self.check_reach(shape[2], shape[3], &wanted)?;
         let mut out: Vec<Option<Var<'g>>> = vec![None; wanted.len()];
         let mut remaining = wanted.len();
         let mut x = self.preprocess(image);
