@@ -57,6 +57,8 @@ pub struct Evaluation {
 pub struct Objective<'n> {
     vgg: &'n Vgg,
     layers: Layers,
+    /// The content layers then the style layers: what one forward pass extracts.
+    all_layers: Vec<String>,
     weights: LossWeights,
     content_targets: Vec<Arc<ArrayD<f32>>>,
     style_targets: Vec<Arc<ArrayD<f32>>>,
@@ -74,11 +76,8 @@ impl<'n> Objective<'n> {
         weights: LossWeights,
     ) -> Result<Self, VggError> {
         let [h, w] = [content.shape()[2], content.shape()[3]];
-        vgg.check_size(
-            h,
-            w,
-            &[layers.content.clone(), layers.style.clone()].concat(),
-        )?;
+        let all_layers = [layers.content.clone(), layers.style.clone()].concat();
+        vgg.check_size(h, w, &all_layers)?;
         let content_targets = constant_features(vgg, content, &layers.content)?;
         let mut per_style: Vec<Vec<Arc<ArrayD<f32>>>> = Vec::new();
         for s in styles {
@@ -95,6 +94,7 @@ impl<'n> Objective<'n> {
         Ok(Objective {
             vgg,
             layers,
+            all_layers,
             weights,
             content_targets,
             style_targets,
@@ -116,10 +116,9 @@ impl<'n> Objective<'n> {
     pub fn evaluate(&self, x: &ArrayD<f32>) -> Evaluation {
         let g = Graph::new();
         let image = g.param(x.clone());
-        let names = [self.layers.content.clone(), self.layers.style.clone()].concat();
         let feats = self
             .vgg
-            .features(image, &names)
+            .features(image, &self.all_layers)
             .expect("layers and size validated in new");
         let (content_feats, style_feats) = feats.split_at(self.layers.content.len());
         let lc = content_loss(content_feats, &self.content_targets);
