@@ -5,7 +5,7 @@
 //! GEMM and for each conv pass.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use nst_tensor::kernels::conv::{self, ConvGeometry};
+use nst_tensor::kernels::conv::{self, im2col, winograd, ConvGeometry, Filters};
 use nst_tensor::kernels::gemm::{gemm, MatMut, MatRef};
 use nst_tensor::kernels::{matmul, pool};
 use rayon::prelude::*;
@@ -88,7 +88,7 @@ fn bench_im2col_col2im(c: &mut Criterion) {
     let mut group = quick(c, "im2col_col2im");
     for (name, g) in layers() {
         let x = data(g.c_in * g.h * g.w);
-        let bands = g.bands();
+        let bands = im2col::bands(&g);
         group.throughput(Throughput::Bytes(
             (4 * g.k() * g.out_h() * g.out_w()) as u64,
         ));
@@ -96,7 +96,7 @@ fn bench_im2col_col2im(c: &mut Criterion) {
             bench.iter(|| {
                 bands.par_iter().for_each(|&(y0, y1)| {
                     let mut col = vec![0.0; g.k() * (y1 - y0) * g.out_w()];
-                    conv::im2col_band(&x, &g, y0, y1, &mut col);
+                    im2col::im2col_band(&x, &g, y0, y1, &mut col);
                     std::hint::black_box(&col);
                 })
             })
@@ -107,7 +107,7 @@ fn bench_im2col_col2im(c: &mut Criterion) {
                 bands.par_iter().for_each(|&(y0, y1)| {
                     let n = g.k() * (y1 - y0) * g.out_w();
                     let mut dx = vec![0.0; g.c_in * (y1 - y0 + 2) * g.w];
-                    conv::col2im_band(&dcol[..n], &g, y0, y1, &mut dx);
+                    im2col::col2im_band(&dcol[..n], &g, y0, y1, &mut dx);
                     std::hint::black_box(&dx);
                 })
             })
@@ -126,11 +126,22 @@ fn bench_conv(c: &mut Criterion) {
         );
         let dy = data(g.c_out * g.out_h() * g.out_w());
         group.throughput(Throughput::Elements(g.flops() as u64));
+        // As in a run: filters prepared once (their transforms are cached), then each pass by
+        // the algorithm the dispatcher picks.
+        let f = Filters::new(&w, &g);
+        let _ = (f.winograd(), f.flipped().winograd());
         group.bench_function(BenchmarkId::new("forward", name), |bench| {
-            bench.iter(|| conv::conv2d_forward(&x, &w, Some(&b), &g))
+            bench.iter(|| conv::conv2d_forward(&x, &f, Some(&b), &g))
         });
         group.bench_function(BenchmarkId::new("input_grad", name), |bench| {
-            bench.iter(|| conv::conv2d_backward_input(&dy, &w, &g))
+            bench.iter(|| conv::conv2d_backward_input(&dy, &f, &g))
+        });
+        // Each algorithm on its own, for choosing between them.
+        group.bench_function(BenchmarkId::new("forward_im2col", name), |bench| {
+            bench.iter(|| im2col::forward(&x, &w, Some(&b), &g))
+        });
+        group.bench_function(BenchmarkId::new("forward_winograd4x4", name), |bench| {
+            bench.iter(|| winograd::forward(&x, f.winograd(), Some(&b), &g))
         });
     }
     group.finish();

@@ -5,20 +5,24 @@
 //! receives the op's output value `y` and the incoming gradient `g = ∂L/∂y`, and returns
 //! `∂L/∂input` for each input that requires a gradient — and computes nothing for the others.
 
-use crate::graph::flat;
+use crate::array::{conv_geometry, flat, from_vec};
+use crate::kernels::conv::Filters;
 use crate::kernels::gemm::MatRef;
 use crate::kernels::{conv, elementwise, matmul, pool};
-use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use ndarray::{ArrayD, Axis, Slice};
+use std::sync::Arc;
 
 /// A recorded operation: the ids of its inputs and what its derivative needs from the forward
 /// pass. Shapes are validated when the op is created (see the `ops` module).
 pub(crate) enum Op {
-    /// `y = conv(x, w) + b`, stride 1, zero padding `pad` (NCHW, weights `C_out×C_in×k_h×k_w`).
+    /// `y = conv(x, w) + b`, stride 1, zero padding `pad` (NCHW, weights `C_out×C_in×k_h×k_w`);
+    /// `filters` are `w` prepared for the input-gradient algorithm (shared with the forward).
     Conv2d {
         x: usize,
         w: usize,
         b: Option<usize>,
         pad: usize,
+        filters: Arc<Filters>,
     },
     /// `y = max(x, 0)`.
     Relu { x: usize },
@@ -92,7 +96,13 @@ pub(crate) fn backward_op<'a>(
 ) -> Vec<(usize, ArrayD<f32>)> {
     let mut out = Vec::new();
     match *op {
-        Op::Conv2d { x, w, b, pad } => {
+        Op::Conv2d {
+            x,
+            w,
+            b,
+            pad,
+            ref filters,
+        } => {
             let (xv, wv) = (value_of(x), value_of(w));
             let geo = conv_geometry(xv, wv, pad);
             let n = xv.shape()[0];
@@ -102,10 +112,10 @@ pub(crate) fn backward_op<'a>(
             );
             let gs = flat(g);
             if needs(x) {
-                // dx = col2im(Wᵀ · dY), image by image.
+                // dx, image by image (the flipped-filter convolution or col2im(Wᵀ · dY)).
                 let mut dx = Vec::with_capacity(n * in_len);
                 for dy in gs.chunks_exact(out_len) {
-                    dx.extend(conv::conv2d_backward_input(dy, flat(wv), &geo));
+                    dx.extend(conv::conv2d_backward_input(dy, filters, &geo));
                 }
                 out.push((x, from_vec(xv.shape(), dx)));
             }
@@ -253,25 +263,6 @@ pub(crate) fn backward_op<'a>(
     }
     debug_assert!(out.iter().all(|(id, _)| needs(*id)));
     out
-}
-
-/// The geometry of a convolution of `x: N×C_in×H×W` with `w: C_out×C_in×k_h×k_w`.
-pub(crate) fn conv_geometry(x: &ArrayD<f32>, w: &ArrayD<f32>, pad: usize) -> conv::ConvGeometry {
-    let (xs, ws) = (x.shape(), w.shape());
-    conv::ConvGeometry {
-        c_in: xs[1],
-        h: xs[2],
-        w: xs[3],
-        c_out: ws[0],
-        kh: ws[2],
-        kw: ws[3],
-        pad,
-    }
-}
-
-/// A row-major array of `shape` holding `data`.
-pub(crate) fn from_vec(shape: &[usize], data: Vec<f32>) -> ArrayD<f32> {
-    ArrayD::from_shape_vec(IxDyn(shape), data).expect("kernel output matches its shape")
 }
 
 /// Adjoint of a forward difference along `axis`: `y_i = x_{i+1} − x_i` sends `+g_i` to

@@ -162,11 +162,6 @@ fn standard(a: ArrayD<f32>) -> ArrayD<f32> {
     }
 }
 
-/// The flat row-major data of a value (every stored value is in standard layout).
-pub(crate) fn flat(a: &ArrayD<f32>) -> &[f32] {
-    a.as_slice().expect("values are stored in standard layout")
-}
-
 impl std::fmt::Debug for Var<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let value = self.graph.value(self.id);

@@ -24,7 +24,9 @@
 //! assert_eq!(grads.get(x).unwrap().as_slice().unwrap(), &[2.0, -6.0]); // 2x
 //! ```
 
+mod array;
 mod backward;
+mod filter_cache;
 mod graph;
 pub mod kernels;
 mod ops;

@@ -2,8 +2,11 @@
 //! and panics here, naming the op and the shapes), computes its forward value with a kernel, and
 //! records itself on the tape. The derivatives are in the `backward` module.
 
-use crate::backward::{conv_geometry, from_vec, Op};
-use crate::graph::{flat, Var};
+use crate::array::{conv_geometry, flat, from_vec};
+use crate::backward::Op;
+use crate::filter_cache::filters_of;
+use crate::graph::Var;
+use crate::kernels::conv::Filters;
 use crate::kernels::gemm::MatRef;
 use crate::kernels::{conv, elementwise, matmul, pool};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
@@ -106,11 +109,17 @@ impl<'g> Var<'g> {
         let (xv, wv) = (self.value(), weight.value());
         let bv = bias.map(|b| b.value());
         let geo = conv_geometry(&xv, &wv, pad);
+        // Constant weights (a network's) keep their prepared filters across evaluations.
+        let filters = if self.graph.requires_grad(weight.id) {
+            Arc::new(Filters::new(flat(&wv), &geo))
+        } else {
+            filters_of(&wv, flat(&wv), &geo)
+        };
         let mut y = Vec::with_capacity(n * geo.c_out * geo.out_h() * geo.out_w());
         for xi in flat(&xv).chunks_exact(c * h * w) {
             y.extend(conv::conv2d_forward(
                 xi,
-                flat(&wv),
+                &filters,
                 bv.as_deref().map(flat),
                 &geo,
             ));
@@ -121,6 +130,7 @@ impl<'g> Var<'g> {
             w: weight.id,
             b: bias.map(|b| b.id),
             pad,
+            filters,
         };
         self.graph.record(value, op)
     }

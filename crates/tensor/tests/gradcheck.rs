@@ -51,8 +51,9 @@ fn conv2d_sixteen_input_channels() {
 
 #[test]
 fn conv2d_wide_enough_for_winograd() {
-    // From 128 input channels the forward pass runs by Winograd F(2×2, 3×3).
-    conv_case(10, &[1, 128, 3, 2], &[2, 128, 3, 3], 1);
+    // 32 channels in and out: the forward pass and the input gradient (the flipped convolution)
+    // both run by Winograd F(4×4, 3×3); the 5×6 map is smaller than two tiles each way.
+    conv_case(10, &[1, 32, 5, 6], &[32, 32, 3, 3], 1);
 }
 
 #[test]

@@ -4,9 +4,10 @@
 mod common;
 
 use common::{random, random_vec, rng};
-use nst_tensor::kernels::conv::{self, ConvGeometry};
+use nst_tensor::kernels::conv::{self, im2col, winograd, Algorithm, ConvGeometry, Filters};
 use nst_tensor::kernels::gemm::{gemm, MatMut, MatRef};
-use nst_tensor::kernels::{matmul, pool, reference, winograd};
+use nst_tensor::kernels::isa::Isa;
+use nst_tensor::kernels::{matmul, pool, reference};
 use nst_tensor::Graph;
 
 fn close(a: &[f32], b: &[f32], tol: f32) {
@@ -48,26 +49,27 @@ fn conv_forward_matches_direct_convolution() {
         let w = random_vec(&mut r, &[g.c_out * g.k()]);
         let b = random_vec(&mut r, &[g.c_out]);
         let naive = reference::conv2d_direct(&x, &w, Some(&b), g);
-        // The dispatching entry (Winograd for 3×3/pad 1) and the general im2col path.
-        close(&conv::conv2d_forward(&x, &w, Some(&b), g), &naive, 1e-5);
-        close(
-            &conv::conv2d_forward_im2col(&x, &w, Some(&b), g),
-            &naive,
-            1e-5,
-        );
+        // The dispatching entry and the general im2col path.
+        let f = Filters::new(&w, g);
+        close(&conv::conv2d_forward(&x, &f, Some(&b), g), &naive, 1e-5);
+        close(&im2col::forward(&x, &w, Some(&b), g), &naive, 1e-5);
     }
 }
 
-/// Winograd F(2×2, 3×3) itself, on any channel count (the dispatcher uses it from 128 input
-/// channels): forward against direct convolution, and its input gradient (the flipped,
-/// transposed filters) as the adjoint, on odd sizes, 1×1 maps and many bands.
+/// Winograd F(4×4, 3×3) itself, on any channel count (the dispatcher uses it from
+/// `WINOGRAD_MIN_IN_CHANNELS`): forward against direct convolution, and its input gradient (the
+/// flipped, transposed filters) as the adjoint, on odd sizes, 1×1 maps, maps smaller than a
+/// tile, sizes that are not multiples of 4, several bands and several channel groups.
 #[test]
 fn winograd_matches_direct_convolution() {
     for (i, g) in [
         geo(3, 5, 7, 4, 3, 1),
-        geo(1, 1, 1, 2, 3, 1),
-        geo(5, 37, 45, 3, 3, 1),
-        geo(2, 2, 200, 3, 3, 1),
+        geo(1, 1, 1, 2, 3, 1),   // 1×1 map
+        geo(2, 3, 2, 1, 3, 1),   // smaller than one 4×4 tile
+        geo(5, 37, 45, 3, 3, 1), // odd sizes, partial tiles on both edges
+        geo(2, 2, 203, 3, 3, 1), // wide rows
+        geo(3, 70, 70, 2, 3, 1), // several bands of tile rows
+        geo(130, 9, 6, 5, 3, 1), // three channel groups
     ]
     .iter()
     .enumerate()
@@ -76,47 +78,52 @@ fn winograd_matches_direct_convolution() {
         let x = random_vec(&mut r, &[g.c_in * g.h * g.w]);
         let w = random_vec(&mut r, &[g.c_out * g.k()]);
         let b = random_vec(&mut r, &[g.c_out]);
-        let u = winograd::transform_filters(&w, g.c_out, g.c_in);
-        close(
-            &winograd::conv3x3_forward(&x, &u, Some(&b), g),
-            &reference::conv2d_direct(&x, &w, Some(&b), g),
-            1e-5,
-        );
+        let f = Filters::new(&w, g);
+        let direct = reference::conv2d_direct(&x, &w, Some(&b), g);
+        // Every instruction-set build of the transforms this processor can run: each matches
+        // the direct convolution, and they agree bit for bit (same operations, same order).
+        let builds: Vec<Vec<f32>> = Isa::available()
+            .into_iter()
+            .map(|isa| winograd::forward_with(isa, &x, f.winograd(), Some(&b), g))
+            .collect();
+        for y in &builds {
+            close(y, &direct, WINOGRAD_TOL);
+            assert_eq!(
+                y, &builds[0],
+                "case {i}: the instruction-set builds disagree"
+            );
+        }
         // dx = conv(dy, flip_transpose(w)): ⟨conv(x), dy⟩ = ⟨x, dx⟩.
         let dy = random_vec(&mut r, &[g.c_out * g.h * g.w]);
-        let gt = ConvGeometry {
-            c_in: g.c_out,
-            c_out: g.c_in,
-            ..*g
-        };
-        let ut = winograd::transform_filters(
-            &winograd::flip_transpose(&w, g.c_out, g.c_in),
-            g.c_in,
-            g.c_out,
-        );
-        let dx = winograd::conv3x3_forward(&dy, &ut, None, &gt);
+        let dx = winograd::forward(&dy, f.flipped().winograd(), None, &g.flipped());
         assert_adjoint(g, &x, &w, &dy, &dx, i);
     }
-    // The dispatcher takes the Winograd path from 128 input channels; check that path end to end.
-    let g = geo(512, 3, 5, 2, 3, 1);
-    assert!(winograd::applies(&g));
+    // The dispatcher's Winograd path end to end, at VGG-like channel counts.
+    let g = geo(512, 3, 5, 64, 3, 1);
+    assert_eq!(conv::forward_algorithm(&g), Algorithm::Winograd4x4);
+    assert_eq!(conv::input_grad_algorithm(&g), Algorithm::Winograd4x4);
     let mut r = rng(180);
     let x = random_vec(&mut r, &[g.c_in * g.h * g.w]);
     let w = random_vec(&mut r, &[g.c_out * g.k()]);
     close(
-        &conv::conv2d_forward(&x, &w, None, &g),
+        &conv::conv2d_forward(&x, &Filters::new(&w, &g), None, &g),
         &reference::conv2d_direct(&x, &w, None, &g),
-        1e-4,
+        WINOGRAD_TOL,
     );
 }
+
+/// Winograd F(4×4, 3×3)'s agreement with the direct convolution (f64-accumulated), relative to
+/// `1 + |y|`: its transforms amplify f32 rounding more than im2col's plain sums (1e-5).
+const WINOGRAD_TOL: f32 = 1e-4;
 
 /// Both input-gradient paths (Winograd for 3×3/pad 1, GEMM + col2im otherwise) are the adjoint
 /// of the *direct* convolution: ⟨conv(x), dy⟩ = ⟨x, dx(dy)⟩ for random x and dy.
 #[test]
 fn input_gradients_are_the_adjoint_of_direct_convolution() {
     let cases = [
-        geo(3, 5, 7, 4, 3, 1),  // few input channels: col2im
-        geo(16, 7, 5, 3, 3, 1), // 16 input channels: the flipped convolution
+        geo(3, 5, 7, 4, 3, 1),    // few input channels: col2im
+        geo(16, 7, 5, 3, 3, 1),   // 16 input channels: the flipped convolution (im2col)
+        geo(20, 9, 11, 40, 3, 1), // the flipped convolution by Winograd
         geo(1, 1, 1, 2, 3, 1),
         geo(4, 37, 9, 3, 3, 1),
         geo(2, 2, 3, 3, 5, 2),
@@ -128,8 +135,8 @@ fn input_gradients_are_the_adjoint_of_direct_convolution() {
         let w = random_vec(&mut r, &[g.c_out * g.k()]);
         let dy = random_vec(&mut r, &[g.c_out * g.out_h() * g.out_w()]);
         for dx in [
-            conv::conv2d_backward_input(&dy, &w, g),
-            conv::conv2d_backward_input_col2im(&dy, &w, g),
+            conv::conv2d_backward_input(&dy, &Filters::new(&w, g), g),
+            im2col::backward_input(&dy, &w, g),
         ] {
             assert_adjoint(g, &x, &w, &dy, &dx, i);
         }
@@ -170,10 +177,10 @@ fn col2im_is_the_adjoint_of_im2col() {
         let n = (y1 - y0) * g.out_w();
         let c = random_vec(&mut r, &[g.k() * n]);
         let mut col = vec![f32::NAN; g.k() * n];
-        conv::im2col_band(&x, g, y0, y1, &mut col);
+        im2col::im2col_band(&x, g, y0, y1, &mut col);
         let rows = y1 - y0 + g.kh - 1;
         let mut band = vec![0.0; g.c_in * rows * g.w];
-        conv::col2im_band(&c, g, y0, y1, &mut band);
+        im2col::col2im_band(&c, g, y0, y1, &mut band);
         let lhs: f64 = col
             .iter()
             .zip(&c)
@@ -302,8 +309,13 @@ fn results_do_not_depend_on_the_thread_count() {
             let mut r = rng(500);
             let g = Graph::new();
             let x = g.param(random(&mut r, &[1, 3, 40, 33]));
-            let w = g.param(random(&mut r, &[8, 3, 3, 3]));
+            let w = g.param(random(&mut r, &[32, 3, 3, 3]));
+            // A second layer wide enough for Winograd, its weights constant as a network's.
+            let w2 = g.constant(std::sync::Arc::new(
+                random(&mut r, &[40, 32, 3, 3]).mapv(|v| v * 0.1),
+            ));
             let y = x.conv2d(w, None, 1).relu().max_pool2();
+            let y = y.conv2d(w2, None, 1).relu();
             let loss = y.gram().square().sum() + y.square().mean();
             let grads = g.backward(loss);
             (

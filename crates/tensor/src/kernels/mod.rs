@@ -4,7 +4,7 @@
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod isa;
 pub mod matmul;
 pub mod pool;
 pub mod reference;
-pub mod winograd;

@@ -1,7 +1,4 @@
-//! 2-D convolution, stride 1, zero padding, by im2col + GEMM — and its two gradients.
-//!
-//! For one image `x: C_in×H×W` and weights `w: C_out×C_in×k_h×k_w`, the output is
-//! `y[o, i, j] = b[o] + Σ_{c,u,v} w[o,c,u,v] · x[c, i+u−p, j+v−p]` (zero outside the image).
+//! Convolution by **im2col + GEMM** (any kernel size and padding), and its two gradients.
 //!
 //! **im2col** unrolls the receptive fields into a matrix `col: K×P` with `K = C_in·k_h·k_w`
 //! rows (one per weight of a filter) and `P = H'·W'` columns (one per output pixel), so that the
@@ -18,71 +15,29 @@
 //! size depends only on the geometry, never on the thread count, so results are bit-identical for
 //! any number of threads.
 
-use super::gemm::{gemm, MatMut, MatRef};
-use super::winograd;
+use super::ConvGeometry;
+use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use rayon::prelude::*;
 
 /// Output pixels per band that the banding aims for: large enough for an efficient GEMM, small
 /// enough that a band's `col` (K × pixels floats) stays a few megabytes.
 const BAND_TARGET_PIXELS: usize = 2048;
-/// At least this many bands (when the map has enough rows), so both cores get work on VGG's
-/// small deep maps.
+/// At least this many bands (when the map has enough rows), so both cores get work on small maps.
 const MIN_BANDS: usize = 8;
 /// With fewer bands than [`MIN_BANDS`], the forward pass also splits the output channels into
 /// this many groups.
 const CHANNEL_GROUPS: usize = 4;
 
-/// The shapes of one convolution (stride 1, symmetric zero padding).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeometry {
-    /// Input channels.
-    pub c_in: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Output channels (number of filters).
-    pub c_out: usize,
-    /// Kernel height.
-    pub kh: usize,
-    /// Kernel width.
-    pub kw: usize,
-    /// Zero padding on each side.
-    pub pad: usize,
-}
-
-impl ConvGeometry {
-    /// Output height `H + 2p − k_h + 1` (callers check it is at least 1).
-    pub fn out_h(&self) -> usize {
-        self.h + 2 * self.pad + 1 - self.kh
-    }
-
-    /// Output width `W + 2p − k_w + 1`.
-    pub fn out_w(&self) -> usize {
-        self.w + 2 * self.pad + 1 - self.kw
-    }
-
-    /// Rows of the im2col matrix: `K = C_in·k_h·k_w`, the length of one flattened filter.
-    pub fn k(&self) -> usize {
-        self.c_in * self.kh * self.kw
-    }
-
-    /// Multiply-adds ×2 of the forward pass: `2·C_out·K·H'·W'` (the same for each gradient).
-    pub fn flops(&self) -> f64 {
-        2.0 * (self.c_out * self.k() * self.out_h() * self.out_w()) as f64
-    }
-
-    /// The output-row bands `[y0, y1)` the work is split into (a function of the shape alone).
-    pub fn bands(&self) -> Vec<(usize, usize)> {
-        let (oh, ow) = (self.out_h(), self.out_w());
-        let by_pixels = BAND_TARGET_PIXELS.div_ceil(ow).max(1);
-        let by_count = oh.div_ceil(MIN_BANDS).max(1);
-        let rows = by_pixels.min(by_count);
-        (0..oh)
-            .step_by(rows)
-            .map(|y0| (y0, (y0 + rows).min(oh)))
-            .collect()
-    }
+/// The output-row bands `[y0, y1)` the work is split into (a function of the shape alone).
+pub fn bands(g: &ConvGeometry) -> Vec<(usize, usize)> {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let by_pixels = BAND_TARGET_PIXELS.div_ceil(ow).max(1);
+    let by_count = oh.div_ceil(MIN_BANDS).max(1);
+    let rows = by_pixels.min(by_count);
+    (0..oh)
+        .step_by(rows)
+        .map(|y0| (y0, (y0 + rows).min(oh)))
+        .collect()
 }
 
 /// Writes the im2col matrix of output rows `[y0, y1)` into `col`, **K-major**:
@@ -154,45 +109,6 @@ pub fn col2im_band(dcol: &[f32], g: &ConvGeometry, y0: usize, y1: usize, dx_band
     }
 }
 
-/// Forward convolution of one image: `x: C_in×H×W`, `w: C_out×K`, optional `bias: C_out`;
-/// returns `y: C_out×H'×W'`. 3×3 kernels with padding 1 and at least
-/// [`winograd::MIN_CHANNELS`] input channels use Winograd's F(2×2, 3×3) (2.25× fewer
-/// multiplies); every other shape uses im2col + GEMM.
-pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
-    if winograd::applies(g) {
-        let u = winograd::transform_filters(w, g.c_out, g.c_in);
-        winograd::conv3x3_forward(x, &u, bias, g)
-    } else {
-        conv2d_forward_im2col(x, w, bias, g)
-    }
-}
-
-/// Below this many input channels the input gradient uses col2im: the flipped convolution would
-/// have as few *output* channels, a GEMM too thin to run well (VGG's conv1_1, 3 channels: 50 ms
-/// that way, against 6 ms by col2im at 512×384).
-const FLIPPED_CONV_MIN_CHANNELS: usize = 16;
-
-/// Input gradient of one image, `dx` for `dy: C_out×H'×W'`; returns `C_in×H×W`. For 3×3 kernels
-/// with padding 1 (and at least 16 input channels) it is itself such a convolution — of `dy` with the flipped, transposed filters
-/// ([`winograd::flip_transpose`]) — and runs as one through [`conv2d_forward`] (Winograd or
-/// im2col), whose GEMM shape is better than col2im's (inner dimension `9·C_out` instead of
-/// `C_out`: 1.3× faster on conv1_2); otherwise `dx = col2im(Wᵀ·dY)`.
-pub fn conv2d_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    if g.kh == 3 && g.kw == 3 && g.pad == 1 && g.c_in >= FLIPPED_CONV_MIN_CHANNELS {
-        let wt = winograd::flip_transpose(w, g.c_out, g.c_in);
-        let gt = ConvGeometry {
-            c_in: g.c_out,
-            c_out: g.c_in,
-            h: g.out_h(),
-            w: g.out_w(),
-            ..*g
-        };
-        conv2d_forward(dy, &wt, None, &gt)
-    } else {
-        conv2d_backward_input_col2im(dy, w, g)
-    }
-}
-
 /// The output-gradient rows of a band as a `C_out × n` matrix view: row `o` is channel `o`'s
 /// `n` pixels from output row `y0` on (rows are a whole channel plane apart).
 fn dy_band<'a>(dy: &'a [f32], g: &ConvGeometry, y0: usize, n: usize) -> MatRef<'a> {
@@ -206,26 +122,22 @@ fn dy_band<'a>(dy: &'a [f32], g: &ConvGeometry, y0: usize, n: usize) -> MatRef<'
     }
 }
 
-/// Forward convolution by im2col + GEMM (any kernel size and padding); see [`conv2d_forward`].
-pub fn conv2d_forward_im2col(
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    g: &ConvGeometry,
-) -> Vec<f32> {
+/// Forward convolution of one image by im2col + GEMM: `x: C_in×H×W`, `w: C_out×K`, optional
+/// `bias: C_out`; returns `y: C_out×H'×W'`.
+pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
     let (k, p) = (g.k(), g.out_h() * g.out_w());
     let ow = g.out_w();
     // Tasks: bands of output rows × groups of output channels. Small maps make few bands; their
     // output channels are then split too, so both cores get work (at the price of repeating
     // the band's cheap im2col).
-    let bands = g.bands();
-    let groups = if bands.len() >= MIN_BANDS {
+    let band_list = bands(g);
+    let groups = if band_list.len() >= MIN_BANDS {
         1
     } else {
         CHANNEL_GROUPS.min(g.c_out)
     };
     let per_group = g.c_out.div_ceil(groups);
-    let tasks: Vec<(usize, usize, usize, usize)> = bands
+    let tasks: Vec<(usize, usize, usize, usize)> = band_list
         .iter()
         .flat_map(|&(y0, y1)| {
             (0..g.c_out)
@@ -272,11 +184,10 @@ pub fn conv2d_forward_im2col(
 }
 
 /// Input gradient by GEMM + col2im: `dx = col2im(Wᵀ·dY)` for `dy: C_out×H'×W'`; returns
-/// `C_in×H×W` (any kernel size and padding); see [`conv2d_backward_input`].
-pub fn conv2d_backward_input_col2im(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+/// `C_in×H×W` (any kernel size and padding).
+pub fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (k, ow) = (g.k(), g.out_w());
-    let partials: Vec<(usize, Vec<f32>)> = g
-        .bands()
+    let partials: Vec<(usize, Vec<f32>)> = bands(g)
         .into_par_iter()
         .map(|(y0, y1)| {
             let n = (y1 - y0) * ow;
@@ -325,10 +236,9 @@ pub fn conv2d_backward_input_col2im(dy: &[f32], w: &[f32], g: &ConvGeometry) -> 
 
 /// Weight gradient of one image: `dW (C_out×K) = dY (C_out×P) · colᵀ (P×K)`, summed over bands
 /// in band order. Returned flat, `C_out×C_in×k_h×k_w`.
-pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+pub fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (k, ow) = (g.k(), g.out_w());
-    let partials: Vec<Vec<f32>> = g
-        .bands()
+    let partials: Vec<Vec<f32>> = bands(g)
         .into_par_iter()
         .map(|(y0, y1)| {
             let n = (y1 - y0) * ow;

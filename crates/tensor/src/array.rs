@@ -1,0 +1,29 @@
+//! Small helpers between `ndarray` values and the kernels' flat slices, used by the forward ops
+//! and the derivatives alike (so neither imports the other).
+
+use crate::kernels::conv::ConvGeometry;
+use ndarray::{ArrayD, IxDyn};
+
+/// The flat row-major data of a value (every stored value is in standard layout).
+pub(crate) fn flat(a: &ArrayD<f32>) -> &[f32] {
+    a.as_slice().expect("values are stored in standard layout")
+}
+
+/// A row-major array of `shape` holding `data`.
+pub(crate) fn from_vec(shape: &[usize], data: Vec<f32>) -> ArrayD<f32> {
+    ArrayD::from_shape_vec(IxDyn(shape), data).expect("kernel output matches its shape")
+}
+
+/// The geometry of a convolution of `x: N×C_in×H×W` with `w: C_out×C_in×k_h×k_w`.
+pub(crate) fn conv_geometry(x: &ArrayD<f32>, w: &ArrayD<f32>, pad: usize) -> ConvGeometry {
+    let (xs, ws) = (x.shape(), w.shape());
+    ConvGeometry {
+        c_in: xs[1],
+        h: xs[2],
+        w: xs[3],
+        c_out: ws[0],
+        kh: ws[2],
+        kw: ws[3],
+        pad,
+    }
+}

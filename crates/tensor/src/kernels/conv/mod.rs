@@ -1,0 +1,269 @@
+//! 2-D convolution, stride 1, zero padding — forward and both gradients — and the **one** place
+//! that decides which algorithm computes each pass.
+//!
+//! For one image `x: C_in×H×W` and filters `w: C_out×C_in×k_h×k_w`, the output is
+//! `y[o, i, j] = b[o] + Σ_{c,u,v} w[o,c,u,v] · x[c, i+u−p, j+v−p]` (zero outside the image).
+//!
+//! The algorithms, one file each, each with tests against the direct convolution
+//! (`reference::conv2d_direct`) and as the adjoint of its forward:
+//!
+//! | file | computes | how |
+//! |---|---|---|
+//! | [`im2col`] | forward, input gradient, weight gradient, any kernel | unroll receptive fields into a matrix, one GEMM per band of rows; col2im (its adjoint) for the input gradient |
+//! | [`winograd`] | forward of 3×3, padding 1 | Winograd F(4×4, 3×3): 36 GEMMs over channels per tile batch, 4× fewer multiplies |
+//!
+//! The input gradient of a 3×3, padding-1 convolution is itself such a convolution — of `dy`
+//! with the flipped, transposed filters ([`flip_transpose`]) — so it runs through the forward
+//! algorithms (see [`Algorithm`] and [`input_grad_algorithm`]).
+//!
+//! Filters are constants across a style-transfer run, so their transformed forms (Winograd
+//! domain, flipped) are computed once per [`Filters`] and kept there.
+//!
+//! Adding an algorithm: a file here with its kernel and tests, a variant of [`Algorithm`], and a
+//! rule in [`forward_algorithm`] / [`input_grad_algorithm`]; nothing outside this folder changes.
+
+pub mod im2col;
+pub mod winograd;
+
+use std::sync::OnceLock;
+
+/// The shapes of one convolution (stride 1, symmetric zero padding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Input channels.
+    pub c_in: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels (number of filters).
+    pub c_out: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Zero padding on each side.
+    pub pad: usize,
+}
+
+impl ConvGeometry {
+    /// Output height `H + 2p − k_h + 1` (callers check it is at least 1).
+    pub fn out_h(&self) -> usize {
+        self.h + 2 * self.pad + 1 - self.kh
+    }
+
+    /// Output width `W + 2p − k_w + 1`.
+    pub fn out_w(&self) -> usize {
+        self.w + 2 * self.pad + 1 - self.kw
+    }
+
+    /// Rows of the im2col matrix: `K = C_in·k_h·k_w`, the length of one flattened filter.
+    pub fn k(&self) -> usize {
+        self.c_in * self.kh * self.kw
+    }
+
+    /// Multiply-adds ×2 of the forward pass: `2·C_out·K·H'·W'` (the same for each gradient).
+    /// Algorithms that do fewer (Winograd) are still credited with this count, so their
+    /// GFLOP/s figures are *effective* rates.
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.c_out * self.k() * self.out_h() * self.out_w()) as f64
+    }
+
+    /// Whether the layer is a 3×3 convolution with padding 1 (output size = input size), the
+    /// shape Winograd and the flipped-filter input gradient need.
+    pub fn is_3x3_same(&self) -> bool {
+        self.kh == 3 && self.kw == 3 && self.pad == 1
+    }
+
+    /// The geometry of the convolution that computes this one's input gradient when
+    /// [`is_3x3_same`](Self::is_3x3_same): `dy` (C_out channels) in, `C_in` channels out.
+    pub fn flipped(&self) -> ConvGeometry {
+        ConvGeometry {
+            c_in: self.c_out,
+            c_out: self.c_in,
+            h: self.out_h(),
+            w: self.out_w(),
+            ..*self
+        }
+    }
+}
+
+/// How one pass of a convolution is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// im2col + one GEMM per band ([`im2col::forward`]).
+    Im2col,
+    /// Winograd F(4×4, 3×3) ([`winograd::forward`]).
+    Winograd4x4,
+    /// Input gradient as GEMM + col2im ([`im2col::backward_input`]).
+    Col2im,
+}
+
+impl Algorithm {
+    /// A short name for profiles and benchmarks.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Im2col => "im2col",
+            Algorithm::Winograd4x4 => "winograd F(4x4,3x3)",
+            Algorithm::Col2im => "col2im",
+        }
+    }
+}
+
+/// Winograd is used from this many input channels (and [`WINOGRAD_MIN_OUT_CHANNELS`] output
+/// channels). Its transforms cost a fixed amount per channel and tile while the GEMM work it
+/// saves grows with both channel counts; at VGG's 64 channels F(4×4) is already faster than
+/// im2col (`BENCHMARKS.md`), at 3 (conv1_1) the GEMMs are too thin to run well.
+pub const WINOGRAD_MIN_IN_CHANNELS: usize = 32;
+/// See [`WINOGRAD_MIN_IN_CHANNELS`].
+pub const WINOGRAD_MIN_OUT_CHANNELS: usize = 16;
+/// Below this many input channels the input gradient uses col2im: the flipped convolution would
+/// have as few *output* channels, a GEMM too thin to run well (VGG's conv1_1, 3 channels: 50 ms
+/// that way, against 6 ms by col2im at 512×384).
+pub const FLIPPED_MIN_CHANNELS: usize = 16;
+
+/// The algorithm of the forward pass: Winograd F(4×4, 3×3) for 3×3, padding-1 layers with
+/// enough channels on both sides, im2col + GEMM otherwise. Depends on the channels and the
+/// kernel only, never on the map size, so filters prepared once serve every image size.
+pub fn forward_algorithm(g: &ConvGeometry) -> Algorithm {
+    if g.is_3x3_same() && g.c_in >= WINOGRAD_MIN_IN_CHANNELS && g.c_out >= WINOGRAD_MIN_OUT_CHANNELS
+    {
+        Algorithm::Winograd4x4
+    } else {
+        Algorithm::Im2col
+    }
+}
+
+/// The algorithm of the input-gradient pass. For a 3×3, padding-1 layer with at least
+/// [`FLIPPED_MIN_CHANNELS`] input channels, the gradient is the forward convolution of `dy`
+/// with the flipped filters, computed by that convolution's [`forward_algorithm`] (its GEMMs
+/// have inner dimension `C_out` or `9·C_out`, not col2im's thin `C_out`-by-pixels product
+/// followed by a scatter); otherwise GEMM + col2im.
+pub fn input_grad_algorithm(g: &ConvGeometry) -> Algorithm {
+    if g.is_3x3_same() && g.c_in >= FLIPPED_MIN_CHANNELS {
+        forward_algorithm(&g.flipped())
+    } else {
+        Algorithm::Col2im
+    }
+}
+
+/// `w'[c][o][u][v] = w[o][c][k_h−1−u][k_w−1−v]`: the filters of the convolution that computes
+/// the input gradient of a 3×3, padding-1 convolution (`dx = conv(dy, w', pad 1)`).
+pub fn flip_transpose(w: &[f32], c_out: usize, c_in: usize, taps: usize) -> Vec<f32> {
+    let mut wt = vec![0.0; w.len()];
+    for o in 0..c_out {
+        for c in 0..c_in {
+            for k in 0..taps {
+                wt[(c * c_out + o) * taps + k] = w[(o * c_in + c) * taps + (taps - 1 - k)];
+            }
+        }
+    }
+    wt
+}
+
+/// One layer's filters, `C_out×C_in×k_h×k_w`, with the derived forms the algorithms consume
+/// computed on first use and kept: the Winograd-domain filters of the forward pass, and the
+/// flipped filters (themselves a [`Filters`]) of the input gradient. Network weights are
+/// constants for a whole run, so the graph keeps one `Filters` per weight tensor and these
+/// transforms are paid once, not per evaluation.
+#[derive(Debug)]
+pub struct Filters {
+    w: Vec<f32>,
+    c_out: usize,
+    c_in: usize,
+    kh: usize,
+    kw: usize,
+    winograd: OnceLock<Vec<f32>>,
+    flipped: OnceLock<Box<Filters>>,
+}
+
+impl Filters {
+    /// Filters `w: C_out×C_in×k_h×k_w` (flat, row-major) for convolutions of geometry `g`.
+    #[track_caller]
+    pub fn new(w: &[f32], g: &ConvGeometry) -> Filters {
+        assert_eq!(
+            w.len(),
+            g.c_out * g.k(),
+            "filters: length disagrees with the geometry"
+        );
+        Filters {
+            w: w.to_vec(),
+            c_out: g.c_out,
+            c_in: g.c_in,
+            kh: g.kh,
+            kw: g.kw,
+            winograd: OnceLock::new(),
+            flipped: OnceLock::new(),
+        }
+    }
+
+    /// The raw filters, `C_out×C_in×k_h×k_w`.
+    pub fn raw(&self) -> &[f32] {
+        &self.w
+    }
+
+    /// The Winograd-domain filters ([`winograd::transform_filters`]), computed on first use.
+    pub fn winograd(&self) -> &[f32] {
+        self.winograd
+            .get_or_init(|| winograd::transform_filters(&self.w, self.c_out, self.c_in))
+    }
+
+    /// The flipped, transposed filters of the input-gradient convolution ([`flip_transpose`]),
+    /// computed on first use.
+    pub fn flipped(&self) -> &Filters {
+        self.flipped.get_or_init(|| {
+            Box::new(Filters {
+                w: flip_transpose(&self.w, self.c_out, self.c_in, self.kh * self.kw),
+                c_out: self.c_in,
+                c_in: self.c_out,
+                kh: self.kh,
+                kw: self.kw,
+                winograd: OnceLock::new(),
+                flipped: OnceLock::new(),
+            })
+        })
+    }
+
+    /// Bytes held, the derived forms included (for memory accounting).
+    pub fn bytes(&self) -> usize {
+        let own = 4 * (self.w.len() + self.winograd.get().map_or(0, Vec::len));
+        own + self.flipped.get().map_or(0, |f| f.bytes())
+    }
+
+    fn check(&self, g: &ConvGeometry) {
+        assert!(
+            (self.c_out, self.c_in, self.kh, self.kw) == (g.c_out, g.c_in, g.kh, g.kw),
+            "conv: filters {}×{}×{}×{} do not match the geometry {g:?}",
+            self.c_out,
+            self.c_in,
+            self.kh,
+            self.kw
+        );
+    }
+}
+
+/// Forward convolution of one image: `x: C_in×H×W`, optional `bias: C_out`; returns
+/// `y: C_out×H'×W'`, by the algorithm [`forward_algorithm`] picks.
+pub fn conv2d_forward(x: &[f32], f: &Filters, bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+    f.check(g);
+    match forward_algorithm(g) {
+        Algorithm::Winograd4x4 => winograd::forward(x, f.winograd(), bias, g),
+        _ => im2col::forward(x, f.raw(), bias, g),
+    }
+}
+
+/// Input gradient of one image, `dx` for `dy: C_out×H'×W'`; returns `C_in×H×W`, by the
+/// algorithm [`input_grad_algorithm`] picks.
+pub fn conv2d_backward_input(dy: &[f32], f: &Filters, g: &ConvGeometry) -> Vec<f32> {
+    f.check(g);
+    match input_grad_algorithm(g) {
+        Algorithm::Col2im => im2col::backward_input(dy, f.raw(), g),
+        _ => conv2d_forward(dy, f.flipped(), None, &g.flipped()),
+    }
+}
+
+/// Weight gradient of one image: `dW = dY · colᵀ` ([`im2col::backward_weight`]), returned flat,
+/// `C_out×C_in×k_h×k_w`. Style transfer never needs it; the gradient checks do.
+pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    im2col::backward_weight(x, dy, g)
+}

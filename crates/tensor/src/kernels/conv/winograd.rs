@@ -1,0 +1,478 @@
+//! Winograd's minimal filtering F(4×4, 3×3) for 3×3 convolutions with padding 1
+//! (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
+//!
+//! Each 4×4 output tile is computed from a 6×6 input tile `d` (the tile and a one-pixel ring)
+//! as `Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A`, summed over input channels, with the interpolation
+//! points 0, ±1, ±2, ∞:
+//!
+//! ```text
+//!      ⎡4  0 −5  0  1  0⎤        ⎡ 1/4    0     0 ⎤
+//!      ⎢0 −4 −4  1  1  0⎥        ⎢−1/6 −1/6  −1/6 ⎥        ⎡1  1  1  1  1  0⎤
+//! Bᵀ = ⎢0  4 −4 −1  1  0⎥    G = ⎢−1/6  1/6  −1/6 ⎥   Aᵀ = ⎢0  1 −1  2 −2  0⎥
+//!      ⎢0 −2 −1  2  1  0⎥        ⎢1/24 1/12   1/6 ⎥        ⎢0  1  1  4  4  0⎥
+//!      ⎢0  2 −1 −2  1  0⎥        ⎢1/24 −1/12  1/6 ⎥        ⎣0  1 −1  8 −8  1⎦
+//!      ⎣0  4  0 −5  0  1⎦        ⎣  0     0     1 ⎦
+//! ```
+//!
+//! The sum over channels of the 36 elementwise products is 36 independent matrix products — for
+//! each position `e` of the 6×6 domain, `M_e (tiles × C_out) = V_e (tiles × C_in) · U_eᵀ` —
+//! which do `36·C_in·C_out` multiply-adds per 16 output pixels instead of im2col's
+//! `144·C_in·C_out`: 4× fewer. The price is precision: the transforms' larger coefficients
+//! amplify f32 rounding, to about 1e-5 of the output's scale against 1e-6 for F(2×2, 3×3)
+//! (measured per VGG layer in `BENCHMARKS.md`; the end-to-end gradient still matches PyTorch
+//! to 1e-4).
+//!
+//! Work is cut into bands of tile rows (fixed by the shape), one rayon task each; within a band
+//! the input transform runs in parallel over groups of channels, the 36 GEMMs in parallel over
+//! `e`, and the output transform in parallel over output channels, so even a one-band map keeps
+//! every core busy. Every split depends on the shape alone, so results do not depend on the
+//! thread count.
+
+use super::ConvGeometry;
+use crate::kernels::gemm::{gemm, MatMut, MatRef};
+use crate::kernels::isa::Isa;
+use rayon::prelude::*;
+
+/// Output tile side, `m`.
+const M: usize = 4;
+/// Input tile side, `m + r − 1` for the 3×3 filter.
+const T: usize = 6;
+/// Positions in the Winograd domain, `T²`: one GEMM each.
+const E: usize = T * T;
+/// Tiles per band the banding aims for: enough rows for the GEMMs to amortise packing the
+/// filters, few enough that a band's transformed input stays in the last-level cache.
+const BAND_TARGET_TILES: usize = 256;
+/// Input channels per task of the input transform, and per slice of the GEMMs' inner dimension.
+const CHANNEL_GROUP: usize = 64;
+
+/// Tiles transformed together: one AVX2 register of f32.
+const LANES: usize = 8;
+
+/// One value of [`LANES`] neighbouring tiles, added and scaled lane by lane: with the loops
+/// inlined the compiler turns each operation into one vector instruction (8-wide under AVX2,
+/// two 4-wide ones on the SSE2 baseline).
+#[derive(Clone, Copy)]
+struct Lanes([f32; LANES]);
+
+impl Lanes {
+    /// The first [`LANES`] values of `s`, zero-padded if `s` is shorter.
+    #[inline(always)]
+    fn load(s: &[f32]) -> Lanes {
+        match s.first_chunk::<LANES>() {
+            Some(full) => Lanes(*full),
+            None => {
+                let mut l = [0.0; LANES];
+                l[..s.len()].copy_from_slice(s);
+                Lanes(l)
+            }
+        }
+    }
+
+    /// Writes the first `min(LANES, d.len())` lanes into `d`.
+    #[inline(always)]
+    fn store(self, d: &mut [f32]) {
+        match d.first_chunk_mut::<LANES>() {
+            Some(full) => *full = self.0,
+            None => {
+                let k = d.len();
+                d.copy_from_slice(&self.0[..k]);
+            }
+        }
+    }
+}
+
+impl std::ops::Add for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn add(self, o: Lanes) -> Lanes {
+        let mut r = self.0;
+        for (a, b) in r.iter_mut().zip(o.0) {
+            *a += b;
+        }
+        Lanes(r)
+    }
+}
+
+impl std::ops::Sub for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn sub(self, o: Lanes) -> Lanes {
+        let mut r = self.0;
+        for (a, b) in r.iter_mut().zip(o.0) {
+            *a -= b;
+        }
+        Lanes(r)
+    }
+}
+
+impl std::ops::Mul<f32> for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn mul(self, k: f32) -> Lanes {
+        let mut r = self.0;
+        for a in r.iter_mut() {
+            *a *= k;
+        }
+        Lanes(r)
+    }
+}
+
+/// `Bᵀ·d` for one column (or row) `d` of a 6×6 input tile, for [`LANES`] tiles at once.
+#[inline(always)]
+fn input_1d(d: [Lanes; T]) -> [Lanes; T] {
+    [
+        d[0] * 4.0 - d[2] * 5.0 + d[4],
+        d[3] + d[4] - (d[1] + d[2]) * 4.0,
+        d[4] - d[3] + (d[1] - d[2]) * 4.0,
+        d[4] - d[2] + (d[3] - d[1]) * 2.0,
+        d[4] - d[2] + (d[1] - d[3]) * 2.0,
+        d[1] * 4.0 - d[3] * 5.0 + d[5],
+    ]
+}
+
+/// `G·g` for one column (or row) `g` of a 3×3 filter.
+fn filter_1d(g: [f32; 3]) -> [f32; T] {
+    [
+        g[0] / 4.0,
+        -(g[0] + g[1] + g[2]) / 6.0,
+        -(g[0] - g[1] + g[2]) / 6.0,
+        g[0] / 24.0 + g[1] / 12.0 + g[2] / 6.0,
+        g[0] / 24.0 - g[1] / 12.0 + g[2] / 6.0,
+        g[2],
+    ]
+}
+
+/// `Aᵀ·m` for one column (or row) `m` of a 6×6 product tile, for [`LANES`] tiles at once.
+#[inline(always)]
+fn output_1d(m: [Lanes; T]) -> [Lanes; M] {
+    let (s12, d12) = (m[1] + m[2], m[1] - m[2]);
+    let (s34, d34) = (m[3] + m[4], m[3] - m[4]);
+    [
+        m[0] + s12 + s34,
+        d12 + d34 * 2.0,
+        s12 + s34 * 4.0,
+        d12 + d34 * 8.0 + m[5],
+    ]
+}
+
+/// The filters in the Winograd domain, `U = G g Gᵀ` for every filter `g = w[o][c]`, stored
+/// `[36][C_out][C_in]` (position-major, so each GEMM reads one contiguous `C_out × C_in` matrix).
+pub fn transform_filters(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
+    let per_filter: Vec<[f32; E]> = w
+        .par_chunks_exact(9)
+        .map(|g| {
+            // G·g column by column (6×3), then ·Gᵀ row by row (6×6).
+            let cols: [[f32; T]; 3] =
+                std::array::from_fn(|v| filter_1d([g[v], g[3 + v], g[6 + v]]));
+            let mut u = [0.0; E];
+            for i in 0..T {
+                let row = filter_1d([cols[0][i], cols[1][i], cols[2][i]]);
+                u[i * T..(i + 1) * T].copy_from_slice(&row);
+            }
+            u
+        })
+        .collect();
+    let mut u = vec![0.0; E * c_out * c_in];
+    u.par_chunks_mut(c_out * c_in)
+        .enumerate()
+        .for_each(|(e, ue)| {
+            for (dst, src) in ue.iter_mut().zip(&per_filter) {
+                *dst = src[e];
+            }
+        });
+    u
+}
+
+/// The tile rows per band, and the bands `[t0, t1)` of `tile_rows × tile_cols` tiles.
+fn bands(tile_rows: usize, tile_cols: usize) -> (usize, Vec<(usize, usize)>) {
+    let rows = BAND_TARGET_TILES.div_ceil(tile_cols).max(1);
+    let list = (0..tile_rows)
+        .step_by(rows)
+        .map(|t0| (t0, (t0 + rows).min(tile_rows)))
+        .collect();
+    (rows, list)
+}
+
+/// Independent tasks the forward pass makes for `g` (bands × channel groups for the input
+/// transform, bands × 36 for the GEMMs, bands × output channels for the output transform): the
+/// GEMM count, the smallest of the three stages that the profile reports.
+pub fn tasks(g: &ConvGeometry) -> usize {
+    bands(g.h.div_ceil(M), g.w.div_ceil(M)).1.len() * E
+}
+
+/// `V_e[c][q] = (Bᵀ d B)_e` for channels `[c0, c1)` and the tiles `q` of tile rows `[t0, t1)`,
+/// where `d` is the 6×6 input patch at rows `4·ty − 1 …`, columns `4·tx − 1 …` (zero outside).
+/// Stored `[36][c1 − c0][n]`, `n` the band's tile count. Compiled for `isa`.
+fn transform_input(isa: Isa, x: &[f32], g: &ConvGeometry, band: Band, v: &mut [f32]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2Fma` is only ever produced after the processor reported AVX2 and FMA
+        // (`Isa::available`), so the AVX2 build of the function runs on a processor that has them.
+        Isa::Avx2Fma => unsafe { transform_input_avx2(x, g, band, v) },
+        _ => transform_input_body(x, g, band, v),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn transform_input_avx2(x: &[f32], g: &ConvGeometry, band: Band, v: &mut [f32]) {
+    transform_input_body(x, g, band, v)
+}
+
+/// The work of one input-transform task: tile rows `[t0, t1)` of `tile_cols` tiles, channels
+/// `[c0, c1)`.
+#[derive(Clone, Copy)]
+struct Band {
+    t0: usize,
+    t1: usize,
+    tile_cols: usize,
+    c0: usize,
+    c1: usize,
+}
+
+/// See [`transform_input`]. The six input rows of a tile row are first split by column phase:
+/// `p[r][s][t]` holds column `4·t + s − 1` of row `r` (zero outside the image), so tile `t`
+/// reads `p[·][0..4][t]` and `p[·][0..2][t + 1]`. Both passes — `Bᵀ·` down the columns, then
+/// `·B` along each tile's six columns — then read and write [`LANES`] consecutive tiles at a
+/// time.
+#[inline(always)]
+fn transform_input_body(x: &[f32], g: &ConvGeometry, b: Band, v: &mut [f32]) {
+    let (tc, cg) = (b.tile_cols, b.c1 - b.c0);
+    let n = (b.t1 - b.t0) * tc;
+    let blocks = tc.div_ceil(LANES);
+    // A phase holds every block's lanes plus one more block for the `t + 1` reads.
+    let pl = (blocks + 1) * LANES;
+    let len = M * pl;
+    let mut p = vec![0.0f32; T * len];
+    let mut vt = vec![0.0f32; T * len];
+    // One input row with a zero column in front and zeros after: row[1 + j] = x[·][j].
+    let mut row = vec![0.0f32; len];
+    for c in b.c0..b.c1 {
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ty in b.t0..b.t1 {
+            for (r, rows) in p.chunks_exact_mut(len).enumerate() {
+                let iy = (M * ty + r) as isize - 1;
+                if iy < 0 || iy as usize >= g.h {
+                    rows.fill(0.0);
+                    continue;
+                }
+                row[1..=g.w].copy_from_slice(&plane[iy as usize * g.w..(iy as usize + 1) * g.w]);
+                // phase s, entry t = row[4·t + s] = x[·][4·t + s − 1].
+                let (p0, rest) = rows.split_at_mut(pl);
+                let (p1, rest) = rest.split_at_mut(pl);
+                let (p2, p3) = rest.split_at_mut(pl);
+                for ((((q, a), b), c), d) in row.chunks_exact(M).zip(p0).zip(p1).zip(p2).zip(p3) {
+                    (*a, *b, *c, *d) = (q[0], q[1], q[2], q[3]);
+                }
+            }
+            // Bᵀ·d down the columns: vt[i] = Σ_r Bᵀ[i][r]·p[r], over every phase and tile.
+            for j in (0..len).step_by(LANES) {
+                let at = |r: usize| Lanes::load(&p[r * len + j..]);
+                let d = [at(0), at(1), at(2), at(3), at(4), at(5)];
+                for (i, val) in input_1d(d).into_iter().enumerate() {
+                    val.store(&mut vt[i * len + j..]);
+                }
+            }
+            // ·B along each tile's six columns.
+            let q0 = (ty - b.t0) * tc;
+            for i in 0..T {
+                let ph = [0, 1, 2, 3].map(|s| &vt[i * len + s * pl..]);
+                for t in (0..tc).step_by(LANES) {
+                    let d = [
+                        Lanes::load(&ph[0][t..]),
+                        Lanes::load(&ph[1][t..]),
+                        Lanes::load(&ph[2][t..]),
+                        Lanes::load(&ph[3][t..]),
+                        Lanes::load(&ph[0][t + 1..]),
+                        Lanes::load(&ph[1][t + 1..]),
+                    ];
+                    for (k, val) in input_1d(d).into_iter().enumerate() {
+                        let row = ((i * T + k) * cg + (c - b.c0)) * n + q0;
+                        val.store(&mut v[row + t..row + tc]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` (+ bias) for output channel `o` over the band's tiles, written into `out`, the
+/// band's rows of that channel's plane (`rows × W`, the last band's possibly fewer than 4 per
+/// tile row). `m` holds the band's products `[36][C_out][n]`. Compiled for `isa`.
+fn transform_output(
+    isa: Isa,
+    m: &[f32],
+    g: &ConvGeometry,
+    o: usize,
+    tc: usize,
+    bias: f32,
+    out: &mut [f32],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `transform_input`, `Isa::Avx2Fma` means the processor has AVX2 and FMA.
+        Isa::Avx2Fma => unsafe { transform_output_avx2(m, g, o, tc, bias, out) },
+        _ => transform_output_body(m, g, o, tc, bias, out),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn transform_output_avx2(
+    m: &[f32],
+    g: &ConvGeometry,
+    o: usize,
+    tc: usize,
+    bias: f32,
+    out: &mut [f32],
+) {
+    transform_output_body(m, g, o, tc, bias, out)
+}
+
+/// See [`transform_output`]. As in the input transform, intermediate rows are kept split by
+/// column phase (`s[i][c][t]` is column `4·t + c` of row `i`), so both passes run over
+/// [`LANES`] consecutive tiles at a time; only the final store interleaves the phases into the
+/// output row.
+#[inline(always)]
+fn transform_output_body(
+    m: &[f32],
+    g: &ConvGeometry,
+    o: usize,
+    tc: usize,
+    bias: f32,
+    out: &mut [f32],
+) {
+    let (c_out, w) = (g.c_out, g.w);
+    let n = m.len() / (E * c_out);
+    let sl = tc.div_ceil(LANES) * LANES;
+    let len = M * sl;
+    let me: [&[f32]; E] = std::array::from_fn(|e| &m[(e * c_out + o) * n..(e * c_out + o + 1) * n]);
+    let mut s = vec![0.0f32; T * len];
+    let mut y = vec![0.0f32; M * len];
+    let bias = Lanes([bias; LANES]);
+    for (r, out_rows) in out.chunks_mut(M * w).enumerate() {
+        let q0 = r * tc;
+        // M·A along each tile's rows: s[i][c][t].
+        for i in 0..T {
+            for t in (0..tc).step_by(LANES) {
+                let at = |k: usize| Lanes::load(&me[i * T + k][q0 + t..q0 + tc]);
+                let d = [at(0), at(1), at(2), at(3), at(4), at(5)];
+                for (c, val) in output_1d(d).into_iter().enumerate() {
+                    val.store(&mut s[(i * M + c) * sl + t..]);
+                }
+            }
+        }
+        // Aᵀ· down the columns, over every phase and tile, plus the bias: y[rr][c][t].
+        for j in (0..len).step_by(LANES) {
+            let at = |i: usize| Lanes::load(&s[i * len + j..]);
+            let d = [at(0), at(1), at(2), at(3), at(4), at(5)];
+            for (rr, val) in output_1d(d).into_iter().enumerate() {
+                (val + bias).store(&mut y[rr * len + j..]);
+            }
+        }
+        // Interleave the phases into the output rows: row[4·t + c] = y[rr][c][t].
+        for (rr, row) in out_rows.chunks_exact_mut(w).enumerate() {
+            let yr = &y[rr * len..(rr + 1) * len];
+            for (t, px) in row.chunks_mut(M).enumerate() {
+                for (c, d) in px.iter_mut().enumerate() {
+                    *d = yr[c * sl + t];
+                }
+            }
+        }
+    }
+}
+
+/// 3×3, padding-1 convolution of one image by F(4×4, 3×3): `x: C_in×H×W`, `u` from
+/// [`transform_filters`], optional `bias: C_out`; returns `C_out×H×W`. The transforms run with
+/// the best instruction set the processor has ([`Isa::detect`]).
+#[track_caller]
+pub fn forward(x: &[f32], u: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+    forward_with(Isa::detect(), x, u, bias, g)
+}
+
+/// [`forward`] with the transforms compiled for `isa` (which the processor must support: take
+/// it from [`Isa::available`]). Every level gives the same result up to f32 rounding.
+#[track_caller]
+pub fn forward_with(
+    isa: Isa,
+    x: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> Vec<f32> {
+    assert!(
+        Isa::available().contains(&isa),
+        "winograd: {isa:?} is not available here"
+    );
+    assert!(
+        g.is_3x3_same(),
+        "winograd: needs a 3×3 kernel with padding 1"
+    );
+    assert_eq!(
+        u.len(),
+        E * g.c_out * g.c_in,
+        "winograd: transformed filters have the wrong size"
+    );
+    let (tile_rows, tile_cols) = (g.h.div_ceil(M), g.w.div_ceil(M));
+    let (rows_per_band, band_list) = bands(tile_rows, tile_cols);
+    let plane_len = g.h * g.w;
+    let mut y = vec![0.0; g.c_out * plane_len];
+    // Each band's rows of every output plane, so that bands write their outputs directly.
+    let mut outs: Vec<Vec<&mut [f32]>> = band_list.iter().map(|_| Vec::new()).collect();
+    for plane in y.chunks_mut(plane_len) {
+        for (b, part) in plane.chunks_mut(M * rows_per_band * g.w).enumerate() {
+            outs[b].push(part);
+        }
+    }
+    band_list
+        .into_par_iter()
+        .zip(outs)
+        .for_each(|((t0, t1), mut out)| {
+            let n = (t1 - t0) * tile_cols;
+            let mut v = vec![0.0; E * g.c_in * n];
+            v.par_chunks_mut(E * CHANNEL_GROUP * n)
+                .enumerate()
+                .for_each(|(gi, vg)| {
+                    let c0 = gi * CHANNEL_GROUP;
+                    let c1 = (c0 + CHANNEL_GROUP).min(g.c_in);
+                    let band = Band {
+                        t0,
+                        t1,
+                        tile_cols,
+                        c0,
+                        c1,
+                    };
+                    transform_input(isa, x, g, band, vg);
+                });
+            let mut m = vec![0.0; E * g.c_out * n];
+            m.par_chunks_mut(g.c_out * n)
+                .enumerate()
+                .for_each(|(e, me)| {
+                    for (gi, vg) in v.chunks(E * CHANNEL_GROUP * n).enumerate() {
+                        let cg = vg.len() / (E * n);
+                        let c0 = gi * CHANNEL_GROUP;
+                        // M_e (C_out × n) += U_e[:, c0..c0+cg] (C_out × cg) · V_e (cg × n): the
+                        // slices of C_in summed in order; both operands pack with unit stride.
+                        gemm(
+                            1.0,
+                            MatRef {
+                                data: &u[e * g.c_out * g.c_in + c0..],
+                                rows: g.c_out,
+                                cols: cg,
+                                row_stride: g.c_in,
+                                col_stride: 1,
+                            },
+                            MatRef::row_major(&vg[e * cg * n..(e + 1) * cg * n], cg, n),
+                            if gi == 0 { 0.0 } else { 1.0 },
+                            MatMut::row_major(me, g.c_out, n),
+                        );
+                    }
+                });
+            drop(v);
+            out.par_iter_mut().enumerate().for_each(|(o, plane_rows)| {
+                let b = bias.map_or(0.0, |b| b[o]);
+                transform_output(isa, &m, g, o, tile_cols, b, plane_rows);
+            });
+        });
+    y
+}
