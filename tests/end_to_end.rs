@@ -349,3 +349,67 @@ fn unusual_input_formats_are_accepted() {
         assert_eq!(image::open(&out).unwrap().width(), 40);
     }
 }
+
+/// `nst bench --json`: one row per network layer (and loss op kind) whose times add up to the
+/// evaluation's within 15%, convolutions named with their algorithm, effective GFLOP/s and task
+/// count, and the loss terms of the synthetic problem.
+#[test]
+fn bench_profiles_every_layer() {
+    let o = Command::new(env!("CARGO_BIN_EXE_nst"))
+        .args([
+            "bench",
+            "--size",
+            "96x64",
+            "--evals",
+            "2",
+            "--threads",
+            "2",
+            "--json",
+        ])
+        .args(["--weights", weights().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "nst bench failed: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["size"], serde_json::json!([96, 64]));
+    assert_eq!(v["threads"], 2);
+    let eval_ms = v["evaluation_ms"].as_f64().unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    let names: Vec<&str> = layers
+        .iter()
+        .map(|l| l["layer"].as_str().unwrap())
+        .collect();
+    for want in [
+        "conv1_1", "relu1_1", "conv1_2", "pool1", "conv4_2", "conv5_1", "relu5_1", "(gram)",
+    ] {
+        assert!(names.contains(&want), "no row for {want} in {names:?}");
+    }
+    assert!(
+        !names.contains(&"conv5_2"),
+        "the network ran past relu5_1: {names:?}"
+    );
+    let sum: f64 = layers
+        .iter()
+        .map(|l| l["forward_ms"].as_f64().unwrap() + l["backward_ms"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (sum - eval_ms).abs() <= 0.15 * eval_ms,
+        "rows add up to {sum} ms, the evaluation took {eval_ms} ms"
+    );
+    let row = |name: &str| layers.iter().find(|l| l["layer"] == name).unwrap();
+    assert_eq!(row("conv1_1")["algorithm"], "im2col / col2im");
+    assert_eq!(
+        row("conv1_2")["algorithm"],
+        "winograd F(4x4,3x3) / winograd F(4x4,3x3)"
+    );
+    assert!(row("conv1_2")["gflops"].as_f64().unwrap() > 0.0);
+    assert!(row("conv1_2")["tasks"].as_u64().unwrap() >= 36);
+    assert!(row("relu1_1")["algorithm"].is_null());
+    let loss = &v["loss"];
+    for term in ["total", "content", "style"] {
+        assert!(
+            loss[term].as_f64().unwrap() > 0.0,
+            "{term} loss is not positive: {loss}"
+        );
+    }
+}

@@ -17,7 +17,44 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Render the content image in the style of the style image(s).
-    Transfer(TransferArgs),
+    Transfer(Box<TransferArgs>),
+    /// Profile evaluations of the default objective, layer by layer, on synthetic images.
+    Bench(BenchArgs),
+}
+
+/// Options of `nst bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Image size, WIDTHxHEIGHT (e.g. 512x384).
+    #[arg(long, value_name = "WxH", default_value = "512x384", value_parser = parse_size)]
+    pub size: (usize, usize),
+    /// Weights directory [default: weights/vgg19 if present, else weights/vgg16].
+    #[arg(long, value_name = "DIR")]
+    pub weights: Option<PathBuf>,
+    /// Worker threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Profiled evaluations, after one warm-up; the report gives their medians.
+    #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub evals: u32,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `WIDTHxHEIGHT`, both at least 32 (the network pools four times before relu5_1).
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT (e.g. 512x384), got {s:?}"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| (32..=8192).contains(&n))
+            .ok_or_else(|| format!("{v:?} is not a side length between 32 and 8192"))
+    };
+    Ok((parse(w)?, parse(h)?))
 }
 
 /// Optimizer choice.
@@ -129,7 +166,7 @@ pub struct TransferArgs {
     /// Keep the content's colours (luminance-only transfer, YIQ).
     #[arg(long)]
     pub original_colors: bool,
-    /// Also write the image every N evaluations, as OUT_stem_<eval>.ext.
+    /// Also write the image every N evaluations, as `OUT_stem_<eval>.ext`.
     #[arg(long, value_name = "N")]
     pub save_every: Option<usize>,
     /// Write one JSON object per evaluation to FILE.

@@ -1,8 +1,9 @@
 //! `nst`: the command line over the nst crates. All the work is in the libraries; this parses
-//! the options (`args.rs`), runs the command (`transfer_cmd.rs`) and turns the result into an
+//! the options (`args.rs`), runs the command (`transfer_cmd.rs`, `bench_cmd.rs`) and turns the result into an
 //! exit code: 0 done, 1 error, 2 bad usage (from clap), 130 interrupted (best image written).
 
 mod args;
+mod bench_cmd;
 mod transfer_cmd;
 
 use clap::Parser;
@@ -12,7 +13,8 @@ fn main() -> ExitCode {
     keep_freed_memory();
     let cli = args::Cli::parse();
     let result = match cli.command {
-        args::Command::Transfer(a) => transfer_cmd::transfer(a),
+        args::Command::Transfer(a) => transfer_cmd::transfer(*a),
+        args::Command::Bench(a) => bench_cmd::bench(a).map(|()| transfer_cmd::Ended::Done),
     };
     match result {
         Ok(transfer_cmd::Ended::Done) => ExitCode::SUCCESS,

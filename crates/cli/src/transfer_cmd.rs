@@ -219,7 +219,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
 }
 
 /// `weights/vgg19` if it holds a manifest, else `weights/vgg16`.
-fn default_weights_dir() -> PathBuf {
+pub fn default_weights_dir() -> PathBuf {
     let vgg19 = PathBuf::from("weights/vgg19");
     if vgg19.join("manifest.json").is_file() {
         vgg19

@@ -2,7 +2,7 @@
 
 use crate::{blend_grams, content_loss, style_loss, tv_loss};
 use nst_tensor::ndarray::ArrayD;
-use nst_tensor::{Graph, Var};
+use nst_tensor::{Graph, OpTiming, Var};
 use nst_vgg::{Vgg, VggError};
 use std::sync::Arc;
 
@@ -65,7 +65,7 @@ pub struct Objective<'n> {
 }
 
 impl<'n> Objective<'n> {
-    /// Computes the targets. Images are 1×3×H×W, RGB in [0,1]; styles may have any size that
+    /// Computes the targets. Images are 1×3×H×W, RGB in [0, 1]; styles may have any size that
     /// reaches the style layers. `blend` holds one weight per style (normalised here).
     pub fn new(
         vgg: &'n Vgg,
@@ -114,7 +114,18 @@ impl<'n> Objective<'n> {
     /// `L(x)` and `∂L/∂x` for the image `x` (1×3×H×W, the content's size): one forward pass to
     /// the deepest layer needed, one backward pass. Only the image gets a gradient.
     pub fn evaluate(&self, x: &ArrayD<f32>) -> Evaluation {
-        let g = Graph::new();
+        self.evaluate_on(&Graph::new(), x)
+    }
+
+    /// [`evaluate`](Self::evaluate), timing every op: the evaluation and, per op of the tape
+    /// (network layers labelled by name), its forward and backward wall time.
+    pub fn evaluate_profiled(&self, x: &ArrayD<f32>) -> (Evaluation, Vec<OpTiming>) {
+        let g = Graph::profiled();
+        let e = self.evaluate_on(&g, x);
+        (e, g.profile())
+    }
+
+    fn evaluate_on(&self, g: &Graph, x: &ArrayD<f32>) -> Evaluation {
         let image = g.param(x.clone());
         let feats = self
             .vgg

@@ -23,6 +23,7 @@ pub(crate) enum Op {
         b: Option<usize>,
         pad: usize,
         filters: Arc<Filters>,
+        geometry: conv::ConvGeometry,
     },
     /// `y = max(x, 0)`.
     Relu { x: usize },
@@ -61,6 +62,38 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// The op's name in profiles.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Op::Conv2d { .. } => "conv2d",
+            Op::Relu { .. } => "relu",
+            Op::MaxPool2 { .. } => "max_pool2",
+            Op::AvgPool2 { .. } => "avg_pool2",
+            Op::MatMul { .. } => "matmul",
+            Op::Gram { .. } => "gram",
+            Op::Add { .. } => "add",
+            Op::Sub { .. } => "sub",
+            Op::Mul { .. } => "mul",
+            Op::Scale { .. } => "scale",
+            Op::Square { .. } => "square",
+            Op::Sum { .. } => "sum",
+            Op::Mean { .. } => "mean",
+            Op::Reshape { .. } => "reshape",
+            Op::DiffH { .. } => "diff_h",
+            Op::DiffW { .. } => "diff_w",
+            Op::GatherChannels { .. } => "gather_channels",
+            Op::ChannelAffine { .. } => "channel_affine",
+        }
+    }
+
+    /// A convolution's geometry (for profiles), `None` for every other op.
+    pub(crate) fn conv_geometry(&self) -> Option<conv::ConvGeometry> {
+        match self {
+            Op::Conv2d { geometry, .. } => Some(*geometry),
+            _ => None,
+        }
+    }
+
     /// The ids of the op's inputs.
     pub(crate) fn inputs(&self) -> Vec<usize> {
         match *self {
@@ -102,6 +135,7 @@ pub(crate) fn backward_op<'a>(
             b,
             pad,
             ref filters,
+            ..
         } => {
             let (xv, wv) = (value_of(x), value_of(w));
             let geo = conv_geometry(xv, wv, pad);

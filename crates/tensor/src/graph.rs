@@ -7,9 +7,11 @@
 //! (a convolution of the image with constant weights computes the input gradient only).
 
 use crate::backward::{backward_op, Op};
+use crate::kernels::conv::ConvGeometry;
 use ndarray::ArrayD;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// One recorded value. `op` is `Some` exactly when the value requires a gradient and is not a
 /// parameter itself.
@@ -17,6 +19,23 @@ struct Node {
     value: Arc<ArrayD<f32>>,
     requires_grad: bool,
     op: Option<Op>,
+    /// What a profile reports about the node (only filled in on a profiled graph).
+    timing: Option<OpTiming>,
+}
+
+/// The time one node of a profiled graph cost ([`Graph::profiled`]).
+#[derive(Clone, Debug)]
+pub struct OpTiming {
+    /// The name given with [`Var::label`] (a network layer, e.g. `conv1_2`), if any.
+    pub label: Option<String>,
+    /// The op's kind (`conv2d`, `relu`, `gram`, …; `leaf` for inputs and constants).
+    pub op: &'static str,
+    /// Wall time from the previous node's creation to this one's: the op's forward pass.
+    pub forward: Duration,
+    /// Wall time of the op's derivative in [`Graph::backward`] (zero if it had none).
+    pub backward: Duration,
+    /// For a convolution, its geometry (which says the algorithm and the work done).
+    pub conv: Option<ConvGeometry>,
 }
 
 /// An autodiff tape. Build a computation from [`Var`]s made by [`Graph::param`] and
@@ -25,6 +44,8 @@ struct Node {
 #[derive(Default)]
 pub struct Graph {
     nodes: RefCell<Vec<Node>>,
+    /// On a profiled graph, when the last node was created.
+    last_node_at: Cell<Option<Instant>>,
 }
 
 /// A handle to a value on a [`Graph`]. `Copy`, so expressions read naturally; the operations are
@@ -60,6 +81,30 @@ impl Graph {
         Self::default()
     }
 
+    /// An empty tape that times every op, forward and backward: read the times with
+    /// [`Graph::profile`] after [`Graph::backward`]. The clock reads cost nanoseconds per op.
+    pub fn profiled() -> Self {
+        let g = Self::default();
+        g.last_node_at.set(Some(Instant::now()));
+        g
+    }
+
+    /// The time each node cost, in creation order (empty unless made by [`Graph::profiled`]).
+    pub fn profile(&self) -> Vec<OpTiming> {
+        self.nodes
+            .borrow()
+            .iter()
+            .filter_map(|n| n.timing.clone())
+            .collect()
+    }
+
+    /// Names the node of `v` in profiles (see [`Var::label`]).
+    pub(crate) fn set_label(&self, id: usize, label: &str) {
+        if let Some(t) = &mut self.nodes.borrow_mut()[id].timing {
+            t.label = Some(label.to_string());
+        }
+    }
+
     /// A leaf whose gradient is wanted (the image, in style transfer).
     pub fn param(&self, value: ArrayD<f32>) -> Var<'_> {
         self.push_node(Arc::new(standard(value)), true, None)
@@ -91,11 +136,23 @@ impl Graph {
     }
 
     fn push_node(&self, value: Arc<ArrayD<f32>>, requires_grad: bool, op: Option<Op>) -> Var<'_> {
+        let timing = self.last_node_at.get().map(|then| {
+            let now = Instant::now();
+            self.last_node_at.set(Some(now));
+            OpTiming {
+                label: None,
+                op: op.as_ref().map_or("leaf", Op::name),
+                forward: now - then,
+                backward: Duration::ZERO,
+                conv: op.as_ref().and_then(Op::conv_geometry),
+            }
+        });
         let mut nodes = self.nodes.borrow_mut();
         nodes.push(Node {
             value,
             requires_grad,
             op,
+            timing,
         });
         Var {
             graph: self,
@@ -112,7 +169,7 @@ impl Graph {
     }
 
     /// Reverse mode from a scalar `loss`: seeds `∂loss/∂loss = 1` and walks the tape backwards,
-    /// sending each node's gradient through its op's derivative ([`backward_op`]) and summing
+    /// sending each node's gradient through its op's derivative (`backward_op`) and summing
     /// what arrives at each input in place.
     ///
     /// # Panics
@@ -123,7 +180,7 @@ impl Graph {
             std::ptr::eq(loss.graph, self),
             "backward: the loss belongs to another graph"
         );
-        let nodes = self.nodes.borrow();
+        let mut nodes = self.nodes.borrow_mut();
         assert_eq!(
             nodes[loss.id].value.len(),
             1,
@@ -140,6 +197,7 @@ impl Graph {
             let Some(grad) = grads[id].take() else {
                 continue;
             };
+            let start = Instant::now();
             let value_of = |i: usize| &*nodes[i].value;
             let needs = |i: usize| nodes[i].requires_grad;
             for (input, g) in backward_op(op, &nodes[id].value, &grad, &value_of, &needs) {
@@ -147,6 +205,9 @@ impl Graph {
                     Some(acc) => *acc += &g,
                     slot => *slot = Some(g),
                 }
+            }
+            if let Some(t) = &mut nodes[id].timing {
+                t.backward = start.elapsed();
             }
         }
         Gradients { grads }

@@ -31,5 +31,5 @@ mod graph;
 pub mod kernels;
 mod ops;
 
-pub use graph::{Gradients, Graph, Var};
+pub use graph::{Gradients, Graph, OpTiming, Var};
 pub use ndarray;

@@ -33,6 +33,13 @@ impl<'g> Var<'g> {
         self.value().shape().to_vec()
     }
 
+    /// Names this variable's op in the graph's profile (e.g. the network layer `conv1_2`); does
+    /// nothing on a graph that is not profiled. Returns `self`, to chain.
+    pub fn label(self, name: &str) -> Var<'g> {
+        self.graph.set_label(self.id, name);
+        self
+    }
+
     /// Whether a gradient flows to this variable (it is a parameter or computed from one).
     pub fn requires_grad(self) -> bool {
         self.graph.requires_grad(self.id)
@@ -131,6 +138,7 @@ impl<'g> Var<'g> {
             b: bias.map(|b| b.id),
             pad,
             filters,
+            geometry: geo,
         };
         self.graph.record(value, op)
     }

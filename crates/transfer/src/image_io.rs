@@ -1,11 +1,11 @@
 //! Images in and out. Inside, an image is the optimisation variable: a 1×3×H×W `f32` array, RGB
-//! in [0,1] (not clamped while optimising).
+//! in [0, 1] (not clamped while optimising).
 //!
 //! In: anything the `image` crate decodes — grayscale is expanded, alpha dropped, 16-bit and
 //! float converted, CMYK JPEGs converted by the decoder — with the EXIF orientation applied.
 //! Also `.npy` (float32 H×W×3, as written by [`save`]) for exact initial images.
 //!
-//! Out, by extension: `.png` and `.jpg` (clamped to [0,1], 8-bit), `.npy` (the raw variable,
+//! Out, by extension: `.png` and `.jpg` (clamped to [0, 1], 8-bit), `.npy` (the raw variable,
 //! float32 H×W×3, not clamped). Every file is written to a temporary name in the same directory
 //! and renamed into place, so a failed or interrupted write never leaves a half-written file.
 
@@ -94,7 +94,7 @@ impl OutputFormat {
     }
 }
 
-/// Reads an image file as RGB in [0,1], with its EXIF orientation applied.
+/// Reads an image file as RGB in [0, 1], with its EXIF orientation applied.
 pub fn load(path: &Path) -> Result<Rgb32FImage, ImageIoError> {
     let decode = |e: image::ImageError| ImageIoError::Decode {
         path: path.into(),

@@ -1,7 +1,7 @@
 //! # nst-transfer — optimisation and the run loop
 //!
 //! - [`optim`]: L-BFGS (strong-Wolfe line search by default), Adam, gradient descent;
-//! - [`image_io`]: reading any image as RGB in [0,1] and writing `.png`, `.jpg` or `.npy`;
+//! - [`image_io`]: reading any image as RGB in [0, 1] and writing `.png`, `.jpg` or `.npy`;
 //! - [`init`]: the starting image (content, noise, style or a file);
 //! - [`color`]: keeping the content's colours (luminance-only transfer);
 //! - [`run`]: one style-transfer run — objective, initial image, optimizer, evaluation budget,

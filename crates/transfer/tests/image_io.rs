@@ -72,7 +72,7 @@ fn npy_round_trip_is_exact_and_unclamped() {
     let path = dir.join("x.npy");
     image_io::save(&path, &x).unwrap();
     assert_eq!(image_io::load_npy(&path).unwrap(), x);
-    // 8-bit outputs are clamped to [0,1].
+    // 8-bit outputs are clamped to [0, 1].
     let png = dir.join("x.png");
     image_io::save(&png, &x).unwrap();
     let back = image::open(&png).unwrap().to_rgb8();

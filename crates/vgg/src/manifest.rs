@@ -27,14 +27,14 @@ pub struct Manifest {
     pub files: BTreeMap<String, String>,
 }
 
-/// The network's input normalisation: the image variable `x` (RGB, [0,1]) is fed as
+/// The network's input normalisation: the image variable `x` (RGB, [0, 1]) is fed as
 /// `(reorder(x)·scale − mean) / std`, channel by channel — where `mean` and `std` are listed in
 /// the network's own channel order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Preprocessing {
     /// `"RGB"` (torchvision) or `"BGR"` (Caffe, Keras).
     pub channel_order: String,
-    /// `1` for [0,1] inputs (torchvision) or `255` for 0–255 inputs (Caffe, Keras).
+    /// `1` for [0, 1] inputs (torchvision) or `255` for 0–255 inputs (Caffe, Keras).
     pub scale: f32,
     /// Per-channel mean, in `channel_order`.
     pub mean: [f32; 3],
@@ -43,7 +43,7 @@ pub struct Preprocessing {
 }
 
 impl Preprocessing {
-    /// torchvision's ImageNet normalisation: RGB, [0,1], mean (0.485, 0.456, 0.406), std
+    /// torchvision's ImageNet normalisation: RGB, [0, 1], mean (0.485, 0.456, 0.406), std
     /// (0.229, 0.224, 0.225).
     pub fn torchvision() -> Self {
         Preprocessing {

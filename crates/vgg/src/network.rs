@@ -117,7 +117,7 @@ impl Vgg {
         Ok(())
     }
 
-    /// The feature maps of `names` for `image` (RGB in [0,1], shape 1×3×H×W), in the order
+    /// The feature maps of `names` for `image` (RGB in [0, 1], shape 1×3×H×W), in the order
     /// asked, on `image`'s tape. Runs the network only as deep as the deepest requested layer.
     ///
     /// The input is first normalised as the weights expect — channel reorder, then
@@ -151,7 +151,8 @@ impl Vgg {
                     Pooling::Max => x.max_pool2(),
                     Pooling::Avg => x.avg_pool2(),
                 },
-            };
+            }
+            .label(&layer.name());
             for (slot, w) in out.iter_mut().zip(&wanted) {
                 if *w == layer && slot.is_none() {
                     *slot = Some(x);

@@ -1,5 +1,5 @@
 //! The numeric kernels, apart from the autodiff graph: plain functions on flat `f32` slices in
-//! NCHW order. Each fast kernel has a naive twin in [`reference`] that the tests compare against.
+//! NCHW order. Each fast kernel has a naive twin in [`mod@reference`] that the tests compare against.
 
 pub mod conv;
 pub mod elementwise;

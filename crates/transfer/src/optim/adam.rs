@@ -4,7 +4,7 @@ use super::{Eval, Optimizer};
 
 /// Adam with `β1 = 0.9`, `β2 = 0.999`, `ε = 1e-8`: with `m`, `v` running means of `g` and `g²`,
 /// `x ← x − lr · m̂ / (√v̂ + ε)`, where `m̂ = m/(1−β1ᵗ)`, `v̂ = v/(1−β2ᵗ)` undo the zero start.
-/// One update per evaluation. In [0,1] image space a learning rate of ~0.02 suits (10 in 0–255
+/// One update per evaluation. In [0, 1] image space a learning rate of ~0.02 suits (10 in 0–255
 /// space, as the classic implementations use, is 10/255 ≈ 0.04 here).
 pub struct Adam {
     /// The learning rate.

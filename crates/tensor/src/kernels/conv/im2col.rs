@@ -122,14 +122,10 @@ fn dy_band<'a>(dy: &'a [f32], g: &ConvGeometry, y0: usize, n: usize) -> MatRef<'
     }
 }
 
-/// Forward convolution of one image by im2col + GEMM: `x: C_in×H×W`, `w: C_out×K`, optional
-/// `bias: C_out`; returns `y: C_out×H'×W'`.
-pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
-    let (k, p) = (g.k(), g.out_h() * g.out_w());
-    let ow = g.out_w();
-    // Tasks: bands of output rows × groups of output channels. Small maps make few bands; their
-    // output channels are then split too, so both cores get work (at the price of repeating
-    // the band's cheap im2col).
+/// The forward pass's tasks `(y0, y1, o0, o1)`: bands of output rows × groups of output
+/// channels. Small maps make few bands; their output channels are then split too, so every core
+/// gets work (at the price of repeating the band's cheap im2col).
+fn forward_task_list(g: &ConvGeometry) -> Vec<(usize, usize, usize, usize)> {
     let band_list = bands(g);
     let groups = if band_list.len() >= MIN_BANDS {
         1
@@ -137,15 +133,27 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> 
         CHANNEL_GROUPS.min(g.c_out)
     };
     let per_group = g.c_out.div_ceil(groups);
-    let tasks: Vec<(usize, usize, usize, usize)> = band_list
+    band_list
         .iter()
         .flat_map(|&(y0, y1)| {
             (0..g.c_out)
                 .step_by(per_group)
                 .map(move |o0| (y0, y1, o0, (o0 + per_group).min(g.c_out)))
         })
-        .collect();
-    let tiles: Vec<(usize, usize, usize, Vec<f32>)> = tasks
+        .collect()
+}
+
+/// How many independent tasks [`forward`] makes for `g`.
+pub fn forward_tasks(g: &ConvGeometry) -> usize {
+    forward_task_list(g).len()
+}
+
+/// Forward convolution of one image by im2col + GEMM: `x: C_in×H×W`, `w: C_out×K`, optional
+/// `bias: C_out`; returns `y: C_out×H'×W'`.
+pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+    let (k, p) = (g.k(), g.out_h() * g.out_w());
+    let ow = g.out_w();
+    let tiles: Vec<(usize, usize, usize, Vec<f32>)> = forward_task_list(g)
         .into_par_iter()
         .map(|(y0, y1, o0, o1)| {
             let n = (y1 - y0) * ow;

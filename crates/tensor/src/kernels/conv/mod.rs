@@ -147,6 +147,16 @@ pub fn input_grad_algorithm(g: &ConvGeometry) -> Algorithm {
     }
 }
 
+/// How many independent tasks the forward pass splits into (the smallest stage for Winograd —
+/// its 36 GEMMs per band — and bands × channel groups for im2col): what bounds the threads a
+/// layer can keep busy. Depends on the shape alone, like every split in this folder.
+pub fn forward_tasks(g: &ConvGeometry) -> usize {
+    match forward_algorithm(g) {
+        Algorithm::Winograd4x4 => winograd::tasks(g),
+        _ => im2col::forward_tasks(g),
+    }
+}
+
 /// `w'[c][o][u][v] = w[o][c][k_h−1−u][k_w−1−v]`: the filters of the convolution that computes
 /// the input gradient of a 3×3, padding-1 convolution (`dx = conv(dy, w', pad 1)`).
 pub fn flip_transpose(w: &[f32], c_out: usize, c_in: usize, taps: usize) -> Vec<f32> {

@@ -1,0 +1,224 @@
+//! `nst bench`: where one evaluation's time goes, layer by layer.
+//!
+//! Runs the default objective (content relu4_2, style relu1_1…relu5_1, the default weights) on
+//! deterministic synthetic content, style and evaluated images of the requested size — no image files needed — once to warm
+//! up and then `--evals` times on a profiled tape, and reports per network layer (and per kind
+//! of loss op) the median forward and backward wall time, the convolution algorithm of each
+//! pass, the effective GFLOP/s, and how many independent tasks the layer's forward pass makes.
+
+use crate::args::BenchArgs;
+use crate::transfer_cmd::default_weights_dir;
+use nst_loss::{Layers, LossWeights, Objective};
+use nst_tensor::kernels::conv::{self, ConvGeometry};
+use nst_tensor::ndarray::{Array4, ArrayD};
+use nst_tensor::OpTiming;
+use nst_vgg::Vgg;
+use serde_json::json;
+use std::time::Instant;
+
+/// One row of the report: a network layer, or all the loss ops of one kind.
+struct Row {
+    name: String,
+    forward_ms: Vec<f64>,
+    backward_ms: Vec<f64>,
+    conv: Option<ConvGeometry>,
+}
+
+/// Runs `nst bench`.
+pub fn bench(args: BenchArgs) -> Result<(), String> {
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| format!("cannot start {n} threads: {e}"))?;
+    }
+    let (w, h) = args.size;
+    let weights_dir = args.weights.clone().unwrap_or_else(default_weights_dir);
+    let vgg = Vgg::load(&weights_dir).map_err(|e| e.to_string())?;
+    let content = synthetic_image(w, h, 1);
+    let style = synthetic_image(w, h, 2);
+    let layers = Layers {
+        content: vec!["relu4_2".into()],
+        style: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+            .map(String::from)
+            .to_vec(),
+    };
+    let weights = LossWeights::default_for(vgg.preprocessing());
+    let objective = Objective::new(&vgg, &content, &[style], &[1.0], layers, weights)
+        .map_err(|e| e.to_string())?;
+
+    // Evaluated at a third image, so that every term (content included) has a gradient.
+    let x = synthetic_image(w, h, 3);
+    let _warm_up = objective.evaluate(&x);
+    let mut rows: Vec<Row> = Vec::new();
+    let mut totals_ms = Vec::new();
+    let mut last = None;
+    for _ in 0..args.evals {
+        let start = Instant::now();
+        let (eval, profile) = objective.evaluate_profiled(&x);
+        totals_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        add_to_rows(&mut rows, &profile);
+        last = Some(eval);
+    }
+    let eval = last.expect("at least one evaluation");
+    let evaluation_ms = median(&totals_ms);
+    let threads = rayon::current_num_threads();
+
+    let report: Vec<serde_json::Value> = rows.iter().map(row_json).collect();
+    let sum_ms: f64 = rows
+        .iter()
+        .map(|r| median(&r.forward_ms) + median(&r.backward_ms))
+        .sum();
+    if args.json {
+        let out = json!({
+            "size": [w, h],
+            "threads": threads,
+            "network": vgg.arch().to_string(),
+            "evals": args.evals,
+            "evaluation_ms": evaluation_ms,
+            "sum_of_layers_ms": sum_ms,
+            "loss": {"total": eval.total, "content": eval.content, "style": eval.style, "tv": eval.tv},
+            "layers": report,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "{} at {w}×{h}, {threads} threads, median of {} evaluations (after one warm-up)",
+        vgg.arch(),
+        args.evals
+    );
+    println!(
+        "{:<16} {:>10} {:>11}  {:<42} {:>8} {:>6} {:>6}",
+        "layer",
+        "forward ms",
+        "backward ms",
+        "algorithm (forward / input gradient)",
+        "GFLOP/s",
+        "tasks",
+        "share"
+    );
+    for r in &report {
+        let num = |k: &str| r[k].as_f64();
+        println!(
+            "{:<16} {:>10.1} {:>11.1}  {:<42} {:>8} {:>6} {:>5.1}%",
+            r["layer"].as_str().unwrap_or(""),
+            num("forward_ms").unwrap_or(0.0),
+            num("backward_ms").unwrap_or(0.0),
+            r["algorithm"].as_str().unwrap_or("-"),
+            num("gflops").map_or("-".into(), |g| format!("{g:.0}")),
+            r["tasks"].as_u64().map_or("-".into(), |t| t.to_string()),
+            100.0 * (num("forward_ms").unwrap_or(0.0) + num("backward_ms").unwrap_or(0.0))
+                / evaluation_ms,
+        );
+    }
+    println!(
+        "loss: total {:.4e} = content {:.4e} (weight {}) + style {:.4e} (weight {}) + tv {:.4e} (weight {})",
+        eval.total, eval.content, weights.content, eval.style, weights.style, eval.tv, weights.tv
+    );
+    println!(
+        "evaluation: {evaluation_ms:.1} ms (median); the rows add up to {sum_ms:.1} ms ({:.0}%)",
+        100.0 * sum_ms / evaluation_ms
+    );
+    Ok(())
+}
+
+/// Adds one evaluation's op times to the rows: labelled ops (network layers) by label, the rest
+/// (preprocessing and loss ops) by op kind, rows in order of first appearance.
+fn add_to_rows(rows: &mut Vec<Row>, profile: &[OpTiming]) {
+    let mut this_eval: Vec<(String, f64, f64, Option<ConvGeometry>)> = Vec::new();
+    for t in profile.iter().filter(|t| t.op != "leaf") {
+        let name = t.label.clone().unwrap_or_else(|| format!("({})", t.op));
+        let (f, b) = (
+            t.forward.as_secs_f64() * 1e3,
+            t.backward.as_secs_f64() * 1e3,
+        );
+        match this_eval.iter_mut().find(|r| r.0 == name) {
+            Some(r) => {
+                r.1 += f;
+                r.2 += b;
+            }
+            None => this_eval.push((name, f, b, t.conv)),
+        }
+    }
+    for (name, f, b, conv) in this_eval {
+        match rows.iter_mut().find(|r| r.name == name) {
+            Some(r) => {
+                r.forward_ms.push(f);
+                r.backward_ms.push(b);
+            }
+            None => rows.push(Row {
+                name,
+                forward_ms: vec![f],
+                backward_ms: vec![b],
+                conv,
+            }),
+        }
+    }
+}
+
+/// A row as the JSON object the README documents.
+fn row_json(r: &Row) -> serde_json::Value {
+    let (f, b) = (median(&r.forward_ms), median(&r.backward_ms));
+    match r.conv {
+        Some(g) => {
+            let backward = b > 0.0;
+            let algorithm = if backward {
+                format!(
+                    "{} / {}",
+                    conv::forward_algorithm(&g).name(),
+                    conv::input_grad_algorithm(&g).name()
+                )
+            } else {
+                conv::forward_algorithm(&g).name().to_string()
+            };
+            let passes = if backward { 2.0 } else { 1.0 };
+            json!({
+                "layer": r.name,
+                "forward_ms": f,
+                "backward_ms": b,
+                "algorithm": algorithm,
+                "gflops": passes * g.flops() / ((f + b) * 1e6),
+                "tasks": conv::forward_tasks(&g),
+            })
+        }
+        None => json!({
+            "layer": r.name,
+            "forward_ms": f,
+            "backward_ms": b,
+            "algorithm": null,
+            "gflops": null,
+            "tasks": null,
+        }),
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// A deterministic 1×3×H×W RGB image in [0, 1]: smooth colour gradients and sinusoidal patterns
+/// (different per `seed`) plus a little hashed noise, so every layer sees varied activations.
+fn synthetic_image(w: usize, h: usize, seed: u32) -> ArrayD<f32> {
+    let f = seed as f32;
+    Array4::from_shape_fn((1, 3, h, w), |(_, c, i, j)| {
+        let (y, x) = (i as f32 / h as f32, j as f32 / w as f32);
+        let wave = ((x * (7.0 + 3.0 * f) + c as f32) * std::f32::consts::TAU).sin()
+            * ((y * (5.0 + 2.0 * f)) * std::f32::consts::TAU).cos();
+        let hash = (i as u32).wrapping_mul(73_856_093)
+            ^ (j as u32).wrapping_mul(19_349_663)
+            ^ (c as u32 + 3 * seed).wrapping_mul(83_492_791);
+        let noise = (hash % 1000) as f32 / 1000.0 - 0.5;
+        (0.5 + 0.3 * wave + 0.1 * (x - y) * (c as f32 - 1.0) + 0.1 * noise).clamp(0.0, 1.0)
+    })
+    .into_dyn()
+}
