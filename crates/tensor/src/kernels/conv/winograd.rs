@@ -42,7 +42,7 @@ const E: usize = T * T;
 /// Tiles per band the banding aims for: enough rows for the GEMMs to amortise packing the
 /// filters, few enough that a band's transformed input stays in the last-level cache.
 const BAND_TARGET_TILES: usize = 256;
-/// Input channels per task of the input transform, and per slice of the GEMMs' inner dimension.
+/// Input channels per task of the input transform.
 const CHANNEL_GROUP: usize = 64;
 
 /// Tiles transformed together: one AVX2 register of f32.
@@ -202,8 +202,9 @@ pub fn tasks(g: &ConvGeometry) -> usize {
 
 /// `V_e[c][q] = (Bᵀ d B)_e` for channels `[c0, c1)` and the tiles `q` of tile rows `[t0, t1)`,
 /// where `d` is the 6×6 input patch at rows `4·ty − 1 …`, columns `4·tx − 1 …` (zero outside).
-/// Stored `[36][c1 − c0][n]`, `n` the band's tile count. Compiled for `isa`.
-fn transform_input(isa: Isa, x: &[f32], g: &ConvGeometry, band: Band, v: &mut [f32]) {
+/// `v[e]` holds rows `c0..c1` of `V_e` (`(c1 − c0) × n`, `n` the band's tile count). Compiled
+/// for `isa`.
+fn transform_input(isa: Isa, x: &[f32], g: &ConvGeometry, band: Band, v: &mut [&mut [f32]]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2Fma` is only ever produced after the processor reported AVX2 and FMA
@@ -215,7 +216,7 @@ fn transform_input(isa: Isa, x: &[f32], g: &ConvGeometry, band: Band, v: &mut [f
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn transform_input_avx2(x: &[f32], g: &ConvGeometry, band: Band, v: &mut [f32]) {
+fn transform_input_avx2(x: &[f32], g: &ConvGeometry, band: Band, v: &mut [&mut [f32]]) {
     transform_input_body(x, g, band, v)
 }
 
@@ -236,8 +237,8 @@ struct Band {
 /// `·B` along each tile's six columns — then read and write [`LANES`] consecutive tiles at a
 /// time.
 #[inline(always)]
-fn transform_input_body(x: &[f32], g: &ConvGeometry, b: Band, v: &mut [f32]) {
-    let (tc, cg) = (b.tile_cols, b.c1 - b.c0);
+fn transform_input_body(x: &[f32], g: &ConvGeometry, b: Band, v: &mut [&mut [f32]]) {
+    let tc = b.tile_cols;
     let n = (b.t1 - b.t0) * tc;
     let blocks = tc.div_ceil(LANES);
     // A phase holds every block's lanes plus one more block for the `t + 1` reads.
@@ -287,8 +288,8 @@ fn transform_input_body(x: &[f32], g: &ConvGeometry, b: Band, v: &mut [f32]) {
                         Lanes::load(&ph[1][t + 1..]),
                     ];
                     for (k, val) in input_1d(d).into_iter().enumerate() {
-                        let row = ((i * T + k) * cg + (c - b.c0)) * n + q0;
-                        val.store(&mut v[row + t..row + tc]);
+                        let row = (c - b.c0) * n + q0;
+                        val.store(&mut v[i * T + k][row + t..row + tc]);
                     }
                 }
             }
@@ -429,44 +430,47 @@ pub fn forward_with(
         .zip(outs)
         .for_each(|((t0, t1), mut out)| {
             let n = (t1 - t0) * tile_cols;
+            // V: [36][C_in][n]. Each channel group's input-transform task gets its rows of all
+            // 36 matrices, so the GEMMs below see one contiguous C_in × n operand each.
             let mut v = vec![0.0; E * g.c_in * n];
-            v.par_chunks_mut(E * CHANNEL_GROUP * n)
+            let groups = g.c_in.div_ceil(CHANNEL_GROUP);
+            let mut per_group: Vec<Vec<&mut [f32]>> = (0..groups).map(|_| Vec::new()).collect();
+            for ve in v.chunks_mut(g.c_in * n) {
+                for (gi, part) in ve.chunks_mut(CHANNEL_GROUP * n).enumerate() {
+                    per_group[gi].push(part);
+                }
+            }
+            per_group
+                .into_par_iter()
                 .enumerate()
-                .for_each(|(gi, vg)| {
+                .for_each(|(gi, mut vg)| {
                     let c0 = gi * CHANNEL_GROUP;
-                    let c1 = (c0 + CHANNEL_GROUP).min(g.c_in);
                     let band = Band {
                         t0,
                         t1,
                         tile_cols,
                         c0,
-                        c1,
+                        c1: (c0 + CHANNEL_GROUP).min(g.c_in),
                     };
-                    transform_input(isa, x, g, band, vg);
+                    transform_input(isa, x, g, band, &mut vg);
                 });
             let mut m = vec![0.0; E * g.c_out * n];
             m.par_chunks_mut(g.c_out * n)
+                .zip(v.par_chunks(g.c_in * n))
                 .enumerate()
-                .for_each(|(e, me)| {
-                    for (gi, vg) in v.chunks(E * CHANNEL_GROUP * n).enumerate() {
-                        let cg = vg.len() / (E * n);
-                        let c0 = gi * CHANNEL_GROUP;
-                        // M_e (C_out × n) += U_e[:, c0..c0+cg] (C_out × cg) · V_e (cg × n): the
-                        // slices of C_in summed in order; both operands pack with unit stride.
-                        gemm(
-                            1.0,
-                            MatRef {
-                                data: &u[e * g.c_out * g.c_in + c0..],
-                                rows: g.c_out,
-                                cols: cg,
-                                row_stride: g.c_in,
-                                col_stride: 1,
-                            },
-                            MatRef::row_major(&vg[e * cg * n..(e + 1) * cg * n], cg, n),
-                            if gi == 0 { 0.0 } else { 1.0 },
-                            MatMut::row_major(me, g.c_out, n),
-                        );
-                    }
+                .for_each(|(e, (me, ve))| {
+                    // M_e (C_out × n) = U_e (C_out × C_in) · V_e (C_in × n).
+                    gemm(
+                        1.0,
+                        MatRef::row_major(
+                            &u[e * g.c_out * g.c_in..(e + 1) * g.c_out * g.c_in],
+                            g.c_out,
+                            g.c_in,
+                        ),
+                        MatRef::row_major(ve, g.c_in, n),
+                        0.0,
+                        MatMut::row_major(me, g.c_out, n),
+                    );
                 });
             drop(v);
             out.par_iter_mut().enumerate().for_each(|(o, plane_rows)| {
