@@ -7,15 +7,27 @@ use rayon::prelude::*;
 
 /// Output rows per rayon task in [`matmul`] (tall products).
 const ROW_BLOCK: usize = 16;
-/// Output columns per rayon task in [`matmul`] (wide products).
+/// Output columns per rayon task in [`matmul`] (wide products), at most.
 const COL_BLOCK: usize = 4096;
-/// Columns of `F` per rayon task in [`gram`] (each task makes a partial `C×C` sum).
+/// Columns of `F` per rayon task in [`gram`] (each task makes a partial `C×C` sum), at most.
 const GRAM_COL_BLOCK: usize = 8192;
+/// Column blocks are made smaller (down to [`MIN_COL_BLOCK`]) until there are this many tasks:
+/// the deep layers' maps are short (relu4_1: 3072 pixels at 512×384), and one block would run
+/// on one core.
+const MIN_COL_TASKS: usize = 8;
+/// The narrowest column block: below this the GEMM's packing costs more than it saves.
+const MIN_COL_BLOCK: usize = 256;
+
+/// The width of the column blocks that split `n` columns: at most `max`, and narrow enough for
+/// [`MIN_COL_TASKS`] blocks when `n` allows (a function of the shape alone).
+fn col_block(n: usize, max: usize) -> usize {
+    n.div_ceil(MIN_COL_TASKS).clamp(MIN_COL_BLOCK, max)
+}
 
 /// `A·B` as a new row-major `m×n` matrix, for any strides of `A` (`m×k`) and `B` (`k×n`).
 ///
 /// The work is split along the longer side of `C`: blocks of 16 rows, or — for wide products
-/// like a Gram backward's `S·F` (64×64 times 64×196608) — blocks of 4096 columns computed into
+/// like a Gram backward's `S·F` (64×64 times 64×196608) — blocks of up to 4096 columns computed into
 /// local tiles, so that each task packs only its own slice of `B` instead of all of it.
 pub fn matmul(a: MatRef, b: MatRef) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
@@ -40,11 +52,12 @@ pub fn matmul(a: MatRef, b: MatRef) -> Vec<f32> {
             });
         return c;
     }
-    let tiles: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(COL_BLOCK))
+    let block = col_block(n, COL_BLOCK);
+    let tiles: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(block))
         .into_par_iter()
         .map(|blk| {
-            let j0 = blk * COL_BLOCK;
-            let cols = COL_BLOCK.min(n - j0);
+            let j0 = blk * block;
+            let cols = block.min(n - j0);
             let b_cols = MatRef {
                 data: &b.data[j0 * b.col_stride..],
                 cols,
@@ -70,11 +83,12 @@ pub fn matmul(a: MatRef, b: MatRef) -> Vec<f32> {
 /// in block order.
 pub fn gram(f: &[f32], c: usize, m: usize) -> Vec<f32> {
     let fr = MatRef::row_major(f, c, m);
-    let partials: Vec<Vec<f32>> = (0..m.div_ceil(GRAM_COL_BLOCK))
+    let block = col_block(m, GRAM_COL_BLOCK);
+    let partials: Vec<Vec<f32>> = (0..m.div_ceil(block))
         .into_par_iter()
         .map(|blk| {
-            let j0 = blk * GRAM_COL_BLOCK;
-            let cols = GRAM_COL_BLOCK.min(m - j0);
+            let j0 = blk * block;
+            let cols = block.min(m - j0);
             let fb = MatRef {
                 data: &f[j0..],
                 cols,
