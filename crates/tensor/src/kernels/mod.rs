@@ -8,3 +8,4 @@ pub mod isa;
 pub mod matmul;
 pub mod pool;
 pub mod reference;
+pub mod scratch;

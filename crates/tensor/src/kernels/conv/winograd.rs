@@ -31,6 +31,7 @@
 use super::ConvGeometry;
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::kernels::isa::Isa;
+use crate::kernels::scratch;
 use rayon::prelude::*;
 
 /// Output tile side, `m`.
@@ -432,7 +433,9 @@ pub fn forward_with(
             let n = (t1 - t0) * tile_cols;
             // V: [36][C_in][n]. Each channel group's input-transform task gets its rows of all
             // 36 matrices, so the GEMMs below see one contiguous C_in × n operand each.
-            let mut v = vec![0.0; E * g.c_in * n];
+            // Every element of V and M is written before it is read (transform, then GEMM with
+            // beta = 0), so reused buffers need no zeroing.
+            let mut v = scratch::take(E * g.c_in * n);
             let groups = g.c_in.div_ceil(CHANNEL_GROUP);
             let mut per_group: Vec<Vec<&mut [f32]>> = (0..groups).map(|_| Vec::new()).collect();
             for ve in v.chunks_mut(g.c_in * n) {
@@ -454,7 +457,7 @@ pub fn forward_with(
                     };
                     transform_input(isa, x, g, band, &mut vg);
                 });
-            let mut m = vec![0.0; E * g.c_out * n];
+            let mut m = scratch::take(E * g.c_out * n);
             m.par_chunks_mut(g.c_out * n)
                 .zip(v.par_chunks(g.c_in * n))
                 .enumerate()
@@ -472,11 +475,12 @@ pub fn forward_with(
                         MatMut::row_major(me, g.c_out, n),
                     );
                 });
-            drop(v);
+            scratch::give(v);
             out.par_iter_mut().enumerate().for_each(|(o, plane_rows)| {
                 let b = bias.map_or(0.0, |b| b[o]);
                 transform_output(isa, &m, g, o, tile_cols, b, plane_rows);
             });
+            scratch::give(m);
         });
     y
 }
