@@ -3,11 +3,14 @@
 
     python3 benches/compare_pytorch.py [--threads 2] [--quick]
 
-For each size (256x192 and 512x384 crops of the demo images, written as PNGs so that both sides
-read identical pixels), it runs PyTorch's L-BFGS (strong Wolfe, history 100, via
-tools/torch_reference.py) and `nst transfer` with the same objective (VGG16, alpha=5, beta=500,
-gamma=0, content init) and reports milliseconds per evaluation (median of each run's
-evaluations) and the total loss each reaches in the same number of evaluations.
+For each case — VGG16 at 256x192, 512x384 and 512x512, and VGG19 at 512x384 — it resizes the
+demo images (written as PNGs so that both sides read identical pixels), runs PyTorch's L-BFGS
+(strong Wolfe, history 100, via tools/torch_reference.py) and `nst transfer` with the same
+objective (alpha=5, beta=500, gamma=0, content init) and reports milliseconds per evaluation
+(median of each run's evaluations) and the total loss each reaches in the same number of
+evaluations. VGG19 uses the full-size random weights in the torchvision layout that
+`python3 tools/test_tools.py` converts into tools/.cache/converted/vgg19-torchvision (the layer
+count, not the values, sets the cost).
 Needs the release binary (`cargo build --release -p nst-cli`) and tools/.venv-torch (made on
 first use by tools/torch_reference.py).
 """
@@ -25,35 +28,41 @@ TORCH_PY = os.path.join(ROOT, "tools", ".venv-torch", "bin", "python")
 NST = os.path.join(ROOT, "target", "release", "nst")
 
 
-def prepare(tmp, width):
-    """Content and style PNGs whose longer side is `width`, made with PIL (in the torch venv)."""
+VGG19_DIR = os.path.join(ROOT, "tools", ".cache", "converted", "vgg19-torchvision")
+
+
+def prepare(tmp, width, square):
+    """Content and style PNGs whose longer side is `width` (or `width`x`width` when `square`),
+    made with PIL (in the torch venv)."""
     code = (
         "import sys; from PIL import Image\n"
-        "src, dst, w = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
+        "src, dst, w, sq = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == '1'\n"
         "im = Image.open(src).convert('RGB'); s = w / max(im.size)\n"
-        "im.resize((round(im.size[0]*s), round(im.size[1]*s)), Image.LANCZOS).save(dst)\n")
+        "size = (w, w) if sq else (round(im.size[0]*s), round(im.size[1]*s))\n"
+        "im.resize(size, Image.LANCZOS).save(dst)\n")
     paths = []
     for name in ("tubingen", "starry_night"):
-        dst = os.path.join(tmp, f"{name}_{width}.png")
-        subprocess.check_call([TORCH_PY, "-c", code, os.path.join(ROOT, "tests", "data", f"{name}.jpg"), dst, str(width)])
+        dst = os.path.join(tmp, f"{name}_{width}_{int(square)}.png")
+        subprocess.check_call([TORCH_PY, "-c", code, os.path.join(ROOT, "tests", "data", f"{name}.jpg"),
+                               dst, str(width), "1" if square else "0"])
         paths.append(dst)
     return paths
 
 
-def run_torch(content, style, evals, threads):
+def run_torch(content, style, evals, threads, weights):
     out = subprocess.check_output([TORCH_PY, os.path.join(ROOT, "tools", "torch_reference.py"), "lbfgs",
                                    "--content", content, "--style", style, "--evals", str(evals),
-                                   "--threads", str(threads)])
+                                   "--threads", str(threads), "--weights", weights])
     return json.loads(out)
 
 
-def run_nst(content, style, width, evals, threads, tmp):
+def run_nst(content, style, width, evals, threads, tmp, weights):
     log = os.path.join(tmp, "log.jsonl")
     subprocess.check_call([NST, "transfer", "--content", content, "--style", style, "--size", str(width),
                            "--iters", str(evals), "--threads", str(threads), "--content-weight", "5",
                            "--style-weight", "500", "--tv-weight", "0", "--init", "content",
                            "--output", os.path.join(tmp, "out.npy"), "--log-json", log, "--quiet",
-                           "--weights", os.path.join(ROOT, "weights", "vgg16")])
+                           "--weights", weights])
     with open(log) as f:
         return [json.loads(line) for line in f]
 
@@ -65,25 +74,31 @@ def main():
     a = p.parse_args()
     if not os.path.exists(TORCH_PY):
         sys.exit("tools/.venv-torch is missing: run `python3 tools/torch_reference.py` once to create it")
+    vgg16 = os.path.join(ROOT, "weights", "vgg16")
+    if not os.path.exists(os.path.join(VGG19_DIR, "manifest.json")):
+        sys.exit(f"{VGG19_DIR} is missing: run `python3 tools/test_tools.py` once to make it")
+    # (network, weights, width, square, evaluations, evaluations with --quick)
+    cases = [("VGG16", vgg16, 256, False, 100, 20), ("VGG16", vgg16, 512, False, 100, 5),
+             ("VGG16", vgg16, 512, True, 30, 5), ("VGG19", VGG19_DIR, 512, False, 30, 5)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for width, evals in ((256, 20 if a.quick else 100), (512, 5 if a.quick else 100)):
-            content, style = prepare(tmp, width)
-            t = run_torch(content, style, evals, a.threads)
-            ours = run_nst(content, style, width, t["evals"], a.threads, tmp)
+        for net, weights, width, square, evals, quick_evals in cases:
+            content, style = prepare(tmp, width, square)
+            t = run_torch(content, style, quick_evals if a.quick else evals, a.threads, weights)
+            ours = run_nst(content, style, width, t["evals"], a.threads, tmp, weights)
             t_ms = statistics.median(e["ms"] for e in t["log"])
             o_ms = statistics.median(e["ms"] for e in ours)
             # Our last logged loss is at our last evaluated point; PyTorch's final_total is at its
             # final iterate. Compare like with like: the best total each evaluated.
             t_best = min(e["total"] for e in t["log"])
             o_best = min(e["total"] for e in ours)
-            rows.append((width, t["evals"], t_ms, o_ms, t_best, o_best))
+            h = width if square else width * 3 // 4
+            rows.append((net, f"{width}×{h}", t["evals"], t_ms, o_ms, t_best, o_best))
     print(f"threads: {a.threads}")
-    print("| size | evaluations | PyTorch ms/eval | nst ms/eval | nst speed vs PyTorch | PyTorch best loss | nst best loss | nst/PyTorch loss |")
-    print("|---|---|---|---|---|---|---|---|")
-    for width, n, t_ms, o_ms, t_best, o_best in rows:
-        h = width * 3 // 4
-        print(f"| {width}×{h} | {n} | {t_ms:.0f} | {o_ms:.0f} | {t_ms / o_ms:.2f}× | {t_best:.4g} | {o_best:.4g} | {o_best / t_best:.3f} |")
+    print("| network | size | evaluations | PyTorch ms/eval | nst ms/eval | nst time / PyTorch time | PyTorch best loss | nst best loss | nst/PyTorch loss |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for net, size, n, t_ms, o_ms, t_best, o_best in rows:
+        print(f"| {net} | {size} | {n} | {t_ms:.0f} | {o_ms:.0f} | {o_ms / t_ms:.2f} | {t_best:.4g} | {o_best:.4g} | {o_best / t_best:.3f} |")
 
 
 if __name__ == "__main__":
