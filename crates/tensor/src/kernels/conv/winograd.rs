@@ -44,7 +44,7 @@ const E: usize = T * T;
 /// filters, few enough that a band's transformed input stays in the last-level cache.
 const BAND_TARGET_TILES: usize = 256;
 /// Input channels per task of the input transform.
-const CHANNEL_GROUP: usize = 64;
+const CHANNEL_GROUP: usize = 16;
 
 /// Tiles transformed together: one AVX2 register of f32.
 const LANES: usize = 8;
