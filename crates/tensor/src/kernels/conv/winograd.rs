@@ -40,9 +40,12 @@ const M: usize = 4;
 const T: usize = 6;
 /// Positions in the Winograd domain, `T²`: one GEMM each.
 const E: usize = T * T;
-/// Tiles per band the banding aims for: enough rows for the GEMMs to amortise packing the
-/// filters, few enough that a band's transformed input stays in the last-level cache.
-const BAND_TARGET_TILES: usize = 256;
+/// Tiles per band the banding aims for: enough for the GEMMs to amortise packing the filters,
+/// few enough that a band's transformed input and products (36 × channels × tiles floats each)
+/// stay in cache. Measured on VGG16 at 512×384 (criterion, `forward_winograd4x4`): 256 → 128
+/// took conv1_2 from 121 to 89 ms and left the deep layers unchanged or slightly faster; 64 was
+/// slower again (96 ms).
+const BAND_TARGET_TILES: usize = 128;
 /// Input channels per task of the input transform.
 const CHANNEL_GROUP: usize = 16;
 
