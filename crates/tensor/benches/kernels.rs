@@ -131,17 +131,17 @@ fn bench_conv(c: &mut Criterion) {
         let f = Filters::new(&w, &g);
         let _ = (f.winograd(), f.flipped().winograd());
         group.bench_function(BenchmarkId::new("forward", name), |bench| {
-            bench.iter(|| conv::conv2d_forward(&x, &f, Some(&b), &g))
+            bench.iter(|| conv::conv2d_forward(&x, &f, Some(&b), false, &g))
         });
         group.bench_function(BenchmarkId::new("input_grad", name), |bench| {
             bench.iter(|| conv::conv2d_backward_input(&dy, &f, &g))
         });
         // Each algorithm on its own, for choosing between them.
         group.bench_function(BenchmarkId::new("forward_im2col", name), |bench| {
-            bench.iter(|| im2col::forward(&x, &w, Some(&b), &g))
+            bench.iter(|| im2col::forward(&x, &w, Some(&b), false, &g))
         });
         group.bench_function(BenchmarkId::new("forward_winograd4x4", name), |bench| {
-            bench.iter(|| winograd::forward(&x, f.winograd(), Some(&b), &g))
+            bench.iter(|| winograd::forward(&x, f.winograd(), Some(&b), false, &g))
         });
     }
     group.finish();

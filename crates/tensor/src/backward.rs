@@ -15,13 +15,15 @@ use std::sync::Arc;
 /// A recorded operation: the ids of its inputs and what its derivative needs from the forward
 /// pass. Shapes are validated when the op is created (see the `ops` module).
 pub(crate) enum Op {
-    /// `y = conv(x, w) + b`, stride 1, zero padding `pad` (NCHW, weights `C_out×C_in×k_h×k_w`);
-    /// `filters` are `w` prepared for the input-gradient algorithm (shared with the forward).
+    /// `y = conv(x, w) + b`, stride 1, zero padding `pad` (NCHW, weights `C_out×C_in×k_h×k_w`),
+    /// or `y = max(conv(x, w) + b, 0)` when `relu` (the fused `conv2d_relu`); `filters` are `w`
+    /// prepared for the input-gradient algorithm (shared with the forward).
     Conv2d {
         x: usize,
         w: usize,
         b: Option<usize>,
         pad: usize,
+        relu: bool,
         filters: Arc<Filters>,
         geometry: conv::ConvGeometry,
     },
@@ -65,7 +67,8 @@ impl Op {
     /// The op's name in profiles.
     pub(crate) fn name(&self) -> &'static str {
         match self {
-            Op::Conv2d { .. } => "conv2d",
+            Op::Conv2d { relu: false, .. } => "conv2d",
+            Op::Conv2d { relu: true, .. } => "conv2d_relu",
             Op::Relu { .. } => "relu",
             Op::MaxPool2 { .. } => "max_pool2",
             Op::AvgPool2 { .. } => "avg_pool2",
@@ -134,6 +137,7 @@ pub(crate) fn backward_op<'a>(
             w,
             b,
             pad,
+            relu,
             ref filters,
             ..
         } => {
@@ -144,7 +148,9 @@ pub(crate) fn backward_op<'a>(
                 geo.c_in * geo.h * geo.w,
                 geo.c_out * geo.out_h() * geo.out_w(),
             );
-            let gs = flat(g);
+            // Through the fused ReLU first: the gradient passes where y > 0.
+            let masked = relu.then(|| elementwise::relu_backward(flat(g), flat(y)));
+            let gs = masked.as_deref().unwrap_or(flat(g));
             if needs(x) {
                 // dx, image by image (the flipped-filter convolution or col2im(Wᵀ · dY)).
                 let mut dx = Vec::with_capacity(n * in_len);

@@ -86,9 +86,30 @@ impl<'g> Var<'g> {
 
     /// 2-D convolution, stride 1, zero padding `pad`:
     /// `y[n,o,i,j] = b[o] + Σ_{c,u,v} w[o,c,u,v]·x[n,c,i+u−p,j+v−p]`.
-    /// `self: N×C_in×H×W`, `weight: C_out×C_in×k_h×k_w`, `bias: C_out`. im2col + GEMM.
+    /// `self: N×C_in×H×W`, `weight: C_out×C_in×k_h×k_w`, `bias: C_out`. The algorithm
+    /// (Winograd or im2col + GEMM) is chosen by shape in `kernels::conv`.
     #[track_caller]
     pub fn conv2d(self, weight: Var<'g>, bias: Option<Var<'g>>, pad: usize) -> Var<'g> {
+        self.conv2d_with(weight, bias, pad, false)
+    }
+
+    /// `relu(conv2d(weight, bias, pad))` as one op: the ReLU is applied as each output is
+    /// stored, so the map is written once and no pre-activation copy is kept (its backward
+    /// masks the incoming gradient with `y > 0` before the convolution's). The same values as
+    /// `conv2d(…).relu()`.
+    #[track_caller]
+    pub fn conv2d_relu(self, weight: Var<'g>, bias: Option<Var<'g>>, pad: usize) -> Var<'g> {
+        self.conv2d_with(weight, bias, pad, true)
+    }
+
+    #[track_caller]
+    fn conv2d_with(
+        self,
+        weight: Var<'g>,
+        bias: Option<Var<'g>>,
+        pad: usize,
+        relu: bool,
+    ) -> Var<'g> {
         self.same_graph(weight, "conv2d");
         let [n, c, h, w] = self.nchw("conv2d");
         let ws = weight.shape();
@@ -128,6 +149,7 @@ impl<'g> Var<'g> {
                 xi,
                 &filters,
                 bv.as_deref().map(flat),
+                relu,
                 &geo,
             ));
         }
@@ -137,6 +159,7 @@ impl<'g> Var<'g> {
             w: weight.id,
             b: bias.map(|b| b.id),
             pad,
+            relu,
             filters,
             geometry: geo,
         };

@@ -56,6 +56,47 @@ fn conv2d_wide_enough_for_winograd() {
     conv_case(10, &[1, 32, 5, 6], &[32, 32, 3, 3], 1);
 }
 
+/// The fused `conv2d_relu` gives the same values and the same gradients (for input, weights
+/// and bias) as `conv2d` followed by `relu` — whose derivatives are checked against finite
+/// differences above — on the im2col path and on the Winograd path. (Finite differences
+/// straight through the fused op would straddle the ReLU's kink.)
+#[test]
+fn conv2d_relu_fused_equals_conv2d_then_relu() {
+    for (seed, x, w) in [
+        (11, &[1, 3, 5, 7][..], &[4, 3, 3, 3][..]),
+        (12, &[1, 32, 5, 6][..], &[32, 32, 3, 3][..]),
+    ] {
+        let mut r = rng(seed);
+        let inputs = [
+            random(&mut r, x),
+            random(&mut r, w),
+            random(&mut r, &[w[0]]),
+        ];
+        let weights = random(&mut r, &[x[0], w[0], x[2], x[3]]);
+        let run = |fused: bool| {
+            let g = Graph::new();
+            let v: Vec<Var> = inputs.iter().map(|p| g.param(p.clone())).collect();
+            let y = if fused {
+                v[0].conv2d_relu(v[1], Some(v[2]), 1)
+            } else {
+                v[0].conv2d(v[1], Some(v[2]), 1).relu()
+            };
+            let loss = (y * g.constant(Arc::new(weights.clone()))).sum();
+            let grads = g.backward(loss);
+            let value = y.value();
+            let grads: Vec<_> = v.iter().map(|p| grads.get(*p).unwrap().clone()).collect();
+            (value, grads)
+        };
+        let (fused, unfused) = (run(true), run(false));
+        assert_eq!(*fused.0, *unfused.0, "values differ (case {seed})");
+        assert!(
+            fused.0.iter().any(|&v| v == 0.0),
+            "the ReLU never clipped (case {seed})"
+        );
+        assert_eq!(fused.1, unfused.1, "gradients differ (case {seed})");
+    }
+}
+
 #[test]
 fn conv2d_many_bands() {
     // 19 output rows: more than one band, so band seams and the col2im halo sum are exercised.

@@ -51,8 +51,18 @@ fn conv_forward_matches_direct_convolution() {
         let naive = reference::conv2d_direct(&x, &w, Some(&b), g);
         // The dispatching entry and the general im2col path.
         let f = Filters::new(&w, g);
-        close(&conv::conv2d_forward(&x, &f, Some(&b), g), &naive, 1e-5);
-        close(&im2col::forward(&x, &w, Some(&b), g), &naive, 1e-5);
+        close(
+            &conv::conv2d_forward(&x, &f, Some(&b), false, g),
+            &naive,
+            1e-5,
+        );
+        close(&im2col::forward(&x, &w, Some(&b), false, g), &naive, 1e-5);
+        // The fused ReLU: exactly max(·, 0) of the same sums.
+        let relu: Vec<f32> = im2col::forward(&x, &w, Some(&b), false, g)
+            .iter()
+            .map(|v| v.max(0.0))
+            .collect();
+        assert_eq!(im2col::forward(&x, &w, Some(&b), true, g), relu);
     }
 }
 
@@ -84,18 +94,22 @@ fn winograd_matches_direct_convolution() {
         // the direct convolution, and they agree bit for bit (same operations, same order).
         let builds: Vec<Vec<f32>> = Isa::available()
             .into_iter()
-            .map(|isa| winograd::forward_with(isa, &x, f.winograd(), Some(&b), g))
+            .map(|isa| winograd::forward_with(isa, &x, f.winograd(), Some(&b), false, g))
             .collect();
-        for y in &builds {
+        for (y, isa) in builds.iter().zip(Isa::available()) {
             close_to_scale(y, &direct, WINOGRAD_TOL);
             assert_eq!(
                 y, &builds[0],
                 "case {i}: the instruction-set builds disagree"
             );
+            // The fused ReLU: exactly max(·, 0) of the same values.
+            let relu: Vec<f32> = y.iter().map(|v| v.max(0.0)).collect();
+            let fused = winograd::forward_with(isa, &x, f.winograd(), Some(&b), true, g);
+            assert_eq!(fused, relu, "case {i}: fused ReLU differs ({isa:?})");
         }
         // dx = conv(dy, flip_transpose(w)): ⟨conv(x), dy⟩ = ⟨x, dx⟩.
         let dy = random_vec(&mut r, &[g.c_out * g.h * g.w]);
-        let dx = winograd::forward(&dy, f.flipped().winograd(), None, &g.flipped());
+        let dx = winograd::forward(&dy, f.flipped().winograd(), None, false, &g.flipped());
         assert_adjoint(g, &x, &w, &dy, &dx, i);
     }
     // The dispatcher's Winograd path end to end, at VGG-like channel counts.
@@ -106,7 +120,7 @@ fn winograd_matches_direct_convolution() {
     let x = random_vec(&mut r, &[g.c_in * g.h * g.w]);
     let w = random_vec(&mut r, &[g.c_out * g.k()]);
     close_to_scale(
-        &conv::conv2d_forward(&x, &Filters::new(&w, &g), None, &g),
+        &conv::conv2d_forward(&x, &Filters::new(&w, &g), None, false, &g),
         &reference::conv2d_direct(&x, &w, None, &g),
         WINOGRAD_TOL,
     );

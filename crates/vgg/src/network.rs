@@ -135,24 +135,40 @@ impl Vgg {
         let mut remaining = wanted.len();
         let mut x = self.preprocess(image);
         let graph = image.graph();
-        for layer in self.arch.layers() {
+        let layers = self.arch.layers();
+        let mut fused_relu = false;
+        for (i, &layer) in layers.iter().enumerate() {
             if remaining == 0 {
                 break;
             }
-            x = match layer {
-                Layer::Conv { conv, .. } => {
-                    let cw = &self.convs[conv];
-                    let w = graph.constant(cw.weight.clone());
-                    let b = graph.constant(cw.bias.clone());
-                    x.conv2d(w, Some(b), 1)
-                }
-                Layer::Relu { .. } => x.relu(),
-                Layer::Pool { .. } => match self.pooling {
-                    Pooling::Max => x.max_pool2(),
-                    Pooling::Avg => x.avg_pool2(),
-                },
+            if fused_relu {
+                // This ReLU already ran inside the convolution before it.
+                fused_relu = false;
+            } else {
+                x = match layer {
+                    Layer::Conv { conv, .. } => {
+                        let cw = &self.convs[conv];
+                        let w = graph.constant(cw.weight.clone());
+                        let b = graph.constant(cw.bias.clone());
+                        // A convolution whose raw output nobody asked for is fused with the
+                        // ReLU after it: one pass over the map instead of two.
+                        let next = layers.get(i + 1).copied();
+                        if matches!(next, Some(Layer::Relu { .. })) && !wanted.contains(&layer) {
+                            fused_relu = true;
+                            let name = format!("{}+{}", layer.name(), layers[i + 1].name());
+                            x.conv2d_relu(w, Some(b), 1).label(&name)
+                        } else {
+                            x.conv2d(w, Some(b), 1).label(&layer.name())
+                        }
+                    }
+                    Layer::Relu { .. } => x.relu().label(&layer.name()),
+                    Layer::Pool { .. } => match self.pooling {
+                        Pooling::Max => x.max_pool2(),
+                        Pooling::Avg => x.avg_pool2(),
+                    }
+                    .label(&layer.name()),
+                };
             }
-            .label(&layer.name());
             for (slot, w) in out.iter_mut().zip(&wanted) {
                 if *w == layer && slot.is_none() {
                     *slot = Some(x);

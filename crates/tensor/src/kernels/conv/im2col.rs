@@ -149,8 +149,14 @@ pub fn forward_tasks(g: &ConvGeometry) -> usize {
 }
 
 /// Forward convolution of one image by im2col + GEMM: `x: C_in×H×W`, `w: C_out×K`, optional
-/// `bias: C_out`; returns `y: C_out×H'×W'`.
-pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+/// `bias: C_out`; returns `y: C_out×H'×W'`, or `max(y, 0)` when `relu`.
+pub fn forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    g: &ConvGeometry,
+) -> Vec<f32> {
     let (k, p) = (g.k(), g.out_h() * g.out_w());
     let ow = g.out_w();
     let tiles: Vec<(usize, usize, usize, Vec<f32>)> = forward_task_list(g)
@@ -184,7 +190,7 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> 
             let n = tile.len() / (o1 - o0);
             let row = &tile[(o - o0) * n..(o - o0 + 1) * n];
             for (d, s) in plane[*start..start + n].iter_mut().zip(row) {
-                *d = s + b;
+                *d = if relu { (s + b).max(0.0) } else { s + b };
             }
         }
     });

@@ -253,12 +253,19 @@ impl Filters {
 }
 
 /// Forward convolution of one image: `x: C_in×H×W`, optional `bias: C_out`; returns
-/// `y: C_out×H'×W'`, by the algorithm [`forward_algorithm`] picks.
-pub fn conv2d_forward(x: &[f32], f: &Filters, bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+/// `y: C_out×H'×W'` — or `max(y, 0)` when `relu`, applied as each output is stored (saving the
+/// separate pass over the map and its copy) — by the algorithm [`forward_algorithm`] picks.
+pub fn conv2d_forward(
+    x: &[f32],
+    f: &Filters,
+    bias: Option<&[f32]>,
+    relu: bool,
+    g: &ConvGeometry,
+) -> Vec<f32> {
     f.check(g);
     match forward_algorithm(g) {
-        Algorithm::Winograd4x4 => winograd::forward(x, f.winograd(), bias, g),
-        _ => im2col::forward(x, f.raw(), bias, g),
+        Algorithm::Winograd4x4 => winograd::forward(x, f.winograd(), bias, relu, g),
+        _ => im2col::forward(x, f.raw(), bias, relu, g),
     }
 }
 
@@ -268,7 +275,7 @@ pub fn conv2d_backward_input(dy: &[f32], f: &Filters, g: &ConvGeometry) -> Vec<f
     f.check(g);
     match input_grad_algorithm(g) {
         Algorithm::Col2im => im2col::backward_input(dy, f.raw(), g),
-        _ => conv2d_forward(dy, f.flipped(), None, &g.flipped()),
+        _ => conv2d_forward(dy, f.flipped(), None, false, &g.flipped()),
     }
 }
 

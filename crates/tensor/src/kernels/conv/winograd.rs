@@ -85,6 +85,26 @@ impl Lanes {
     }
 }
 
+impl Lanes {
+    /// `max(v, 0)` lane by lane (NaN becomes 0, as in the separate ReLU).
+    #[inline(always)]
+    fn relu(self) -> Lanes {
+        let mut r = self.0;
+        for a in r.iter_mut() {
+            *a = a.max(0.0);
+        }
+        Lanes(r)
+    }
+}
+
+/// What is applied to each output value as it is stored: `y + bias`, then `max(·, 0)` if
+/// `relu`.
+#[derive(Clone, Copy)]
+struct Epilogue {
+    bias: f32,
+    relu: bool,
+}
+
 impl std::ops::Add for Lanes {
     type Output = Lanes;
     #[inline(always)]
@@ -301,7 +321,7 @@ fn transform_input_body(x: &[f32], g: &ConvGeometry, b: Band, v: &mut [&mut [f32
     }
 }
 
-/// `Y = Aᵀ M A` (+ bias) for output channel `o` over the band's tiles, written into `out`, the
+/// `Y = Aᵀ M A` (+ bias, then ReLU if asked: the `epilogue`) for output channel `o` over the band's tiles, written into `out`, the
 /// band's rows of that channel's plane (`rows × W`, the last band's possibly fewer than 4 per
 /// tile row). `m` holds the band's products `[36][C_out][n]`. Compiled for `isa`.
 fn transform_output(
@@ -310,14 +330,14 @@ fn transform_output(
     g: &ConvGeometry,
     o: usize,
     tc: usize,
-    bias: f32,
+    epilogue: Epilogue,
     out: &mut [f32],
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `transform_input`, `Isa::Avx2Fma` means the processor has AVX2 and FMA.
-        Isa::Avx2Fma => unsafe { transform_output_avx2(m, g, o, tc, bias, out) },
-        _ => transform_output_body(m, g, o, tc, bias, out),
+        Isa::Avx2Fma => unsafe { transform_output_avx2(m, g, o, tc, epilogue, out) },
+        _ => transform_output_body(m, g, o, tc, epilogue, out),
     }
 }
 
@@ -328,10 +348,10 @@ fn transform_output_avx2(
     g: &ConvGeometry,
     o: usize,
     tc: usize,
-    bias: f32,
+    epilogue: Epilogue,
     out: &mut [f32],
 ) {
-    transform_output_body(m, g, o, tc, bias, out)
+    transform_output_body(m, g, o, tc, epilogue, out)
 }
 
 /// See [`transform_output`]. As in the input transform, intermediate rows are kept split by
@@ -344,7 +364,7 @@ fn transform_output_body(
     g: &ConvGeometry,
     o: usize,
     tc: usize,
-    bias: f32,
+    epilogue: Epilogue,
     out: &mut [f32],
 ) {
     let (c_out, w) = (g.c_out, g.w);
@@ -354,7 +374,7 @@ fn transform_output_body(
     let me: [&[f32]; E] = std::array::from_fn(|e| &m[(e * c_out + o) * n..(e * c_out + o + 1) * n]);
     let mut s = vec![0.0f32; T * len];
     let mut y = vec![0.0f32; M * len];
-    let bias = Lanes([bias; LANES]);
+    let bias = Lanes([epilogue.bias; LANES]);
     for (r, out_rows) in out.chunks_mut(M * w).enumerate() {
         let q0 = r * tc;
         // M·A along each tile's rows: s[i][c][t].
@@ -372,7 +392,9 @@ fn transform_output_body(
             let at = |i: usize| Lanes::load(&s[i * len + j..]);
             let d = [at(0), at(1), at(2), at(3), at(4), at(5)];
             for (rr, val) in output_1d(d).into_iter().enumerate() {
-                (val + bias).store(&mut y[rr * len + j..]);
+                let out = val + bias;
+                let out = if epilogue.relu { out.relu() } else { out };
+                out.store(&mut y[rr * len + j..]);
             }
         }
         // Interleave the phases into the output rows: row[4·t + c] = y[rr][c][t].
@@ -391,8 +413,14 @@ fn transform_output_body(
 /// [`transform_filters`], optional `bias: C_out`; returns `C_out×H×W`. The transforms run with
 /// the best instruction set the processor has ([`Isa::detect`]).
 #[track_caller]
-pub fn forward(x: &[f32], u: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
-    forward_with(Isa::detect(), x, u, bias, g)
+pub fn forward(
+    x: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    g: &ConvGeometry,
+) -> Vec<f32> {
+    forward_with(Isa::detect(), x, u, bias, relu, g)
 }
 
 /// [`forward`] with the transforms compiled for `isa` (which the processor must support: take
@@ -403,6 +431,7 @@ pub fn forward_with(
     x: &[f32],
     u: &[f32],
     bias: Option<&[f32]>,
+    relu: bool,
     g: &ConvGeometry,
 ) -> Vec<f32> {
     assert!(
@@ -480,8 +509,11 @@ pub fn forward_with(
                 });
             scratch::give(v);
             out.par_iter_mut().enumerate().for_each(|(o, plane_rows)| {
-                let b = bias.map_or(0.0, |b| b[o]);
-                transform_output(isa, &m, g, o, tile_cols, b, plane_rows);
+                let epilogue = Epilogue {
+                    bias: bias.map_or(0.0, |b| b[o]),
+                    relu,
+                };
+                transform_output(isa, &m, g, o, tile_cols, epilogue, plane_rows);
             });
             scratch::give(m);
         });
