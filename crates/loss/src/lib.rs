@@ -6,7 +6,8 @@
 //! `L(x) = α·L_c(x) + β·L_s(x) + γ·L_tv(x)`
 //!
 //! - [`content_loss`]: `mean_l mean_i (F_l(x) − F_l(c))²`;
-//! - [`style_loss`]: `mean_l mean_ij (G_l(x) − A_l)²`, `G_l = F_l F_lᵀ / (C_l H_l W_l)`;
+//! - [`style_loss`]: `mean_l mean_ij (G_l(x) − A_l)²`, with [`gram_matrix`]
+//!   `G_l = F_l F_lᵀ / (C_l H_l W_l)` (the engine computes the plain sum `F·Fᵀ`);
 //! - [`tv_loss`]: squared neighbour differences over `3·H·W`.
 
 mod content;
@@ -16,5 +17,5 @@ mod tv;
 
 pub use content::content_loss;
 pub use objective::{Evaluation, Layers, LossWeights, Objective};
-pub use style::{blend_grams, style_loss};
+pub use style::{blend_grams, gram_matrix, style_loss};
 pub use tv::tv_loss;

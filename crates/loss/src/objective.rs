@@ -1,6 +1,6 @@
 //! The whole objective `L = α·L_c + β·L_s + γ·L_tv` of one image, and its gradient.
 
-use crate::{blend_grams, content_loss, style_loss, tv_loss};
+use crate::{blend_grams, content_loss, gram_matrix, style_loss, tv_loss};
 use nst_tensor::ndarray::ArrayD;
 use nst_tensor::{Graph, OpTiming, Var};
 use nst_vgg::{Vgg, VggError};
@@ -83,7 +83,7 @@ impl<'n> Objective<'n> {
         for s in styles {
             let g = Graph::new();
             let feats = vgg.features(g.constant(Arc::new(s.clone())), &layers.style)?;
-            per_style.push(feats.into_iter().map(|f| f.gram().value()).collect());
+            per_style.push(feats.into_iter().map(|f| gram_matrix(f).value()).collect());
         }
         let style_targets = (0..layers.style.len())
             .map(|l| {

@@ -5,9 +5,19 @@ use nst_tensor::ndarray::ArrayD;
 use nst_tensor::Var;
 use std::sync::Arc;
 
-/// `L_s = mean_l mean_ij (G_l(x) − A_l)²` with `G_l = F_l F_lᵀ / (C_l·H_l·W_l)`: the mean over
-/// the `C_l²` Gram entries, then over the style layers. `features[l]` is `F_l(x)` on the tape,
-/// `targets[l]` the constant target Gram `A_l` (see [`blend_grams`]).
+/// The normalised Gram matrix of a feature map `F_l` (N×C×H×W): `G_l = F_l F_lᵀ / (C·H·W)`,
+/// N×C×C. The engine's `gram` is the plain sum `F·Fᵀ` over pixels; dividing by the map's size
+/// (the normalisation the classic implementations use) makes style layers of different sizes
+/// comparable.
+pub fn gram_matrix(features: Var<'_>) -> Var<'_> {
+    let s = features.shape();
+    let size: usize = s[1..].iter().product();
+    features.gram().scale(1.0 / size as f32)
+}
+
+/// `L_s = mean_l mean_ij (G_l(x) − A_l)²` with `G_l` the [`gram_matrix`] of layer `l`: the mean
+/// over the `C_l²` Gram entries, then over the style layers. `features[l]` is `F_l(x)` on the
+/// tape, `targets[l]` the constant target Gram `A_l` (see [`blend_grams`]).
 pub fn style_loss<'g>(features: &[Var<'g>], targets: &[Arc<ArrayD<f32>>]) -> Var<'g> {
     assert_eq!(
         features.len(),
@@ -16,7 +26,7 @@ pub fn style_loss<'g>(features: &[Var<'g>], targets: &[Arc<ArrayD<f32>>]) -> Var
     );
     mean_of_layers(features.iter().zip(targets).map(|(f, a)| {
         let a = f.graph().constant(Arc::clone(a));
-        (f.gram() - a).square().mean()
+        (gram_matrix(*f) - a).square().mean()
     }))
 }
 

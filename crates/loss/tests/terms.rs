@@ -1,6 +1,6 @@
 //! The loss terms on tiny hand-checkable inputs.
 
-use nst_loss::{blend_grams, content_loss, style_loss, tv_loss};
+use nst_loss::{blend_grams, content_loss, gram_matrix, style_loss, tv_loss};
 use nst_tensor::ndarray::{ArrayD, IxDyn};
 use nst_tensor::Graph;
 use std::sync::Arc;
@@ -34,6 +34,9 @@ fn content_and_style_are_means_over_elements_then_layers() {
     let t2 = Arc::new(arr(&[1, 1, 2, 2], vec![0.0; 4]));
     // Layer 1: (1 + 9)/2 = 5; layer 2: 16/4 = 4; mean 4.5.
     assert!((content_loss(&[f1, f2], &[t1, t2]).item() - 4.5).abs() < 1e-6);
+    // The engine's Gram is the plain sum 1 + 9 = 10; the loss's divides by C·H·W = 1·1·2.
+    assert_eq!(f1.gram().value()[[0, 0, 0]], 10.0);
+    assert_eq!(gram_matrix(f1).value()[[0, 0, 0]], 5.0);
     // Gram of f1: (1 + 9)/(1·1·2) = 5, target 1: (5 − 1)² = 16.
     let a = Arc::new(arr(&[1, 1, 1], vec![1.0]));
     assert!((style_loss(&[f1], &[a]).item() - 16.0).abs() < 1e-5);

@@ -35,7 +35,7 @@ pub(crate) enum Op {
     AvgPool2 { x: usize },
     /// `y = a·b` for matrices.
     MatMul { a: usize, b: usize },
-    /// `y = F·Fᵀ / (C·H·W)` per image, `F` the `C×(H·W)` feature matrix.
+    /// `y = F·Fᵀ` per image, `F` the `C×(H·W)` feature matrix.
     Gram { x: usize },
     /// `y = a + b`.
     Add { a: usize, b: usize },
@@ -212,12 +212,11 @@ pub(crate) fn backward_op<'a>(
             }
         }
         Op::Gram { x } => {
-            // G = F·Fᵀ/s  ⇒  dF = (dG + dGᵀ)·F / s, with s = C·H·W — both terms, since G is a
-            // product of F with itself.
+            // G = F·Fᵀ  ⇒  dF = (dG + dGᵀ)·F — both terms, since G is a product of F with
+            // itself.
             let xv = value_of(x);
             let s = xv.shape();
             let (n, c, m) = (s[0], s[1], s[2] * s[3]);
-            let norm = 1.0 / (c * m) as f32;
             let mut dx = Vec::with_capacity(xv.len());
             for (f, dg) in flat(xv)
                 .chunks_exact(c * m)
@@ -226,7 +225,7 @@ pub(crate) fn backward_op<'a>(
                 let mut sym = vec![0.0; c * c];
                 for i in 0..c {
                     for j in 0..c {
-                        sym[i * c + j] = (dg[i * c + j] + dg[j * c + i]) * norm;
+                        sym[i * c + j] = dg[i * c + j] + dg[j * c + i];
                     }
                 }
                 dx.extend(matmul::matmul(

@@ -219,16 +219,16 @@ impl<'g> Var<'g> {
     }
 
     /// Gram matrix of each image's feature map: with `F` the `C×(H·W)` matrix of the N×C×H×W
-    /// input, `G = F·Fᵀ / (C·H·W)`, shape N×C×C. (The normalisation of Gatys et al. as the
-    /// classic implementations use it.)
+    /// input, `G = F·Fᵀ`, shape N×C×C — unnormalised, a plain sum over pixels (so partial sums
+    /// over parts of an image add up). The style loss applies the paper's normalisation
+    /// (`nst_loss::gram_matrix`).
     #[track_caller]
     pub fn gram(self) -> Var<'g> {
         let [n, c, h, w] = self.nchw("gram");
         let xv = self.value();
-        let norm = 1.0 / (c * h * w) as f32;
         let mut g = Vec::with_capacity(n * c * c);
         for f in flat(&xv).chunks_exact(c * h * w) {
-            g.extend(matmul::gram(f, c, h * w).into_iter().map(|v| v * norm));
+            g.extend(matmul::gram(f, c, h * w));
         }
         self.graph
             .record(from_vec(&[n, c, c], g), Op::Gram { x: self.id })

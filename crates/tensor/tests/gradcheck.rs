@@ -154,7 +154,7 @@ fn gram_odd_shapes() {
     check_grads(&[random(&mut r, &[2, 2, 1, 1])], &|v| v[0].gram());
 }
 
-/// A deliberately wrong Gram backward — `dF = dG·F/s`, forgetting the `dGᵀ·F/s` term — must
+/// A deliberately wrong Gram backward — `dF = dG·F`, forgetting the `dGᵀ·F` term — must
 /// fail the same check that the real backward passes. This is what makes the tolerance
 /// meaningful.
 #[test]
@@ -170,7 +170,7 @@ fn wrong_gram_backward_is_caught() {
     let wrong: Vec<f32> = (0..c * m)
         .map(|idx| {
             let (i, j) = (idx / m, idx % m);
-            (0..c).map(|k| dg[i * c + k] * fm[k * m + j]).sum::<f32>() / (c * m) as f32
+            (0..c).map(|k| dg[i * c + k] * fm[k * m + j]).sum::<f32>()
         })
         .collect();
     let err = rel_err(&num, &wrong);
