@@ -234,12 +234,6 @@ impl Filters {
         })
     }
 
-    /// Bytes held, the derived forms included (for memory accounting).
-    pub fn bytes(&self) -> usize {
-        let own = 4 * (self.w.len() + self.winograd.get().map_or(0, Vec::len));
-        own + self.flipped.get().map_or(0, |f| f.bytes())
-    }
-
     fn check(&self, g: &ConvGeometry) {
         assert!(
             (self.c_out, self.c_in, self.kh, self.kw) == (g.c_out, g.c_in, g.kh, g.kw),
