@@ -5,7 +5,7 @@
 //! receives the op's output value `y` and the incoming gradient `g = ∂L/∂y`, and returns
 //! `∂L/∂input` for each input that requires a gradient — and computes nothing for the others.
 
-use crate::array::{conv_geometry, flat, from_vec};
+use crate::array::{flat, from_vec};
 use crate::kernels::conv::Filters;
 use crate::kernels::gemm::MatRef;
 use crate::kernels::{conv, elementwise, matmul, pool};
@@ -15,14 +15,14 @@ use std::sync::Arc;
 /// A recorded operation: the ids of its inputs and what its derivative needs from the forward
 /// pass. Shapes are validated when the op is created (see the `ops` module).
 pub(crate) enum Op {
-    /// `y = conv(x, w) + b`, stride 1, zero padding `pad` (NCHW, weights `C_out×C_in×k_h×k_w`),
-    /// or `y = max(conv(x, w) + b, 0)` when `relu` (the fused `conv2d_relu`); `filters` are `w`
-    /// prepared for the input-gradient algorithm (shared with the forward).
+    /// `y = conv(x, w) + b`, stride 1, zero padding (NCHW, weights `C_out×C_in×k_h×k_w`), or
+    /// `y = max(conv(x, w) + b, 0)` when `relu` (the fused `conv2d_relu`); `geometry` is one
+    /// image's (padding included), `filters` are `w` prepared for the input-gradient algorithm
+    /// (shared with the forward).
     Conv2d {
         x: usize,
         w: usize,
         b: Option<usize>,
-        pad: usize,
         relu: bool,
         filters: Arc<Filters>,
         geometry: conv::ConvGeometry,
@@ -136,13 +136,11 @@ pub(crate) fn backward_op<'a>(
             x,
             w,
             b,
-            pad,
             relu,
             ref filters,
-            ..
+            geometry: geo,
         } => {
             let (xv, wv) = (value_of(x), value_of(w));
-            let geo = conv_geometry(xv, wv, pad);
             let n = xv.shape()[0];
             let (in_len, out_len) = (
                 geo.c_in * geo.h * geo.w,

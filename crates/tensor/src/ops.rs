@@ -158,7 +158,6 @@ impl<'g> Var<'g> {
             x: self.id,
             w: weight.id,
             b: bias.map(|b| b.id),
-            pad,
             relu,
             filters,
             geometry: geo,
