@@ -10,6 +10,7 @@
 //! entry is dropped too (on the next lookup). A tensor that is still referenced cannot change
 //! (`Arc::get_mut` refuses while a `Weak` exists), so an entry can never go stale.
 
+use crate::array::flat;
 use crate::kernels::conv::{ConvGeometry, Filters};
 use ndarray::ArrayD;
 use std::sync::{Arc, Mutex, Weak};
@@ -18,9 +19,9 @@ type Entry = (Weak<ArrayD<f32>>, Arc<Filters>);
 
 static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
-/// The prepared filters of the constant weight tensor `w` (flat `C_out×C_in×k_h×k_w` data),
-/// built on first use for geometry `g`.
-pub(crate) fn filters_of(w: &Arc<ArrayD<f32>>, data: &[f32], g: &ConvGeometry) -> Arc<Filters> {
+/// The prepared filters of the constant weight tensor `w` (`C_out×C_in×k_h×k_w`), built on
+/// first use for geometry `g`.
+pub(crate) fn filters_of(w: &Arc<ArrayD<f32>>, g: &ConvGeometry) -> Arc<Filters> {
     let mut cache = CACHE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -31,7 +32,7 @@ pub(crate) fn filters_of(w: &Arc<ArrayD<f32>>, data: &[f32], g: &ConvGeometry) -
     {
         return Arc::clone(f);
     }
-    let f = Arc::new(Filters::new(data, g));
+    let f = Arc::new(Filters::new(flat(w), g));
     cache.push((Arc::downgrade(w), Arc::clone(&f)));
     f
 }

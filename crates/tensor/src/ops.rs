@@ -141,7 +141,7 @@ impl<'g> Var<'g> {
         let filters = if self.graph.requires_grad(weight.id) {
             Arc::new(Filters::new(flat(&wv), &geo))
         } else {
-            filters_of(&wv, flat(&wv), &geo)
+            filters_of(&wv, &geo)
         };
         let mut y = Vec::with_capacity(n * geo.c_out * geo.out_h() * geo.out_w());
         for xi in flat(&xv).chunks_exact(c * h * w) {

@@ -196,12 +196,17 @@ impl Filters {
             g.c_out * g.k(),
             "filters: length disagrees with the geometry"
         );
+        Filters::with_shape(w.to_vec(), g.c_out, g.c_in, g.kh, g.kw)
+    }
+
+    /// Filters `w` of the given shape, with nothing derived yet.
+    fn with_shape(w: Vec<f32>, c_out: usize, c_in: usize, kh: usize, kw: usize) -> Filters {
         Filters {
-            w: w.to_vec(),
-            c_out: g.c_out,
-            c_in: g.c_in,
-            kh: g.kh,
-            kw: g.kw,
+            w,
+            c_out,
+            c_in,
+            kh,
+            kw,
             winograd: OnceLock::new(),
             flipped: OnceLock::new(),
         }
@@ -222,15 +227,10 @@ impl Filters {
     /// computed on first use.
     pub fn flipped(&self) -> &Filters {
         self.flipped.get_or_init(|| {
-            Box::new(Filters {
-                w: flip_transpose(&self.w, self.c_out, self.c_in, self.kh * self.kw),
-                c_out: self.c_in,
-                c_in: self.c_out,
-                kh: self.kh,
-                kw: self.kw,
-                winograd: OnceLock::new(),
-                flipped: OnceLock::new(),
-            })
+            let w = flip_transpose(&self.w, self.c_out, self.c_in, self.kh * self.kw);
+            Box::new(Filters::with_shape(
+                w, self.c_in, self.c_out, self.kh, self.kw,
+            ))
         })
     }
 
