@@ -147,9 +147,10 @@ pub fn input_grad_algorithm(g: &ConvGeometry) -> Algorithm {
     }
 }
 
-/// How many independent tasks the forward pass splits into (the smallest stage for Winograd —
-/// its 36 GEMMs per band — and bands × channel groups for im2col): what bounds the threads a
-/// layer can keep busy. Depends on the shape alone, like every split in this folder.
+/// How many independent tasks the forward pass splits into (for Winograd its GEMM stage, bands ×
+/// 36 — see [`winograd::tasks`] for its other stages; for im2col bands × channel groups): what
+/// bounds the threads a layer can keep busy. Depends on the shape alone, like every split in
+/// this folder.
 pub fn forward_tasks(g: &ConvGeometry) -> usize {
     match forward_algorithm(g) {
         Algorithm::Winograd4x4 => winograd::tasks(g),

@@ -87,14 +87,54 @@ impl Lanes {
 }
 
 impl Lanes {
+    /// `f` applied lane by lane.
+    #[inline(always)]
+    fn map(self, f: impl Fn(f32) -> f32) -> Lanes {
+        let mut r = self.0;
+        for a in r.iter_mut() {
+            *a = f(*a);
+        }
+        Lanes(r)
+    }
+
+    /// `f` applied to each pair of lanes of `self` and `o`.
+    #[inline(always)]
+    fn zip(self, o: Lanes, f: impl Fn(f32, f32) -> f32) -> Lanes {
+        let mut r = self.0;
+        for (a, b) in r.iter_mut().zip(o.0) {
+            *a = f(*a, b);
+        }
+        Lanes(r)
+    }
+
     /// `max(v, 0)` lane by lane (NaN becomes 0, as in the separate ReLU).
     #[inline(always)]
     fn relu(self) -> Lanes {
-        let mut r = self.0;
-        for a in r.iter_mut() {
-            *a = a.max(0.0);
-        }
-        Lanes(r)
+        self.map(|a| a.max(0.0))
+    }
+}
+
+impl std::ops::Add for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn add(self, o: Lanes) -> Lanes {
+        self.zip(o, |a, b| a + b)
+    }
+}
+
+impl std::ops::Sub for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn sub(self, o: Lanes) -> Lanes {
+        self.zip(o, |a, b| a - b)
+    }
+}
+
+impl std::ops::Mul<f32> for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn mul(self, k: f32) -> Lanes {
+        self.map(|a| a * k)
     }
 }
 
@@ -104,42 +144,6 @@ impl Lanes {
 struct Epilogue {
     bias: f32,
     relu: bool,
-}
-
-impl std::ops::Add for Lanes {
-    type Output = Lanes;
-    #[inline(always)]
-    fn add(self, o: Lanes) -> Lanes {
-        let mut r = self.0;
-        for (a, b) in r.iter_mut().zip(o.0) {
-            *a += b;
-        }
-        Lanes(r)
-    }
-}
-
-impl std::ops::Sub for Lanes {
-    type Output = Lanes;
-    #[inline(always)]
-    fn sub(self, o: Lanes) -> Lanes {
-        let mut r = self.0;
-        for (a, b) in r.iter_mut().zip(o.0) {
-            *a -= b;
-        }
-        Lanes(r)
-    }
-}
-
-impl std::ops::Mul<f32> for Lanes {
-    type Output = Lanes;
-    #[inline(always)]
-    fn mul(self, k: f32) -> Lanes {
-        let mut r = self.0;
-        for a in r.iter_mut() {
-            *a *= k;
-        }
-        Lanes(r)
-    }
 }
 
 /// `Bᵀ·d` for one column (or row) `d` of a 6×6 input tile, for [`LANES`] tiles at once.
@@ -218,9 +222,10 @@ fn bands(tile_rows: usize, tile_cols: usize) -> (usize, Vec<(usize, usize)>) {
     (rows, list)
 }
 
-/// Independent tasks the forward pass makes for `g` (bands × channel groups for the input
-/// transform, bands × 36 for the GEMMs, bands × output channels for the output transform): the
-/// GEMM count, the smallest of the three stages that the profile reports.
+/// Independent tasks of the forward pass's GEMM stage for `g`, bands × 36, the stage that does
+/// most of the work (the profile reports it). The input transform makes bands × ⌈C_in/16⌉
+/// tasks — fewer than 36 per band below 576 input channels — and the output transform bands ×
+/// C_out.
 pub fn tasks(g: &ConvGeometry) -> usize {
     bands(g.h.div_ceil(M), g.w.div_ceil(M)).1.len() * E
 }
@@ -287,8 +292,9 @@ fn transform_input_body(x: &[f32], g: &ConvGeometry, b: Band, v: &mut [&mut [f32
                 let (p0, rest) = rows.split_at_mut(pl);
                 let (p1, rest) = rest.split_at_mut(pl);
                 let (p2, p3) = rest.split_at_mut(pl);
-                for ((((q, a), b), c), d) in row.chunks_exact(M).zip(p0).zip(p1).zip(p2).zip(p3) {
-                    (*a, *b, *c, *d) = (q[0], q[1], q[2], q[3]);
+                let phases = p0.iter_mut().zip(p1).zip(p2).zip(p3);
+                for (q, (((s0, s1), s2), s3)) in row.chunks_exact(M).zip(phases) {
+                    (*s0, *s1, *s2, *s3) = (q[0], q[1], q[2], q[3]);
                 }
             }
             // Bᵀ·d down the columns: vt[i] = Σ_r Bᵀ[i][r]·p[r], over every phase and tile.
@@ -300,7 +306,8 @@ fn transform_input_body(x: &[f32], g: &ConvGeometry, b: Band, v: &mut [&mut [f32
                 }
             }
             // ·B along each tile's six columns.
-            let q0 = (ty - b.t0) * tc;
+            // This channel's row of V_e starts at `base`; the tile row's tiles follow.
+            let base = (c - b.c0) * n + (ty - b.t0) * tc;
             for i in 0..T {
                 let ph = [0, 1, 2, 3].map(|s| &vt[i * len + s * pl..]);
                 for t in (0..tc).step_by(LANES) {
@@ -313,8 +320,7 @@ fn transform_input_body(x: &[f32], g: &ConvGeometry, b: Band, v: &mut [&mut [f32
                         Lanes::load(&ph[1][t + 1..]),
                     ];
                     for (k, val) in input_1d(d).into_iter().enumerate() {
-                        let row = (c - b.c0) * n + q0;
-                        val.store(&mut v[i * T + k][row + t..row + tc]);
+                        val.store(&mut v[i * T + k][base + t..base + tc]);
                     }
                 }
             }
@@ -410,6 +416,20 @@ fn transform_output_body(
     }
 }
 
+/// Cuts `data` into `part`-long pieces, each piece into `chunk`-long chunks, and groups the
+/// chunks by their index within the piece: group `k` holds chunk `k` of every piece, in order.
+/// The groups are disjoint, so each can be handed to its own parallel task — a band's rows of
+/// every output plane, or a channel group's rows of every `V_e`.
+fn group_chunks(data: &mut [f32], part: usize, chunk: usize) -> Vec<Vec<&mut [f32]>> {
+    let mut groups: Vec<Vec<&mut [f32]>> = (0..part.div_ceil(chunk)).map(|_| Vec::new()).collect();
+    for piece in data.chunks_mut(part) {
+        for (k, c) in piece.chunks_mut(chunk).enumerate() {
+            groups[k].push(c);
+        }
+    }
+    groups
+}
+
 /// 3×3, padding-1 convolution of one image by F(4×4, 3×3): `x: C_in×H×W`, `u` from
 /// [`transform_filters`], optional `bias: C_out`; returns `C_out×H×W`. The transforms run with
 /// the best instruction set the processor has ([`Isa::detect`]).
@@ -425,7 +445,8 @@ pub fn forward(
 }
 
 /// [`forward`] with the transforms compiled for `isa` (which the processor must support: take
-/// it from [`Isa::available`]). Every level gives the same result up to f32 rounding.
+/// it from [`Isa::available`]). Every level does the same operations in the same order, so all
+/// give the same bits (tested).
 #[track_caller]
 pub fn forward_with(
     isa: Isa,
@@ -453,12 +474,7 @@ pub fn forward_with(
     let plane_len = g.h * g.w;
     let mut y = vec![0.0; g.c_out * plane_len];
     // Each band's rows of every output plane, so that bands write their outputs directly.
-    let mut outs: Vec<Vec<&mut [f32]>> = band_list.iter().map(|_| Vec::new()).collect();
-    for plane in y.chunks_mut(plane_len) {
-        for (b, part) in plane.chunks_mut(M * rows_per_band * g.w).enumerate() {
-            outs[b].push(part);
-        }
-    }
+    let outs = group_chunks(&mut y, plane_len, M * rows_per_band * g.w);
     band_list
         .into_par_iter()
         .zip(outs)
@@ -469,14 +485,7 @@ pub fn forward_with(
             // Every element of V and M is written before it is read (transform, then GEMM with
             // beta = 0), so reused buffers need no zeroing.
             let mut v = scratch::take(E * g.c_in * n);
-            let groups = g.c_in.div_ceil(CHANNEL_GROUP);
-            let mut per_group: Vec<Vec<&mut [f32]>> = (0..groups).map(|_| Vec::new()).collect();
-            for ve in v.chunks_mut(g.c_in * n) {
-                for (gi, part) in ve.chunks_mut(CHANNEL_GROUP * n).enumerate() {
-                    per_group[gi].push(part);
-                }
-            }
-            per_group
+            group_chunks(&mut v, g.c_in * n, CHANNEL_GROUP * n)
                 .into_par_iter()
                 .enumerate()
                 .for_each(|(gi, mut vg)| {
