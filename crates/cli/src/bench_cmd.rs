@@ -7,7 +7,7 @@
 //! pass, the effective GFLOP/s, and how many independent tasks the layer's forward pass makes.
 
 use crate::args::BenchArgs;
-use crate::transfer_cmd::default_weights_dir;
+use crate::transfer_cmd::{default_weights_dir, use_threads};
 use nst_loss::{Layers, LossWeights, Objective};
 use nst_tensor::kernels::conv::{self, ConvGeometry};
 use nst_tensor::ndarray::{Array4, ArrayD};
@@ -26,12 +26,7 @@ struct Row {
 
 /// Runs `nst bench`.
 pub fn bench(args: BenchArgs) -> Result<(), String> {
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| format!("cannot start {n} threads: {e}"))?;
-    }
+    use_threads(args.threads)?;
     let (w, h) = args.size;
     let weights_dir = args.weights.clone().unwrap_or_else(default_weights_dir);
     let vgg = Vgg::load(&weights_dir).map_err(|e| e.to_string())?;

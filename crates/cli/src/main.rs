@@ -1,6 +1,7 @@
 //! `nst`: the command line over the nst crates. All the work is in the libraries; this parses
-//! the options (`args.rs`), runs the command (`transfer_cmd.rs`, `bench_cmd.rs`) and turns the result into an
-//! exit code: 0 done, 1 error, 2 bad usage (from clap), 130 interrupted (best image written).
+//! the options (`args.rs`), runs the command (`transfer_cmd.rs`, `bench_cmd.rs`) and turns the
+//! result into an exit code: 0 done, 1 error, 2 bad usage (from clap), 130 interrupted (best
+//! image written).
 
 mod args;
 mod bench_cmd;

@@ -27,12 +27,7 @@ pub enum Ended {
 /// written unless the run completes (or is interrupted, which writes the best image so far).
 pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
     validate(&args)?;
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| format!("cannot start {n} threads: {e}"))?;
-    }
+    use_threads(args.threads)?;
     let say = |msg: String| {
         if !args.quiet {
             eprintln!("{msg}");
@@ -216,6 +211,17 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         (Ended::Done, None) => say(format!("no evaluation made → {}", args.output.display())),
     }
     Ok(ended)
+}
+
+/// Sizes rayon's global pool to `threads` (`--threads`), or leaves its default, one per core.
+pub fn use_threads(threads: Option<usize>) -> Result<(), String> {
+    if let Some(n) = threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| format!("cannot start {n} threads: {e}"))?;
+    }
+    Ok(())
 }
 
 /// `weights/vgg19` if it holds a manifest, else `weights/vgg16`.
