@@ -59,11 +59,8 @@ pub fn bench(args: BenchArgs) -> Result<(), String> {
     let evaluation_ms = median(&totals_ms);
     let threads = rayon::current_num_threads();
 
-    let report: Vec<serde_json::Value> = rows.iter().map(row_json).collect();
-    let sum_ms: f64 = rows
-        .iter()
-        .map(|r| median(&r.forward_ms) + median(&r.backward_ms))
-        .sum();
+    let report: Vec<Summary> = rows.iter().map(summarize).collect();
+    let sum_ms: f64 = report.iter().map(|r| r.forward_ms + r.backward_ms).sum();
     if args.json {
         let out = json!({
             "size": [w, h],
@@ -73,7 +70,7 @@ pub fn bench(args: BenchArgs) -> Result<(), String> {
             "evaluation_ms": evaluation_ms,
             "sum_of_layers_ms": sum_ms,
             "loss": {"total": eval.total, "content": eval.content, "style": eval.style, "tv": eval.tv},
-            "layers": report,
+            "layers": report.iter().map(Summary::json).collect::<Vec<_>>(),
         });
         println!("{out}");
         return Ok(());
@@ -94,17 +91,16 @@ pub fn bench(args: BenchArgs) -> Result<(), String> {
         "share"
     );
     for r in &report {
-        let num = |k: &str| r[k].as_f64();
+        let conv = r.conv.as_ref();
         println!(
             "{:<16} {:>10.1} {:>11.1}  {:<42} {:>8} {:>6} {:>5.1}%",
-            r["layer"].as_str().unwrap_or(""),
-            num("forward_ms").unwrap_or(0.0),
-            num("backward_ms").unwrap_or(0.0),
-            r["algorithm"].as_str().unwrap_or("-"),
-            num("gflops").map_or("-".into(), |g| format!("{g:.0}")),
-            r["tasks"].as_u64().map_or("-".into(), |t| t.to_string()),
-            100.0 * (num("forward_ms").unwrap_or(0.0) + num("backward_ms").unwrap_or(0.0))
-                / evaluation_ms,
+            r.layer,
+            r.forward_ms,
+            r.backward_ms,
+            conv.map_or("-", |c| c.algorithm.as_str()),
+            conv.map_or("-".into(), |c| format!("{:.0}", c.gflops)),
+            conv.map_or("-".into(), |c| c.tasks.to_string()),
+            100.0 * (r.forward_ms + r.backward_ms) / evaluation_ms,
         );
     }
     println!(
@@ -152,39 +148,62 @@ fn add_to_rows(rows: &mut Vec<Row>, profile: &[OpTiming]) {
     }
 }
 
-/// A row as the JSON object the README documents.
-fn row_json(r: &Row) -> serde_json::Value {
+/// A row's medians over the evaluations, and for a convolution what they mean.
+struct Summary {
+    layer: String,
+    forward_ms: f64,
+    backward_ms: f64,
+    conv: Option<ConvSummary>,
+}
+
+/// The convolution columns of a [`Summary`].
+struct ConvSummary {
+    /// `forward / input gradient` algorithm names (only the forward's if there was no backward).
+    algorithm: String,
+    /// Effective GFLOP/s: `2·C_out·C_in·k²·H'·W'` per pass over the row's wall time.
+    gflops: f64,
+    /// Independent tasks of the forward pass ([`conv::forward_tasks`]).
+    tasks: usize,
+}
+
+fn summarize(r: &Row) -> Summary {
     let (f, b) = (median(&r.forward_ms), median(&r.backward_ms));
-    match r.conv {
-        Some(g) => {
-            let backward = b > 0.0;
-            let algorithm = if backward {
-                format!(
-                    "{} / {}",
-                    conv::forward_algorithm(&g).name(),
-                    conv::input_grad_algorithm(&g).name()
-                )
-            } else {
-                conv::forward_algorithm(&g).name().to_string()
-            };
-            let passes = if backward { 2.0 } else { 1.0 };
-            json!({
-                "layer": r.name,
-                "forward_ms": f,
-                "backward_ms": b,
-                "algorithm": algorithm,
-                "gflops": passes * g.flops() / ((f + b) * 1e6),
-                "tasks": conv::forward_tasks(&g),
-            })
+    let conv = r.conv.map(|g| {
+        let backward = b > 0.0;
+        let forward_name = conv::forward_algorithm(&g).name();
+        let algorithm = if backward {
+            format!("{forward_name} / {}", conv::input_grad_algorithm(&g).name())
+        } else {
+            forward_name.to_string()
+        };
+        let passes = if backward { 2.0 } else { 1.0 };
+        ConvSummary {
+            algorithm,
+            gflops: passes * g.flops() / ((f + b) * 1e6),
+            tasks: conv::forward_tasks(&g),
         }
-        None => json!({
-            "layer": r.name,
-            "forward_ms": f,
-            "backward_ms": b,
-            "algorithm": null,
-            "gflops": null,
-            "tasks": null,
-        }),
+    });
+    Summary {
+        layer: r.name.clone(),
+        forward_ms: f,
+        backward_ms: b,
+        conv,
+    }
+}
+
+impl Summary {
+    /// The row as the JSON object the README documents (`null` for a non-convolution's
+    /// algorithm, GFLOP/s and tasks).
+    fn json(&self) -> serde_json::Value {
+        let c = self.conv.as_ref();
+        json!({
+            "layer": self.layer,
+            "forward_ms": self.forward_ms,
+            "backward_ms": self.backward_ms,
+            "algorithm": c.map(|c| c.algorithm.clone()),
+            "gflops": c.map(|c| c.gflops),
+            "tasks": c.map(|c| c.tasks),
+        })
     }
 }
 
