@@ -137,15 +137,19 @@ impl<'n> Objective<'n> {
         let ltv = tv_loss(image);
         let w = self.weights;
         let total: Var = lc.scale(w.content) + ls.scale(w.style) + ltv.scale(w.tv);
+        // The maps themselves are no longer read (the tape keeps what the Gram derivative needs).
+        feats.iter().for_each(|f| f.release());
+        // The backward pass frees the tape as it goes: read the terms first.
+        let (total_v, content, style, tv) = (total.item(), lc.item(), ls.item(), ltv.item());
         let mut grads = g.backward(total);
         let grad = grads
             .take(image)
             .unwrap_or_else(|| ArrayD::zeros(x.raw_dim()));
         Evaluation {
-            total: total.item(),
-            content: lc.item(),
-            style: ls.item(),
-            tv: ltv.item(),
+            total: total_v,
+            content,
+            style,
+            tv,
             grad,
         }
     }

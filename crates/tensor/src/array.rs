@@ -9,6 +9,20 @@ pub(crate) fn flat(a: &ArrayD<f32>) -> &[f32] {
     a.as_slice().expect("values are stored in standard layout")
 }
 
+/// [`flat`], mutable.
+pub(crate) fn flat_mut(a: &mut ArrayD<f32>) -> &mut [f32] {
+    a.as_slice_mut()
+        .expect("values are stored in standard layout")
+}
+
+/// Per-image results joined into one batch, without a copy when there is one image (the
+/// style-transfer case, where a copy would briefly double the largest maps).
+pub(crate) fn join_images(mut parts: impl Iterator<Item = Vec<f32>>) -> Vec<f32> {
+    let mut all = parts.next().unwrap_or_default();
+    parts.for_each(|p| all.extend(p));
+    all
+}
+
 /// A row-major array of `shape` holding `data`.
 pub(crate) fn from_vec(shape: &[usize], data: Vec<f32>) -> ArrayD<f32> {
     ArrayD::from_shape_vec(IxDyn(shape), data).expect("kernel output matches its shape")

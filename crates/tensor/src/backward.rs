@@ -2,10 +2,13 @@
 //!
 //! [`Op`] is a closed enum and [`backward_op`] one exhaustive `match`: adding an op means adding
 //! a variant, and the compiler then points at the derivative that must be written. Each arm
-//! receives the op's output value `y` and the incoming gradient `g = ∂L/∂y`, and returns
-//! `∂L/∂input` for each input that requires a gradient — and computes nothing for the others.
+//! receives the incoming gradient `g = ∂L/∂y` and returns `∂L/∂input` for each input that
+//! requires a gradient — and computes nothing for the others. An arm may read only the input
+//! values its op lists in [`Op::reads`]: the tape keeps those and frees the rest early. No arm
+//! reads its own output (a ReLU keeps a bit mask instead), so every output can be freed as soon
+//! as the ops that consume it have been recorded.
 
-use crate::array::{flat, from_vec};
+use crate::array::{flat, flat_mut, from_vec, join_images};
 use crate::kernels::conv::Filters;
 use crate::kernels::gemm::MatRef;
 use crate::kernels::{conv, elementwise, matmul, pool};
@@ -16,21 +19,21 @@ use std::sync::Arc;
 /// pass. Shapes are validated when the op is created (see the `ops` module).
 pub(crate) enum Op {
     /// `y = conv(x, w) + b`, stride 1, zero padding (NCHW, weights `C_out×C_in×k_h×k_w`), or
-    /// `y = max(conv(x, w) + b, 0)` when `relu` (the fused `conv2d_relu`); `geometry` is one
-    /// image's (padding included), `filters` are `w` prepared for the input-gradient algorithm
-    /// (shared with the forward).
+    /// `y = max(conv(x, w) + b, 0)` with `relu_mask` its `y > 0` bits (the fused
+    /// `conv2d_relu`); `geometry` is one image's (padding included), `filters` are `w` prepared
+    /// for the input-gradient algorithm (shared with the forward).
     Conv2d {
         x: usize,
         w: usize,
         b: Option<usize>,
-        relu: bool,
+        relu_mask: Option<Vec<u64>>,
         filters: Arc<Filters>,
         geometry: conv::ConvGeometry,
     },
-    /// `y = max(x, 0)`.
-    Relu { x: usize },
-    /// 2×2 stride-2 max pooling; `argmax` is the winning input of each output, per plane.
-    MaxPool2 { x: usize, argmax: Vec<u32> },
+    /// `y = max(x, 0)`; `mask` holds its `y > 0` bits (`elementwise::relu_mask`).
+    Relu { x: usize, mask: Vec<u64> },
+    /// 2×2 stride-2 max pooling; `argmax` says which input of its window each output took.
+    MaxPool2 { x: usize, argmax: Vec<u8> },
     /// 2×2 stride-2 average pooling.
     AvgPool2 { x: usize },
     /// `y = a·b` for matrices.
@@ -67,8 +70,12 @@ impl Op {
     /// The op's name in profiles.
     pub(crate) fn name(&self) -> &'static str {
         match self {
-            Op::Conv2d { relu: false, .. } => "conv2d",
-            Op::Conv2d { relu: true, .. } => "conv2d_relu",
+            Op::Conv2d {
+                relu_mask: None, ..
+            } => "conv2d",
+            Op::Conv2d {
+                relu_mask: Some(_), ..
+            } => "conv2d_relu",
             Op::Relu { .. } => "relu",
             Op::MaxPool2 { .. } => "max_pool2",
             Op::AvgPool2 { .. } => "avg_pool2",
@@ -104,7 +111,7 @@ impl Op {
             Op::MatMul { a, b } | Op::Add { a, b } | Op::Sub { a, b } | Op::Mul { a, b } => {
                 vec![a, b]
             }
-            Op::Relu { x }
+            Op::Relu { x, .. }
             | Op::MaxPool2 { x, .. }
             | Op::AvgPool2 { x }
             | Op::Gram { x }
@@ -121,13 +128,39 @@ impl Op {
     }
 }
 
-/// The derivative of `op`: given its output `y` and `g = ∂L/∂y`, returns `(input id, ∂L/∂input)`
-/// for the inputs where `needs(id)` holds. `value_of(id)` reads an input's forward value.
+impl Op {
+    /// The inputs whose forward values this op's derivative reads, given which inputs require a
+    /// gradient: the tape must keep these (and may free every other value). Shapes are always
+    /// available and do not count.
+    pub(crate) fn reads(&self, requires_grad: &dyn Fn(usize) -> bool) -> Vec<usize> {
+        match *self {
+            // dW = dY·colᵀ needs x; dx needs only the prepared filters.
+            Op::Conv2d { x, w, .. } if requires_grad(w) => vec![x],
+            Op::MatMul { a, b } | Op::Mul { a, b } => {
+                // Each side's gradient reads the other side.
+                let mut r = Vec::new();
+                if requires_grad(a) {
+                    r.push(b);
+                }
+                if requires_grad(b) {
+                    r.push(a);
+                }
+                r
+            }
+            Op::Gram { x } | Op::Square { x } => vec![x],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The derivative of `op`: given `g = ∂L/∂y` (owned, so that it can be reused in place), returns `(input id, ∂L/∂input)` for the inputs
+/// where `needs(id)` holds. `value_of(id)` reads an input's forward value (only those listed by
+/// [`Op::reads`]), `shape_of(id)` its shape.
 pub(crate) fn backward_op<'a>(
     op: &Op,
-    y: &ArrayD<f32>,
-    g: &ArrayD<f32>,
+    mut g: ArrayD<f32>,
     value_of: &dyn Fn(usize) -> &'a ArrayD<f32>,
+    shape_of: &dyn Fn(usize) -> &'a [usize],
     needs: &dyn Fn(usize) -> bool,
 ) -> Vec<(usize, ArrayD<f32>)> {
     let mut out = Vec::new();
@@ -136,35 +169,38 @@ pub(crate) fn backward_op<'a>(
             x,
             w,
             b,
-            relu,
+            ref relu_mask,
             ref filters,
             geometry: geo,
         } => {
-            let (xv, wv) = (value_of(x), value_of(w));
-            let n = xv.shape()[0];
             let (in_len, out_len) = (
                 geo.c_in * geo.h * geo.w,
                 geo.c_out * geo.out_h() * geo.out_w(),
             );
             // Through the fused ReLU first: the gradient passes where y > 0.
-            let masked = relu.then(|| elementwise::relu_backward(flat(g), flat(y)));
-            let gs = masked.as_deref().unwrap_or(flat(g));
+            if let Some(mask) = relu_mask {
+                elementwise::relu_backward_in_place(flat_mut(&mut g), mask);
+            }
+            let gs = flat(&g);
             if needs(x) {
                 // dx, image by image (the flipped-filter convolution or col2im(Wᵀ · dY)).
-                let mut dx = Vec::with_capacity(n * in_len);
-                for dy in gs.chunks_exact(out_len) {
-                    dx.extend(conv::conv2d_backward_input(dy, filters, &geo));
-                }
-                out.push((x, from_vec(xv.shape(), dx)));
+                let dx = join_images(
+                    gs.chunks_exact(out_len)
+                        .map(|dy| conv::conv2d_backward_input(dy, filters, &geo)),
+                );
+                out.push((x, from_vec(shape_of(x), dx)));
             }
             if needs(w) {
                 // dW = Σ_images dY · colᵀ.
-                let mut dw = vec![0.0; wv.len()];
-                for (xi, dy) in flat(xv).chunks_exact(in_len).zip(gs.chunks_exact(out_len)) {
+                let mut dw = vec![0.0; geo.c_out * geo.k()];
+                for (xi, dy) in flat(value_of(x))
+                    .chunks_exact(in_len)
+                    .zip(gs.chunks_exact(out_len))
+                {
                     let part = conv::conv2d_backward_weight(xi, dy, &geo);
                     dw.iter_mut().zip(&part).for_each(|(d, s)| *d += s);
                 }
-                out.push((w, from_vec(wv.shape(), dw)));
+                out.push((w, from_vec(shape_of(w), dw)));
             }
             if let Some(b) = b.filter(|&b| needs(b)) {
                 // db[o] = Σ over images and pixels of dY[o].
@@ -176,28 +212,26 @@ pub(crate) fn backward_op<'a>(
                 out.push((b, from_vec(&[geo.c_out], db)));
             }
         }
-        Op::Relu { x } => {
+        Op::Relu { x, ref mask } => {
             // dx = g where y > 0, else 0 (the subgradient 0 at the kink).
-            out.push((
-                x,
-                from_vec(y.shape(), elementwise::relu_backward(flat(g), flat(y))),
-            ));
+            elementwise::relu_backward_in_place(flat_mut(&mut g), mask);
+            out.push((x, g));
         }
         Op::MaxPool2 { x, ref argmax } => {
-            let s = value_of(x).shape();
+            let s = shape_of(x);
             let (c, h, w) = (s[0] * s[1], s[2], s[3]);
-            let dx = pool::max_pool2_backward(flat(g), argmax, c, h, w);
+            let dx = pool::max_pool2_backward(flat(&g), argmax, c, h, w);
             out.push((x, from_vec(s, dx)));
         }
         Op::AvgPool2 { x } => {
-            let s = value_of(x).shape();
-            let dx = pool::avg_pool2_backward(flat(g), s[0] * s[1], s[2], s[3]);
+            let s = shape_of(x);
+            let dx = pool::avg_pool2_backward(flat(&g), s[0] * s[1], s[2], s[3]);
             out.push((x, from_vec(s, dx)));
         }
         Op::MatMul { a, b } => {
             let (av, bv) = (value_of(a), value_of(b));
             let (m, k, n) = (av.shape()[0], av.shape()[1], bv.shape()[1]);
-            let gm = MatRef::row_major(flat(g), m, n);
+            let gm = MatRef::row_major(flat(&g), m, n);
             if needs(a) {
                 // dA = G · Bᵀ.
                 let da = matmul::matmul(gm, MatRef::row_major(flat(bv), k, n).t());
@@ -215,22 +249,20 @@ pub(crate) fn backward_op<'a>(
             let xv = value_of(x);
             let s = xv.shape();
             let (n, c, m) = (s[0], s[1], s[2] * s[3]);
-            let mut dx = Vec::with_capacity(xv.len());
-            for (f, dg) in flat(xv)
-                .chunks_exact(c * m)
-                .zip(flat(g).chunks_exact(c * c))
-            {
-                let mut sym = vec![0.0; c * c];
-                for i in 0..c {
-                    for j in 0..c {
-                        sym[i * c + j] = dg[i * c + j] + dg[j * c + i];
-                    }
-                }
-                dx.extend(matmul::matmul(
-                    MatRef::row_major(&sym, c, c),
-                    MatRef::row_major(f, c, m),
-                ));
-            }
+            let dx = join_images(
+                flat(xv)
+                    .chunks_exact(c * m)
+                    .zip(flat(&g).chunks_exact(c * c))
+                    .map(|(f, dg)| {
+                        let mut sym = vec![0.0; c * c];
+                        for i in 0..c {
+                            for j in 0..c {
+                                sym[i * c + j] = dg[i * c + j] + dg[j * c + i];
+                            }
+                        }
+                        matmul::matmul(MatRef::row_major(&sym, c, c), MatRef::row_major(f, c, m))
+                    }),
+            );
             debug_assert_eq!(dx.len(), n * c * m);
             out.push((x, from_vec(s, dx)));
         }
@@ -253,37 +285,35 @@ pub(crate) fn backward_op<'a>(
         Op::Mul { a, b } => {
             // d(a⊙b) = g⊙b for a, g⊙a for b.
             if needs(a) {
-                out.push((a, g * value_of(b)));
+                out.push((a, &g * value_of(b)));
             }
             if needs(b) {
-                out.push((b, g * value_of(a)));
+                out.push((b, &g * value_of(a)));
             }
         }
         Op::Scale { x, factor } => out.push((x, g * factor)),
         Op::Square { x } => out.push((x, g * value_of(x) * 2.0)),
         Op::Sum { x } => {
-            let g0 = flat(g)[0];
-            out.push((x, ArrayD::from_elem(value_of(x).raw_dim(), g0)));
+            let g0 = flat(&g)[0];
+            out.push((x, ArrayD::from_elem(shape_of(x), g0)));
         }
         Op::Mean { x } => {
-            let xv = value_of(x);
-            let g0 = flat(g)[0] / xv.len() as f32;
-            out.push((x, ArrayD::from_elem(xv.raw_dim(), g0)));
+            let s = shape_of(x);
+            let g0 = flat(&g)[0] / s.iter().product::<usize>() as f32;
+            out.push((x, ArrayD::from_elem(s, g0)));
         }
         Op::Reshape { x } => {
-            let shape = value_of(x).raw_dim();
             out.push((
                 x,
-                g.clone()
-                    .into_shape_with_order(shape)
+                g.into_shape_with_order(shape_of(x))
                     .expect("same element count"),
             ));
         }
-        Op::DiffH { x } => out.push((x, diff_backward(value_of(x), g, value_of(x).ndim() - 2))),
-        Op::DiffW { x } => out.push((x, diff_backward(value_of(x), g, value_of(x).ndim() - 1))),
+        Op::DiffH { x } => out.push((x, diff_backward(shape_of(x), &g, shape_of(x).len() - 2))),
+        Op::DiffW { x } => out.push((x, diff_backward(shape_of(x), &g, shape_of(x).len() - 1))),
         Op::GatherChannels { x, ref index } => {
             // Each output channel k came from input channel index[k]: send its gradient back.
-            let mut dx = ArrayD::zeros(value_of(x).raw_dim());
+            let mut dx = ArrayD::zeros(shape_of(x));
             for (k, &src) in index.iter().enumerate() {
                 let mut dst = dx.index_axis_mut(Axis(1), src);
                 dst += &g.index_axis(Axis(1), k);
@@ -291,7 +321,7 @@ pub(crate) fn backward_op<'a>(
             out.push((x, dx));
         }
         Op::ChannelAffine { x, ref scale } => {
-            let mut dx = g.clone();
+            let mut dx = g;
             for (c, &s) in scale.iter().enumerate() {
                 dx.index_axis_mut(Axis(1), c).mapv_inplace(|v| v * s);
             }
@@ -304,8 +334,8 @@ pub(crate) fn backward_op<'a>(
 
 /// Adjoint of a forward difference along `axis`: `y_i = x_{i+1} − x_i` sends `+g_i` to
 /// `x_{i+1}` and `−g_i` to `x_i`.
-fn diff_backward(x: &ArrayD<f32>, g: &ArrayD<f32>, axis: usize) -> ArrayD<f32> {
-    let mut dx = ArrayD::zeros(x.raw_dim());
+fn diff_backward(x_shape: &[usize], g: &ArrayD<f32>, axis: usize) -> ArrayD<f32> {
+    let mut dx = ArrayD::zeros(x_shape);
     let ax = Axis(axis);
     let mut hi = dx.slice_axis_mut(ax, Slice::from(1..));
     hi += g;

@@ -6,11 +6,12 @@
 //! constant weight tensor builds its [`Filters`], and later ones with the same tensor reuse it:
 //! the transforms are paid once per run instead of twice per layer per evaluation.
 //!
-//! Entries hold the weights only weakly: when the last `Arc` of a weight tensor is dropped its
-//! entry is dropped too (on the next lookup). A tensor that is still referenced cannot change
-//! (`Arc::get_mut` refuses while a `Weak` exists), so an entry can never go stale.
+//! The prepared [`Filters`] share the weight tensor (one strong `Arc`); the cache's key is weak.
+//! When every other `Arc` of a weight tensor is gone, its entry is dropped (on the next lookup),
+//! and with it the last reference. A tensor that is still referenced cannot change
+//! (`Arc::get_mut` refuses while another `Arc` or a `Weak` exists), so an entry can never go
+//! stale.
 
-use crate::array::flat;
 use crate::kernels::conv::{ConvGeometry, Filters};
 use ndarray::ArrayD;
 use std::sync::{Arc, Mutex, Weak};
@@ -25,14 +26,16 @@ pub(crate) fn filters_of(w: &Arc<ArrayD<f32>>, g: &ConvGeometry) -> Arc<Filters>
     let mut cache = CACHE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    cache.retain(|(weak, _)| weak.strong_count() > 0);
+    // One strong count is the entry's own Filters: only that one left means nobody else can
+    // ever look this tensor up again.
+    cache.retain(|(weak, _)| weak.strong_count() > 1);
     if let Some((_, f)) = cache
         .iter()
         .find(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(w)))
     {
         return Arc::clone(f);
     }
-    let f = Arc::new(Filters::new(flat(w), g));
+    let f = Arc::new(Filters::shared(Arc::clone(w), g));
     cache.push((Arc::downgrade(w), Arc::clone(&f)));
     f
 }

@@ -5,7 +5,15 @@
 //! Constants — network weights, style targets — never do, so an op whose inputs are all constant
 //! is computed but not recorded, and a recorded op's backward skips the inputs that need nothing
 //! (a convolution of the image with constant weights computes the input gradient only).
-
+//!
+//! **Memory.** A value is kept only while someone may read it. Each recorded op says which input
+//! values its derivative reads ([`Op::reads`]: a Gram matrix reads its features, a ReLU or a
+//! convolution with constant weights reads none — they keep a bit mask or nothing); a value no
+//! derivative reads is freed when its owner calls [`Var::release`](crate::Var::release) (the
+//! network does so for each activation once the next layer has consumed it). The backward pass
+//! frees each derivative record once it has run, and each interior value as soon as no
+//! derivative still to run reads it (a style layer's features go right after its Gram
+//! matrix's derivative, at the start of the pass), so the tape shrinks while the gradients grow.
 use crate::backward::{backward_op, Op};
 use crate::kernels::conv::ConvGeometry;
 use ndarray::ArrayD;
@@ -16,8 +24,16 @@ use std::time::{Duration, Instant};
 /// One recorded value. `op` is `Some` exactly when the value requires a gradient and is not a
 /// parameter itself.
 struct Node {
-    value: Arc<ArrayD<f32>>,
+    /// The forward value, `None` once released.
+    value: Option<Arc<ArrayD<f32>>>,
+    /// The value's shape, known after the value is released.
+    shape: Vec<usize>,
+    /// Whether the node was computed by an op (not a parameter or constant leaf).
+    interior: bool,
     requires_grad: bool,
+    /// How many recorded derivatives still to run read this value ([`Graph::release`] keeps
+    /// it while any do; the backward pass frees it when the last one has run).
+    readers: u32,
     op: Option<Op>,
     /// What a profile reports about the node (only filled in on a profiled graph).
     timing: Option<OpTiming>,
@@ -124,14 +140,28 @@ impl Graph {
     /// Records the result of an op. The op is kept only if one of its inputs requires a
     /// gradient; otherwise the result is a constant.
     pub(crate) fn record(&self, value: ArrayD<f32>, op: Op) -> Var<'_> {
-        let nodes = self.nodes.borrow();
+        let mut nodes = self.nodes.borrow_mut();
         let requires_grad = op.inputs().iter().any(|&i| nodes[i].requires_grad);
+        if requires_grad {
+            for i in op.reads(&|i| nodes[i].requires_grad) {
+                nodes[i].readers += 1;
+            }
+        }
         drop(nodes);
         let value = Arc::new(standard(value));
         if requires_grad {
             self.push_node(value, true, Some(op))
         } else {
             self.push_node(value, false, None)
+        }
+    }
+
+    /// Frees the value of node `id` unless a recorded derivative reads it (see the module
+    /// documentation); reading it afterwards panics.
+    pub(crate) fn release(&self, id: usize) {
+        let mut nodes = self.nodes.borrow_mut();
+        if nodes[id].readers == 0 {
+            nodes[id].value = None;
         }
     }
 
@@ -149,8 +179,11 @@ impl Graph {
         });
         let mut nodes = self.nodes.borrow_mut();
         nodes.push(Node {
-            value,
+            shape: value.shape().to_vec(),
+            value: Some(value),
             requires_grad,
+            readers: 0,
+            interior: op.is_some(),
             op,
             timing,
         });
@@ -160,8 +193,21 @@ impl Graph {
         }
     }
 
+    /// The value of node `id`.
+    ///
+    /// # Panics
+    /// If it was released ([`Graph::release`], or by [`Graph::backward`]).
+    #[track_caller]
     pub(crate) fn value(&self, id: usize) -> Arc<ArrayD<f32>> {
-        Arc::clone(&self.nodes.borrow()[id].value)
+        match &self.nodes.borrow()[id].value {
+            Some(v) => Arc::clone(v),
+            None => panic!("the value of Var #{id} was released (read values before releasing them or before the backward pass)"),
+        }
+    }
+
+    /// The shape of node `id`'s value (known even after it is released).
+    pub(crate) fn shape(&self, id: usize) -> Vec<usize> {
+        self.nodes.borrow()[id].shape.clone()
     }
 
     pub(crate) fn requires_grad(&self, id: usize) -> bool {
@@ -172,6 +218,10 @@ impl Graph {
     /// sending each node's gradient through its op's derivative (`backward_op`) and summing
     /// what arrives at each input in place.
     ///
+    /// The pass consumes the tape: each node computed from a parameter (the loss included) has
+    /// its value and derivative record freed once it has been passed through, so read what you
+    /// need (the loss terms) before calling this. Leaves and constants stay readable.
+    ///
     /// # Panics
     /// If `loss` is not a single-element tensor or belongs to another graph.
     #[track_caller]
@@ -181,36 +231,62 @@ impl Graph {
             "backward: the loss belongs to another graph"
         );
         let mut nodes = self.nodes.borrow_mut();
+        let loss_shape = nodes[loss.id].shape.clone();
         assert_eq!(
-            nodes[loss.id].value.len(),
+            loss_shape.iter().product::<usize>(),
             1,
-            "backward: the loss must be a scalar, got shape {:?}",
-            nodes[loss.id].value.shape()
+            "backward: the loss must be a scalar, got shape {loss_shape:?}"
         );
         let mut grads: Vec<Option<ArrayD<f32>>> = vec![None; nodes.len()];
         if !nodes[loss.id].requires_grad {
             return Gradients { grads };
         }
-        grads[loss.id] = Some(ArrayD::ones(nodes[loss.id].value.raw_dim()));
+        grads[loss.id] = Some(ArrayD::ones(loss_shape));
         for id in (0..=loss.id).rev() {
-            let Some(op) = &nodes[id].op else { continue };
+            let Some(op) = nodes[id].op.take() else {
+                continue;
+            };
+            // Every reader of this node comes after it and is done: free its value now.
+            nodes[id].value = None;
+            let reads = op.reads(&|i| nodes[i].requires_grad);
             let Some(grad) = grads[id].take() else {
+                release_read_values(&mut nodes, &reads);
                 continue;
             };
             let start = Instant::now();
-            let value_of = |i: usize| &*nodes[i].value;
+            let value_of = |i: usize| -> &ArrayD<f32> {
+                nodes[i]
+                    .value
+                    .as_deref()
+                    .expect("a value read by a derivative is never released")
+            };
+            let shape_of = |i: usize| -> &[usize] { &nodes[i].shape };
             let needs = |i: usize| nodes[i].requires_grad;
-            for (input, g) in backward_op(op, &nodes[id].value, &grad, &value_of, &needs) {
+            for (input, g) in backward_op(&op, grad, &value_of, &shape_of, &needs) {
                 match &mut grads[input] {
                     Some(acc) => *acc += &g,
                     slot => *slot = Some(g),
                 }
             }
+            drop(op);
+            release_read_values(&mut nodes, &reads);
             if let Some(t) = &mut nodes[id].timing {
                 t.backward = start.elapsed();
             }
         }
         Gradients { grads }
+    }
+}
+
+/// After a derivative has run: one reader fewer for each value it read, and an interior value
+/// (one computed from a parameter) with none left is freed.
+fn release_read_values(nodes: &mut [Node], reads: &[usize]) {
+    for &i in reads {
+        let node = &mut nodes[i];
+        node.readers -= 1;
+        if node.readers == 0 && node.requires_grad && node.interior {
+            node.value = None;
+        }
     }
 }
 
@@ -225,7 +301,6 @@ fn standard(a: ArrayD<f32>) -> ArrayD<f32> {
 
 impl std::fmt::Debug for Var<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let value = self.graph.value(self.id);
-        write!(f, "Var #{} {:?}", self.id, value.shape())
+        write!(f, "Var #{} {:?}", self.id, self.graph.shape(self.id))
     }
 }

@@ -2,7 +2,7 @@
 //! and panics here, naming the op and the shapes), computes its forward value with a kernel, and
 //! records itself on the tape. The derivatives are in the `backward` module.
 
-use crate::array::{conv_geometry, flat, from_vec};
+use crate::array::{conv_geometry, flat, from_vec, join_images};
 use crate::backward::Op;
 use crate::filter_cache::filters_of;
 use crate::graph::Var;
@@ -28,9 +28,16 @@ impl<'g> Var<'g> {
         self.graph.value(self.id)
     }
 
-    /// The shape of the value.
+    /// The shape of the value (known even after the value is released).
     pub fn shape(self) -> Vec<usize> {
-        self.value().shape().to_vec()
+        self.graph.shape(self.id)
+    }
+
+    /// Frees this variable's value, unless a recorded derivative needs it, to bound memory: a
+    /// network releases each activation once the next layer has read it. Reading the value
+    /// afterwards panics; its shape stays known.
+    pub fn release(self) {
+        self.graph.release(self.id);
     }
 
     /// Names this variable's op in the graph's profile (e.g. the network layer `conv1_2`); does
@@ -139,26 +146,22 @@ impl<'g> Var<'g> {
         let geo = conv_geometry(&xv, &wv, pad);
         // Constant weights (a network's) keep their prepared filters across evaluations.
         let filters = if self.graph.requires_grad(weight.id) {
-            Arc::new(Filters::new(flat(&wv), &geo))
+            Arc::new(Filters::shared(Arc::clone(&wv), &geo))
         } else {
             filters_of(&wv, &geo)
         };
-        let mut y = Vec::with_capacity(n * geo.c_out * geo.out_h() * geo.out_w());
-        for xi in flat(&xv).chunks_exact(c * h * w) {
-            y.extend(conv::conv2d_forward(
-                xi,
-                &filters,
-                bv.as_deref().map(flat),
-                relu,
-                &geo,
-            ));
-        }
+        let y = join_images(
+            flat(&xv)
+                .chunks_exact(c * h * w)
+                .map(|xi| conv::conv2d_forward(xi, &filters, bv.as_deref().map(flat), relu, &geo)),
+        );
+        let relu_mask = relu.then(|| elementwise::relu_mask(&y));
         let value = from_vec(&[n, geo.c_out, geo.out_h(), geo.out_w()], y);
         let op = Op::Conv2d {
             x: self.id,
             w: weight.id,
             b: bias.map(|b| b.id),
-            relu,
+            relu_mask,
             filters,
             geometry: geo,
         };
@@ -169,8 +172,9 @@ impl<'g> Var<'g> {
     pub fn relu(self) -> Var<'g> {
         let v = self.value();
         let y = elementwise::relu_forward(flat(&v));
+        let mask = elementwise::relu_mask(&y);
         self.graph
-            .record(from_vec(v.shape(), y), Op::Relu { x: self.id })
+            .record(from_vec(v.shape(), y), Op::Relu { x: self.id, mask })
     }
 
     /// 2×2 stride-2 max pooling of an N×C×H×W tensor; output `⌊H/2⌋×⌊W/2⌋`.

@@ -82,8 +82,8 @@ fn conv2d_relu_fused_equals_conv2d_then_relu() {
                 v[0].conv2d(v[1], Some(v[2]), 1).relu()
             };
             let loss = (y * g.constant(Arc::new(weights.clone()))).sum();
-            let grads = g.backward(loss);
             let value = y.value();
+            let grads = g.backward(loss);
             let grads: Vec<_> = v.iter().map(|p| grads.get(*p).unwrap().clone()).collect();
             (value, grads)
         };
@@ -256,4 +256,64 @@ fn constants_get_no_gradient_and_no_work() {
     let grads = g.backward(y.sum());
     assert!(grads.get(x).is_some());
     assert!(grads.get(w).is_none());
+}
+
+/// Releasing every intermediate value as soon as the next op has read it (as the network does)
+/// leaves the gradient bit-identical: the tape kept exactly what the derivatives read.
+#[test]
+fn releasing_intermediate_values_changes_no_gradient() {
+    let mut r = rng(23);
+    let x = random(&mut r, &[1, 3, 9, 7]);
+    let w1 = Arc::new(random(&mut r, &[4, 3, 3, 3]));
+    let w2 = Arc::new(random(&mut r, &[5, 4, 3, 3]));
+    let target = Arc::new(random(&mut r, &[1, 5, 4, 3]));
+    let run = |release: bool| {
+        let g = Graph::new();
+        let image = g.param(x.clone());
+        let step = |v: Var, next| {
+            if release {
+                v.release();
+            }
+            next
+        };
+        let a = image.conv2d_relu(g.constant(Arc::clone(&w1)), None, 1);
+        let b = step(a, a.max_pool2());
+        let c = step(b, b.conv2d(g.constant(Arc::clone(&w2)), None, 1));
+        let d = step(c, c.relu());
+        let loss = d.gram().square().mean() + (d - g.constant(Arc::clone(&target))).square().sum();
+        if release {
+            d.release();
+        }
+        let value = loss.item();
+        (value, g.backward(loss).take(image).unwrap())
+    };
+    let (kept, released) = (run(false), run(true));
+    assert_eq!(kept.0.to_bits(), released.0.to_bits());
+    assert_eq!(kept.1, released.1);
+}
+
+/// `release` frees a value no derivative reads (reading it then panics) and keeps one that a
+/// derivative reads (the features of a Gram matrix).
+#[test]
+fn release_frees_only_what_no_derivative_reads() {
+    let mut r = rng(24);
+    let g = Graph::new();
+    let x = g.param(random(&mut r, &[1, 2, 4, 4]));
+    let relu = x.relu();
+    let pooled = relu.max_pool2();
+    let _gram = pooled.gram();
+    relu.release();
+    pooled.release();
+    assert_eq!(
+        relu.shape(),
+        vec![1, 2, 4, 4],
+        "the shape outlives the value"
+    );
+    assert_eq!(
+        pooled.value().shape(),
+        &[1, 2, 2, 2],
+        "the Gram derivative reads it"
+    );
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| relu.value()));
+    assert!(read.is_err(), "a released value must not be readable");
 }

@@ -7,7 +7,7 @@ use common::{random, random_vec, rng};
 use nst_tensor::kernels::conv::{self, im2col, winograd, Algorithm, ConvGeometry, Filters};
 use nst_tensor::kernels::gemm::{gemm, MatMut, MatRef};
 use nst_tensor::kernels::isa::Isa;
-use nst_tensor::kernels::{matmul, pool, reference};
+use nst_tensor::kernels::{elementwise, matmul, pool, reference};
 use nst_tensor::Graph;
 
 fn close(a: &[f32], b: &[f32], tol: f32) {
@@ -326,6 +326,29 @@ fn max_pool_ties_send_the_gradient_to_the_first_maximum_only() {
     assert_eq!(dx, vec![10.0, 0.0, 0.0, 20.0, 0.0, 0.0, 0.0, 0.0]);
 }
 
+/// The bit mask keeps exactly the positive outputs, across word and chunk boundaries (lengths
+/// that are not multiples of 64 or of the parallel chunk), zero and NaN counting as not positive.
+#[test]
+fn relu_mask_passes_the_gradient_where_the_output_is_positive() {
+    let mut r = rng(410);
+    for n in [1, 63, 64, 65, 70_001, (1 << 16) + 3] {
+        let mut y = random_vec(&mut r, &[n]);
+        y[0] = 0.0;
+        if n > 5 {
+            y[5] = f32::NAN;
+        }
+        let g = random_vec(&mut r, &[n]);
+        let mut dx = g.clone();
+        elementwise::relu_backward_in_place(&mut dx, &elementwise::relu_mask(&y));
+        let want: Vec<f32> = g
+            .iter()
+            .zip(&y)
+            .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 })
+            .collect();
+        assert_eq!(dx, want, "length {n}");
+    }
+}
+
 #[test]
 fn avg_pool_drops_the_odd_row_and_column() {
     let x: Vec<f32> = (0..15).map(|v| v as f32).collect(); // 3×5
@@ -356,9 +379,10 @@ fn results_do_not_depend_on_the_thread_count() {
             let y = x.conv2d(w, None, 1).relu().max_pool2();
             let y = y.conv2d(w2, None, 1).relu();
             let loss = y.gram().square().sum() + y.square().mean();
+            let value = loss.item();
             let grads = g.backward(loss);
             (
-                loss.item(),
+                value,
                 grads.get(x).unwrap().clone(),
                 grads.get(w).unwrap().clone(),
             )

@@ -134,6 +134,9 @@ impl Vgg {
         let mut out: Vec<Option<Var<'g>>> = vec![None; wanted.len()];
         let mut remaining = wanted.len();
         let mut x = self.preprocess(image);
+        // Whether `x` is one of the maps returned (the caller reads it; others are released
+        // once the next layer has consumed them).
+        let mut x_returned = false;
         let graph = image.graph();
         let layers = self.arch.layers();
         let mut fused_relu = false;
@@ -145,6 +148,7 @@ impl Vgg {
                 // This ReLU already ran inside the convolution before it.
                 fused_relu = false;
             } else {
+                let input = x;
                 x = match layer {
                     Layer::Conv { conv, .. } => {
                         let cw = &self.convs[conv];
@@ -168,11 +172,16 @@ impl Vgg {
                     }
                     .label(&layer.name()),
                 };
+                if !x_returned {
+                    input.release();
+                }
+                x_returned = false;
             }
             for (slot, w) in out.iter_mut().zip(&wanted) {
                 if *w == layer && slot.is_none() {
                     *slot = Some(x);
                     remaining -= 1;
+                    x_returned = true;
                 }
             }
         }

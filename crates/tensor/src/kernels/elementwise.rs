@@ -19,15 +19,35 @@ pub fn relu_forward(x: &[f32]) -> Vec<f32> {
     y
 }
 
-/// `dx = g` where the ReLU's output `y > 0`, else 0.
-pub fn relu_backward(g: &[f32], y: &[f32]) -> Vec<f32> {
-    let mut dx = vec![0.0; g.len()];
-    dx.par_chunks_mut(CHUNK)
-        .zip(g.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-        .for_each(|(dc, (gc, yc))| {
-            for ((d, &gv), &yv) in dc.iter_mut().zip(gc).zip(yc) {
-                *d = if yv > 0.0 { gv } else { 0.0 };
+/// The ReLU's derivative as one bit per element: bit `i % 64` of word `i / 64` is set iff
+/// `y[i] > 0`. A backward pass needs only this, not the map itself — 1/32 of its memory.
+pub fn relu_mask(y: &[f32]) -> Vec<u64> {
+    let mut mask = vec![0u64; y.len().div_ceil(64)];
+    mask.par_chunks_mut(CHUNK / 64)
+        .zip(y.par_chunks(CHUNK))
+        .for_each(|(mc, yc)| {
+            for (word, ys) in mc.iter_mut().zip(yc.chunks(64)) {
+                *word = ys
+                    .iter()
+                    .enumerate()
+                    .fold(0, |acc, (bit, &v)| acc | (u64::from(v > 0.0) << bit));
             }
         });
-    dx
+    mask
+}
+
+/// `g ← g` where the ReLU's output was positive (its [`relu_mask`] bit is set), else 0 — the
+/// subgradient 0 at the kink. In place: the incoming gradient becomes the outgoing one.
+pub fn relu_backward_in_place(g: &mut [f32], mask: &[u64]) {
+    g.par_chunks_mut(CHUNK)
+        .zip(mask.par_chunks(CHUNK / 64))
+        .for_each(|(gc, mc)| {
+            for (gs, &word) in gc.chunks_mut(64).zip(mc) {
+                for (bit, v) in gs.iter_mut().enumerate() {
+                    if word >> bit & 1 == 0 {
+                        *v = 0.0;
+                    }
+                }
+            }
+        });
 }

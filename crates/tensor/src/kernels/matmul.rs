@@ -17,6 +17,8 @@ const GRAM_COL_BLOCK: usize = 8192;
 const MIN_COL_TASKS: usize = 8;
 /// The narrowest column block: below this the GEMM's packing costs more than it saves.
 const MIN_COL_BLOCK: usize = 256;
+/// Scratch for the column tiles of a wide [`matmul`] in flight at once, in floats (16 MB).
+const TILE_GROUP_FLOATS: usize = 1 << 22;
 
 /// The width of the column blocks that split `n` columns: at most `max`, and narrow enough for
 /// [`MIN_COL_TASKS`] blocks when `n` allows (a function of the shape alone).
@@ -53,28 +55,34 @@ pub fn matmul(a: MatRef, b: MatRef) -> Vec<f32> {
         return c;
     }
     let block = col_block(n, COL_BLOCK);
-    let tiles: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(block))
-        .into_par_iter()
-        .map(|blk| {
-            let j0 = blk * block;
-            let cols = block.min(n - j0);
-            let b_cols = MatRef {
-                data: &b.data[j0 * b.col_stride..],
-                cols,
-                ..b
-            };
-            let mut tile = vec![0.0; m * cols];
-            // C[:, j0..j0+cols] (m × cols) = A (m × k) · B[:, j0..j0+cols] (k × cols).
-            gemm(1.0, a, b_cols, 0.0, MatMut::row_major(&mut tile, m, cols));
-            (j0, tile)
-        })
-        .collect();
-    c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-        for (j0, tile) in &tiles {
-            let cols = tile.len() / m;
-            row[*j0..j0 + cols].copy_from_slice(&tile[i * cols..(i + 1) * cols]);
-        }
-    });
+    let blocks = n.div_ceil(block);
+    // Tiles are made and copied into C a group at a time, so that the scratch they need stays
+    // near TILE_GROUP_FLOATS instead of a second copy of C.
+    let group = (TILE_GROUP_FLOATS / (m * block)).max(MIN_COL_TASKS);
+    for first in (0..blocks).step_by(group) {
+        let tiles: Vec<(usize, Vec<f32>)> = (first..blocks.min(first + group))
+            .into_par_iter()
+            .map(|blk| {
+                let j0 = blk * block;
+                let cols = block.min(n - j0);
+                let b_cols = MatRef {
+                    data: &b.data[j0 * b.col_stride..],
+                    cols,
+                    ..b
+                };
+                let mut tile = vec![0.0; m * cols];
+                // C[:, j0..j0+cols] (m × cols) = A (m × k) · B[:, j0..j0+cols] (k × cols).
+                gemm(1.0, a, b_cols, 0.0, MatMut::row_major(&mut tile, m, cols));
+                (j0, tile)
+            })
+            .collect();
+        c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+            for (j0, tile) in &tiles {
+                let cols = tile.len() / m;
+                row[*j0..j0 + cols].copy_from_slice(&tile[i * cols..(i + 1) * cols]);
+            }
+        });
+    }
     c
 }
 

@@ -5,13 +5,14 @@
 
 use rayon::prelude::*;
 
-/// Max pooling. Returns the pooled planes and, for each output, the flat index (within its
-/// plane) of the input that won. Ties go to the first element in row-major window order — the
-/// gradient then flows to that one input only, as in PyTorch.
-pub fn max_pool2_forward(x: &[f32], c: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u32>) {
+/// Max pooling. Returns the pooled planes and, for each output, which input of its 2×2 window
+/// won: `2·row + column` within the window (0–3; one byte, a quarter of a `u32` index). Ties go
+/// to the first element in row-major window order — the gradient then flows to that one input
+/// only, as in PyTorch.
+pub fn max_pool2_forward(x: &[f32], c: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u8>) {
     let (oh, ow) = (h / 2, w / 2);
     let mut y = vec![0.0; c * oh * ow];
-    let mut arg = vec![0u32; c * oh * ow];
+    let mut arg = vec![0u8; c * oh * ow];
     if oh * ow == 0 {
         return (y, arg);
     }
@@ -22,24 +23,33 @@ pub fn max_pool2_forward(x: &[f32], c: usize, h: usize, w: usize) -> (Vec<f32>, 
             let plane = &x[ch * h * w..(ch + 1) * h * w];
             for i in 0..oh {
                 for j in 0..ow {
-                    let mut best = 2 * i * w + 2 * j;
-                    for idx in [best + 1, best + w, best + w + 1] {
+                    let corner = 2 * i * w + 2 * j;
+                    let mut best = 0;
+                    for k in 1..4 {
                         // Strict `>`: the first maximum wins a tie. A NaN never wins, except
                         // that a NaN already in `best` stays (it compares false both ways).
-                        if plane[idx] > plane[best] {
-                            best = idx;
+                        if plane[corner + window_offset(k, w)]
+                            > plane[corner + window_offset(best, w)]
+                        {
+                            best = k;
                         }
                     }
-                    yp[i * ow + j] = plane[best];
-                    ap[i * ow + j] = best as u32;
+                    yp[i * ow + j] = plane[corner + window_offset(best, w)];
+                    ap[i * ow + j] = best as u8;
                 }
             }
         });
     (y, arg)
 }
 
+/// Where the `k`-th element (0–3, row-major) of a 2×2 window lies from its top-left corner, in a
+/// plane of width `w`.
+fn window_offset(k: usize, w: usize) -> usize {
+    (k >> 1) * w + (k & 1)
+}
+
 /// Max pooling backward: each output gradient goes to the input that won its window.
-pub fn max_pool2_backward(dy: &[f32], arg: &[u32], c: usize, h: usize, w: usize) -> Vec<f32> {
+pub fn max_pool2_backward(dy: &[f32], arg: &[u8], c: usize, h: usize, w: usize) -> Vec<f32> {
     let (oh, ow) = (h / 2, w / 2);
     let mut dx = vec![0.0; c * h * w];
     if oh * ow == 0 {
@@ -49,8 +59,9 @@ pub fn max_pool2_backward(dy: &[f32], arg: &[u32], c: usize, h: usize, w: usize)
         .enumerate()
         .for_each(|(ch, plane)| {
             let range = ch * oh * ow..(ch + 1) * oh * ow;
-            for (g, &a) in dy[range.clone()].iter().zip(&arg[range]) {
-                plane[a as usize] += *g;
+            for (o, (g, &k)) in dy[range.clone()].iter().zip(&arg[range]).enumerate() {
+                let corner = 2 * (o / ow) * w + 2 * (o % ow);
+                plane[corner + window_offset(k as usize, w)] += *g;
             }
         });
     dx

@@ -25,7 +25,8 @@
 pub mod im2col;
 pub mod winograd;
 
-use std::sync::OnceLock;
+use ndarray::{ArrayD, IxDyn};
+use std::sync::{Arc, OnceLock};
 
 /// The shapes of one convolution (stride 1, symmetric zero padding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,9 +178,13 @@ pub fn flip_transpose(w: &[f32], c_out: usize, c_in: usize, taps: usize) -> Vec<
 /// flipped filters (themselves a [`Filters`]) of the input gradient. Network weights are
 /// constants for a whole run, so the graph keeps one `Filters` per weight tensor and these
 /// transforms are paid once, not per evaluation.
+///
+/// Memory: the raw filters are the weight tensor itself, shared, not copied; flipped filters
+/// whose algorithm is Winograd keep only their Winograd form (4× the raw size for F(4×4, 3×3)).
 #[derive(Debug)]
 pub struct Filters {
-    w: Vec<f32>,
+    /// The raw filters, flat; `None` for flipped filters that only Winograd reads.
+    raw: Option<Arc<ArrayD<f32>>>,
     c_out: usize,
     c_in: usize,
     kh: usize,
@@ -189,49 +194,81 @@ pub struct Filters {
 }
 
 impl Filters {
-    /// Filters `w: C_out×C_in×k_h×k_w` (flat, row-major) for convolutions of geometry `g`.
+    /// Filters `w: C_out×C_in×k_h×k_w` (flat, row-major) for convolutions of geometry `g`,
+    /// copied (see [`Filters::shared`]).
     #[track_caller]
     pub fn new(w: &[f32], g: &ConvGeometry) -> Filters {
+        Filters::shared(
+            Arc::new(ArrayD::from_shape_vec(IxDyn(&[w.len()]), w.to_vec()).expect("1-D")),
+            g,
+        )
+    }
+
+    /// Filters for convolutions of geometry `g` that share the weight tensor `w` (any shape
+    /// holding `C_out×C_in×k_h×k_w` values in row-major order) instead of copying it.
+    #[track_caller]
+    pub fn shared(w: Arc<ArrayD<f32>>, g: &ConvGeometry) -> Filters {
         assert_eq!(
             w.len(),
             g.c_out * g.k(),
             "filters: length disagrees with the geometry"
         );
-        Filters::with_shape(w.to_vec(), g.c_out, g.c_in, g.kh, g.kw)
-    }
-
-    /// Filters `w` of the given shape, with nothing derived yet.
-    fn with_shape(w: Vec<f32>, c_out: usize, c_in: usize, kh: usize, kw: usize) -> Filters {
+        assert!(w.is_standard_layout(), "filters: weights must be row-major");
         Filters {
-            w,
-            c_out,
-            c_in,
-            kh,
-            kw,
+            raw: Some(w),
+            c_out: g.c_out,
+            c_in: g.c_in,
+            kh: g.kh,
+            kw: g.kw,
             winograd: OnceLock::new(),
             flipped: OnceLock::new(),
         }
     }
 
     /// The raw filters, `C_out×C_in×k_h×k_w`.
+    ///
+    /// # Panics
+    /// On flipped filters computed by Winograd, which keep only their Winograd form.
     pub fn raw(&self) -> &[f32] {
-        &self.w
+        self.raw
+            .as_deref()
+            .and_then(|w| w.as_slice())
+            .expect("raw filters are kept unless only Winograd reads them")
     }
 
     /// The Winograd-domain filters ([`winograd::transform_filters`]), computed on first use.
     pub fn winograd(&self) -> &[f32] {
         self.winograd
-            .get_or_init(|| winograd::transform_filters(&self.w, self.c_out, self.c_in))
+            .get_or_init(|| winograd::transform_filters(self.raw(), self.c_out, self.c_in))
     }
 
     /// The flipped, transposed filters of the input-gradient convolution ([`flip_transpose`]),
     /// computed on first use.
     pub fn flipped(&self) -> &Filters {
         self.flipped.get_or_init(|| {
-            let w = flip_transpose(&self.w, self.c_out, self.c_in, self.kh * self.kw);
-            Box::new(Filters::with_shape(
-                w, self.c_in, self.c_out, self.kh, self.kw,
-            ))
+            let w = flip_transpose(self.raw(), self.c_out, self.c_in, self.kh * self.kw);
+            // The flipped convolution is 3×3 with padding 1 (see `input_grad_algorithm`); its
+            // algorithm depends on the channels and kernel only, not on the map size.
+            let g = ConvGeometry {
+                c_in: self.c_out,
+                c_out: self.c_in,
+                h: self.kh,
+                w: self.kw,
+                kh: self.kh,
+                kw: self.kw,
+                pad: 1,
+            };
+            let f = Filters::new(&w, &g);
+            if forward_algorithm(&g) == Algorithm::Winograd4x4 {
+                let winograd = winograd::transform_filters(&w, g.c_out, g.c_in);
+                Box::new(Filters {
+                    raw: None,
+                    winograd: OnceLock::from(winograd),
+                    ..f
+                })
+            } else {
+                Box::new(f)
+            }
         })
     }
 
