@@ -420,3 +420,88 @@ fn bench_profiles_every_layer() {
         );
     }
 }
+
+/// A budget far too small is refused before anything large is allocated (the process runs
+/// under a 1 GiB address-space limit, so a large allocation would abort it instead): exit 1, a
+/// one-line message naming the largest size that fits, no output. `--dry-run` prints the plan
+/// and writes nothing; a budget between the two caps the L-BFGS history and says so.
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn the_memory_budget_is_checked_before_the_run() {
+    use std::os::unix::process::CommandExt;
+    let dir = scratch("memory_budget");
+    let out = dir.join("out.png");
+    let data = root().join("tests/data");
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nst"));
+        cmd.args(["transfer", "--weights", weights().to_str().unwrap()])
+            .args(["--content", data.join("tubingen.jpg").to_str().unwrap()])
+            .args(["--style", data.join("starry_night.jpg").to_str().unwrap()])
+            .args(["--output", out.to_str().unwrap(), "--threads", "2"])
+            .args(extra);
+        // SAFETY: setrlimit is async-signal-safe and only touches the child's own limits.
+        unsafe {
+            cmd.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 1 << 30,
+                    rlim_max: 1 << 30,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        cmd.output().unwrap()
+    };
+
+    let refused = run(&["--size", "4096", "--max-memory", "600M", "--quiet"]);
+    let msg = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+    let largest: u32 = msg
+        .split("--size ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no largest size in {msg:?}"));
+    assert!((32..4096).contains(&largest), "{msg}");
+    assert!(!out.exists());
+
+    // The size it names fits the same budget (the plan says so without running).
+    let fits = run(&[
+        "--size",
+        &largest.to_string(),
+        "--max-memory",
+        "600M",
+        "--dry-run",
+    ]);
+    let plan = String::from_utf8_lossy(&fits.stdout);
+    assert!(fits.status.success(), "{}", stderr(&fits));
+    assert!(
+        plan.starts_with("plan: ") && plan.contains("estimated peak"),
+        "{plan}"
+    );
+    assert!(!out.exists(), "a dry run writes nothing");
+
+    // Room for the evaluation but not for 100 L-BFGS pairs: the history is shortened.
+    let capped = run(&[
+        "--size",
+        "1024",
+        "--iters",
+        "300",
+        "--max-memory",
+        "3G",
+        "--dry-run",
+    ]);
+    let (plan, msg) = (String::from_utf8_lossy(&capped.stdout), stderr(&capped));
+    assert!(capped.status.success(), "{msg}");
+    assert!(msg.contains("L-BFGS history capped at"), "{msg}");
+    let history: usize = plan
+        .split("L-BFGS history ")
+        .nth(1)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no history in {plan:?}"));
+    assert!((5..100).contains(&history), "{plan}");
+}

@@ -175,6 +175,14 @@ pub struct TransferArgs {
     /// Worker threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Memory budget, e.g. 6G or 512M [default: the smaller of 80% of available memory and
+    /// the cgroup limit]. The run's peak is estimated first: the L-BFGS history is shortened to
+    /// fit, or the run is refused naming the largest size that fits.
+    #[arg(long, value_name = "SIZE", value_parser = nst_transfer::memory::parse_bytes)]
+    pub max_memory: Option<u64>,
+    /// Print the plan (size, memory estimate, budget, history) and exit without running.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print nothing but errors.
     #[arg(long)]
     pub quiet: bool,

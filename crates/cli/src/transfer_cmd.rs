@@ -6,6 +6,7 @@ use nst_loss::{Layers, LossWeights, Objective};
 use nst_tensor::ndarray::ArrayD;
 use nst_transfer::image_io::{self, OutputFormat};
 use nst_transfer::init::{initial_image, Init};
+use nst_transfer::memory;
 use nst_transfer::optim::LineSearch;
 use nst_transfer::run::{run, EvalRecord, OptimizerKind};
 use nst_vgg::{Pooling, Vgg};
@@ -48,12 +49,67 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         vgg.preprocessing().describe()
     ));
 
+    // Plan the memory from the image headers, before any image is decoded.
+    let out_size = image_io::longer_side_size(
+        image_io::dimensions(&args.content).map_err(|e| e.to_string())?,
+        args.size,
+    );
+    let style_side = ((args.size as f64 * args.style_scale as f64).round() as u32).max(1);
+    let mut style_pixels = 0;
+    for path in &args.style {
+        let (w, h) = image_io::longer_side_size(
+            image_io::dimensions(path).map_err(|e| e.to_string())?,
+            style_side,
+        );
+        style_pixels += w as usize * h as usize;
+    }
+    let mut optimizer = optimizer_kind(&args);
+    // Unknown (no /proc, no cgroup) means unlimited: nothing to check against.
+    let budget = args
+        .max_memory
+        .or_else(memory::default_budget)
+        .unwrap_or(u64::MAX);
+    let shape = memory::RunShape {
+        content_layers: &args.content_layers,
+        style_layers: &args.style_layers,
+        size: (out_size.0 as usize, out_size.1 as usize),
+        style_pixels,
+    };
+    let plan =
+        memory::plan(&vgg, &shape, optimizer, args.iters, budget).map_err(|e| e.to_string())?;
+    if let (Some(from), Some(to), OptimizerKind::Lbfgs { history, .. }) =
+        (plan.capped_from, plan.history, &mut optimizer)
+    {
+        *history = to;
+        say(format!(
+            "memory: L-BFGS history capped at {to} pairs (of {from}) to fit the budget of {}",
+            memory::format_bytes(budget)
+        ));
+    }
+    let plan_line = format!(
+        "plan: {}×{} px, estimated peak {} of a {} budget{}",
+        out_size.0,
+        out_size.1,
+        memory::format_bytes(plan.peak_bytes),
+        if budget == u64::MAX {
+            "unknown".to_string()
+        } else {
+            memory::format_bytes(budget)
+        },
+        plan.history
+            .map_or(String::new(), |h| format!(", L-BFGS history {h}"))
+    );
+    if args.dry_run {
+        println!("{plan_line}");
+        return Ok(Ended::Done);
+    }
+    say(plan_line);
+
     let content_img = image_io::resize_longer_side(
         &image_io::load(&args.content).map_err(|e| e.to_string())?,
         args.size,
     );
     let content = image_io::to_variable(&content_img);
-    let style_side = ((args.size as f64 * args.style_scale as f64).round() as u32).max(1);
     let mut style_imgs = Vec::new();
     for path in &args.style {
         style_imgs.push(image_io::resize_longer_side(
@@ -87,21 +143,6 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
     )
     .map_err(|e| e.to_string())?;
 
-    let optimizer = match args.optimizer {
-        OptimizerArg::Lbfgs => OptimizerKind::Lbfgs {
-            history: args.history,
-            line_search: match args.line_search {
-                LineSearchArg::StrongWolfe => LineSearch::StrongWolfe,
-                LineSearchArg::None => LineSearch::None,
-            },
-        },
-        OptimizerArg::Adam => OptimizerKind::Adam {
-            lr: args.lr.unwrap_or(0.02),
-        },
-        OptimizerArg::Gd => OptimizerKind::Gd {
-            lr: args.lr.unwrap_or(1e-7),
-        },
-    };
     say(format!(
         "{}×{} px, {} evaluations of {}, α={} β={} γ={}",
         content.shape()[3],
@@ -211,6 +252,25 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         (Ended::Done, None) => say(format!("no evaluation made → {}", args.output.display())),
     }
     Ok(ended)
+}
+
+/// The optimizer and its settings, from the options.
+fn optimizer_kind(args: &TransferArgs) -> OptimizerKind {
+    match args.optimizer {
+        OptimizerArg::Lbfgs => OptimizerKind::Lbfgs {
+            history: args.history,
+            line_search: match args.line_search {
+                LineSearchArg::StrongWolfe => LineSearch::StrongWolfe,
+                LineSearchArg::None => LineSearch::None,
+            },
+        },
+        OptimizerArg::Adam => OptimizerKind::Adam {
+            lr: args.lr.unwrap_or(0.02),
+        },
+        OptimizerArg::Gd => OptimizerKind::Gd {
+            lr: args.lr.unwrap_or(1e-7),
+        },
+    }
 }
 
 /// Sizes rayon's global pool to `threads` (`--threads`), or leaves its default, one per core.

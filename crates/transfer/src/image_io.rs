@@ -123,16 +123,42 @@ pub fn load(path: &Path) -> Result<Rgb32FImage, ImageIoError> {
     Ok(img.to_rgb32f())
 }
 
-/// Resizes so the longer side is `target` pixels (Lanczos-3), keeping the aspect ratio; an
-/// image whose longer side already is `target` is returned as is, not resampled.
-pub fn resize_longer_side(img: &Rgb32FImage, target: u32) -> Rgb32FImage {
-    let (w, h) = img.dimensions();
+/// An image file's width and height, read from its header without decoding the pixels (to plan
+/// memory before anything large is allocated).
+pub fn dimensions(path: &Path) -> Result<(u32, u32), ImageIoError> {
+    let io = |source| ImageIoError::Io {
+        path: path.into(),
+        source,
+    };
+    ImageReader::open(path)
+        .map_err(io)?
+        .with_guessed_format()
+        .map_err(io)?
+        .into_dimensions()
+        .map_err(|e| ImageIoError::Decode {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+}
+
+/// The size [`resize_longer_side`] gives a `w×h` image for `target`.
+pub fn longer_side_size((w, h): (u32, u32), target: u32) -> (u32, u32) {
     if w.max(h) == target {
-        return img.clone();
+        return (w, h);
     }
     let scale = target as f64 / w.max(h) as f64;
     let nw = ((w as f64 * scale).round() as u32).max(1);
     let nh = ((h as f64 * scale).round() as u32).max(1);
+    (nw, nh)
+}
+
+/// Resizes so the longer side is `target` pixels (Lanczos-3), keeping the aspect ratio; an
+/// image whose longer side already is `target` is returned as is, not resampled.
+pub fn resize_longer_side(img: &Rgb32FImage, target: u32) -> Rgb32FImage {
+    let (nw, nh) = longer_side_size(img.dimensions(), target);
+    if (nw, nh) == img.dimensions() {
+        return img.clone();
+    }
     image::imageops::resize(img, nw, nh, FilterType::Lanczos3)
 }
 

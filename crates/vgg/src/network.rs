@@ -53,6 +53,12 @@ impl Vgg {
         self.arch
     }
 
+    /// The loaded convolutions' weights, in network order (`Layer::Conv { conv, .. }` indexes
+    /// them).
+    pub fn conv_weights(&self) -> &[ConvWeights] {
+        &self.convs
+    }
+
     /// The input normalisation.
     pub fn preprocessing(&self) -> &Preprocessing {
         &self.preprocessing

@@ -68,7 +68,8 @@ impl Optimizer for Lbfgs {
             g: g0,
             gtd: 0.0,
         };
-        let mut memory: VecDeque<Pair> = VecDeque::with_capacity(self.history);
+        // Grown as pairs arrive: a long history is never reserved up front.
+        let mut memory: VecDeque<Pair> = VecDeque::new();
         let mut h0 = 1.0;
         // Scale of the next scaled-gradient (restart) step; halved after each rejected step.
         let mut restart_scale = 1.0;

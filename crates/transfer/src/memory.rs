@@ -1,0 +1,290 @@
+//! The memory budget: how much a run will need, estimated before anything large is allocated,
+//! and what to do when that is more than the machine (or `--max-memory`) allows.
+//!
+//! The peak resident memory of a run is modelled as
+//!
+//! ```text
+//! peak = base + weights + prepared filters                       (fixed)
+//!      + FRAGMENTATION · 4 B · (3·M_max + Σ_content M_l)          (one evaluation)
+//!      + 4 B · N · (2·pairs + IMAGE_COPIES)                       (images and optimizer state)
+//! ```
+//!
+//! where `M_l` is the number of floats in layer `l`'s feature map, `M_max` the largest map up to
+//! the deepest layer used (block 1's: 64 channels at full size), `N = 3·H·W` the image, and
+//! `pairs` the L-BFGS history actually kept. One evaluation's peak is in the backward pass of
+//! block 1: the incoming gradient, the outgoing one and the gradient already waiting at the
+//! style layer `relu1_1` — three maps of the largest size — while the content targets stay
+//! resident. The prepared filters are the Winograd-domain forms of each 3×3 layer, forward and
+//! flipped (4× the raw weights each, see `nst_tensor::kernels::conv`). The factor
+//! [`FRAGMENTATION`] accounts for the allocator keeping freed blocks for reuse (the speed
+//! setting in the CLI's `main.rs`); it is calibrated against measured peaks (BENCHMARKS.md).
+
+use crate::run::OptimizerKind;
+use nst_tensor::kernels::conv::{self, Algorithm, ConvGeometry};
+use nst_vgg::arch::Layer;
+use nst_vgg::{Vgg, VggError};
+
+/// Resident memory a run needs beyond its data: code, thread stacks, allocator state (bytes).
+pub const BASE_BYTES: u64 = 24 << 20;
+/// How much more resident memory the evaluation's maps take than their live size, because the
+/// allocator keeps freed blocks for reuse rather than returning them (measured: 1.7–1.9).
+pub const FRAGMENTATION: f64 = 1.8;
+/// Image-sized vectors alive besides the L-BFGS pairs: the iterate, the previous iterate, the
+/// direction, the current and trial gradients, the evaluated image and its copy on the tape,
+/// the best image, the content image and the output.
+pub const IMAGE_COPIES: u64 = 10;
+/// The shortest L-BFGS history worth running; a budget that cannot hold it is refused.
+pub const MIN_HISTORY: usize = 5;
+
+/// What a run will look like in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Estimated peak resident memory, in bytes.
+    pub peak_bytes: u64,
+    /// The L-BFGS history that fits (equal to the one asked for unless capped).
+    pub history: Option<usize>,
+    /// The history asked for, when it was capped to fit.
+    pub capped_from: Option<usize>,
+}
+
+/// Why a run cannot go ahead within the budget.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// The estimate exceeds the budget even with the shortest history.
+    #[error(
+        "a {width}×{height} run needs about {need} but the memory budget is {budget}; \
+         the largest output that fits is --size {largest} (or raise --max-memory)"
+    )]
+    TooLarge {
+        /// Output width.
+        width: usize,
+        /// Output height.
+        height: usize,
+        /// The estimate, formatted.
+        need: String,
+        /// The budget, formatted.
+        budget: String,
+        /// The longest side that fits (0 if none).
+        largest: usize,
+    },
+    /// The layers could not be resolved.
+    #[error(transparent)]
+    Network(#[from] VggError),
+}
+
+/// What the estimate needs to know of a run besides the network and the optimizer.
+#[derive(Clone, Debug)]
+pub struct RunShape<'a> {
+    /// The content layers.
+    pub content_layers: &'a [String],
+    /// The style layers.
+    pub style_layers: &'a [String],
+    /// The output's width and height.
+    pub size: (usize, usize),
+    /// The pixels of all style images together, at the size they are used.
+    pub style_pixels: usize,
+}
+
+/// The estimated peak of a run of `shape` (see the module documentation) with an optimizer
+/// keeping `pairs` L-BFGS pairs.
+pub fn estimate_peak(vgg: &Vgg, shape: &RunShape, pairs: usize) -> Result<u64, VggError> {
+    let (width, height) = shape.size;
+    let all: Vec<String> = [shape.content_layers, shape.style_layers].concat();
+    let wanted = vgg.resolve(&all)?;
+    let content = vgg.resolve(shape.content_layers)?;
+    let layers = vgg.arch().layers();
+    let deepest = wanted
+        .iter()
+        .filter_map(|l| layers.iter().position(|a| a == l))
+        .max()
+        .unwrap_or(0);
+    let weights: u64 = vgg
+        .conv_weights()
+        .iter()
+        .map(|c| 4 * (c.weight.len() + c.bias.len()) as u64)
+        .sum();
+    // Walk the layers, tracking the map size: the largest map, the content maps, and the
+    // prepared filters of each convolution reached.
+    let (mut h, mut w, mut channels) = (height, width, 3usize);
+    let (mut largest, mut content_maps, mut filters) = (0u64, 0u64, 0u64);
+    for layer in &layers[..=deepest] {
+        match *layer {
+            Layer::Conv { conv, .. } => {
+                let shape = vgg.conv_weights()[conv].weight.shape().to_vec();
+                let g = ConvGeometry {
+                    c_in: shape[1],
+                    h,
+                    w,
+                    c_out: shape[0],
+                    kh: shape[2],
+                    kw: shape[3],
+                    pad: 1,
+                };
+                let raw = 4 * (g.c_out * g.k()) as u64;
+                if conv::forward_algorithm(&g) == Algorithm::Winograd4x4 {
+                    filters += 4 * raw;
+                }
+                if conv::input_grad_algorithm(&g) == Algorithm::Winograd4x4 {
+                    filters += 4 * raw;
+                }
+                channels = g.c_out;
+            }
+            Layer::Relu { .. } => {}
+            Layer::Pool { .. } => (h, w) = (h / 2, w / 2),
+        }
+        let map = (channels * h * w) as u64;
+        largest = largest.max(map);
+        if content.contains(layer) {
+            content_maps += map;
+        }
+    }
+    let evaluation = FRAGMENTATION * 4.0 * (3 * largest + content_maps) as f64;
+    let image = 4 * 3 * (width * height) as u64;
+    let images = image * (2 * pairs as u64 + IMAGE_COPIES) + 4 * 3 * shape.style_pixels as u64;
+    Ok(BASE_BYTES + weights + filters + evaluation as u64 + images)
+}
+
+/// The L-BFGS pairs a run of `evals` evaluations can keep: at most one per iteration.
+pub fn pairs_kept(optimizer: OptimizerKind, evals: usize) -> usize {
+    match optimizer {
+        OptimizerKind::Lbfgs { history, .. } => history.min(evals),
+        // Adam's two moments are two image-sized vectors.
+        OptimizerKind::Adam { .. } => 1,
+        OptimizerKind::Gd { .. } => 0,
+    }
+}
+
+/// Plans a run of `shape` with `optimizer` for `evals` evaluations within `budget` bytes: the
+/// estimate with the history asked for; if that does not fit, the longest L-BFGS history that
+/// does (at least [`MIN_HISTORY`]); if nothing fits, an error naming the largest output size
+/// that would (same aspect ratio, shortest history).
+pub fn plan(
+    vgg: &Vgg,
+    shape: &RunShape,
+    optimizer: OptimizerKind,
+    evals: usize,
+    budget: u64,
+) -> Result<Plan, MemoryError> {
+    let size = shape.size;
+    let estimate = |size, pairs| {
+        let at_size = RunShape {
+            size,
+            ..shape.clone()
+        };
+        estimate_peak(vgg, &at_size, pairs)
+    };
+    let pairs = pairs_kept(optimizer, evals);
+    let peak = estimate(size, pairs)?;
+    let history = match optimizer {
+        OptimizerKind::Lbfgs { history, .. } => Some(history),
+        _ => None,
+    };
+    if peak <= budget {
+        return Ok(Plan {
+            peak_bytes: peak,
+            history,
+            capped_from: None,
+        });
+    }
+    let min_pairs = pairs.min(MIN_HISTORY);
+    let floor = estimate(size, min_pairs)?;
+    if floor <= budget {
+        // Every pair costs the same two image-sized vectors: solve for the count that fits.
+        let per_pair = estimate(size, min_pairs + 1)? - floor;
+        let fits = min_pairs + ((budget - floor) / per_pair.max(1)) as usize;
+        return Ok(Plan {
+            peak_bytes: estimate(size, fits)?,
+            history: Some(fits),
+            capped_from: history,
+        });
+    }
+    // The largest longer side (same aspect ratio) whose shortest-history run fits.
+    let (w, h) = size;
+    let scaled = |side: usize| {
+        let longer = w.max(h) as f64;
+        let f = |v: usize| ((v as f64 * side as f64 / longer).round() as usize).max(1);
+        (f(w), f(h))
+    };
+    let (mut lo, mut hi) = (0usize, w.max(h));
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if estimate(scaled(mid), min_pairs)? <= budget {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Err(MemoryError::TooLarge {
+        width: w,
+        height: h,
+        need: format_bytes(peak),
+        budget: format_bytes(budget),
+        largest: lo,
+    })
+}
+
+/// `SIZE` as bytes: a number with an optional binary unit, `K`, `M`, `G` or `T` (e.g. `6G`,
+/// `512M`, `1.5G`, `1073741824`).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (number, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&t[..i], t[i..].trim_end_matches(['B', 'b', 'i'])),
+        None => (t, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => {
+            return Err(format!(
+                "{s:?}: expected a size like 6G, 512M or 1073741824"
+            ))
+        }
+    };
+    let v: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size like 6G, 512M or 1073741824"))?;
+    let bytes = v * (1u64 << shift) as f64;
+    if !(1.0..1e18).contains(&bytes) {
+        return Err(format!("{s:?}: not a usable memory size"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Bytes for people: `1.5 GiB`, `734 MiB`.
+pub fn format_bytes(b: u64) -> String {
+    let gib = b as f64 / (1u64 << 30) as f64;
+    if gib >= 1.0 {
+        format!("{gib:.1} GiB")
+    } else {
+        format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64)
+    }
+}
+
+/// The default budget: the smaller of 80 % of the memory the kernel says is available
+/// (`MemAvailable`) and the limit of the cgroup the process runs in (Kubernetes and Slurm
+/// confine jobs to one). `None` where neither can be read.
+pub fn default_budget() -> Option<u64> {
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024 / 10 * 8)
+    });
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .and_then(|v| v.trim().parse::<u64>().ok())
+    // cgroup v1 reports "no limit" as a huge number.
+    .filter(|&v| v < 1 << 60);
+    match (available, cgroup) {
+        (Some(a), Some(c)) => Some(a.min(c)),
+        (a, c) => a.or(c),
+    }
+}
