@@ -18,8 +18,34 @@ pub struct Cli {
 pub enum Command {
     /// Render the content image in the style of the style image(s).
     Transfer(Box<TransferArgs>),
+    /// Evaluate the objective at an image: its loss terms and, optionally, its gradient.
+    Eval(Box<EvalArgs>),
     /// Profile evaluations of the default objective, layer by layer, on synthetic images.
     Bench(BenchArgs),
+}
+
+/// Options of `nst eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// The objective: images, network, layers and weights (the content is resized to the
+    /// image's size; styles as in `nst transfer`, relative to the image's longer side).
+    #[command(flatten)]
+    pub objective: ObjectiveArgs,
+    /// The image to evaluate: .png/.jpg (any decodable image) or a float32 H×W×3 .npy.
+    #[arg(long, value_name = "X")]
+    pub image: PathBuf,
+    /// Evaluate in tiles of PX pixels (the same loss and gradient).
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(16..=65536))]
+    pub tile: Option<u64>,
+    /// Write ∂total/∂X as a float32 H×W×3 .npy (in the image's [0, 1] RGB space).
+    #[arg(long, value_name = "G.npy")]
+    pub grad_out: Option<PathBuf>,
+    /// Print one JSON object: total, content, style, tv and style_layers.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// Options of `nst bench`.
@@ -89,27 +115,15 @@ pub enum PoolingArg {
 /// Options of `nst transfer`.
 #[derive(clap::Args, Debug)]
 pub struct TransferArgs {
-    /// Content image.
-    #[arg(long, value_name = "C")]
-    pub content: PathBuf,
-    /// Style image; repeat for several styles.
-    #[arg(long, value_name = "S", required = true)]
-    pub style: Vec<PathBuf>,
+    /// The objective: images, network, layers and weights.
+    #[command(flatten)]
+    pub objective: ObjectiveArgs,
     /// Output: .png or .jpg (clamped, 8-bit) or .npy (raw float32 H×W×3 RGB, not clamped).
     #[arg(long, value_name = "OUT")]
     pub output: PathBuf,
-    /// Blend weights of the styles, one per --style (normalised to sum 1) [default: equal].
-    #[arg(long, value_name = "W,..", value_delimiter = ',')]
-    pub style_blend: Option<Vec<f32>>,
-    /// Weights directory [default: weights/vgg19 if present, else weights/vgg16].
-    #[arg(long, value_name = "DIR")]
-    pub weights: Option<PathBuf>,
     /// Longer side of the output in pixels.
     #[arg(long, value_name = "PX", default_value_t = 512)]
     pub size: u32,
-    /// Style images are resized so their longer side is size × this factor.
-    #[arg(long, value_name = "F", default_value_t = 1.0)]
-    pub style_scale: f32,
     /// Budget of loss+gradient evaluations (line-search evaluations included).
     #[arg(long, value_name = "N", default_value_t = 300)]
     pub iters: usize,
@@ -135,6 +149,53 @@ pub struct TransferArgs {
     /// Seed of the noise initialisation.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
+    /// Keep the content's colours (luminance-only transfer, YIQ).
+    #[arg(long)]
+    pub original_colors: bool,
+    /// Also write the image every N evaluations, as `OUT_stem_<eval>.ext`.
+    #[arg(long, value_name = "N")]
+    pub save_every: Option<usize>,
+    /// Write one JSON object per evaluation to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log_json: Option<PathBuf>,
+    /// Worker threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Memory budget, e.g. 6G or 512M [default: the smaller of 80% of available memory and
+    /// the cgroup limit]. The run's peak is estimated first: the L-BFGS history is shortened to
+    /// fit, or the run is refused naming the largest size that fits.
+    #[arg(long, value_name = "SIZE", value_parser = nst_transfer::memory::parse_bytes)]
+    pub max_memory: Option<u64>,
+    /// Evaluate in tiles of PX pixels: the same loss and gradient, with memory that follows the
+    /// tile [default: whole images, or tiles chosen to fit --max-memory].
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(16..=65536))]
+    pub tile: Option<u64>,
+    /// Print the plan (size, memory estimate, budget, tiles, history) and exit without running.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print nothing but errors.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The options that define the objective, shared by `nst transfer` and `nst eval`.
+#[derive(clap::Args, Debug)]
+pub struct ObjectiveArgs {
+    /// Content image.
+    #[arg(long, value_name = "C")]
+    pub content: PathBuf,
+    /// Style image; repeat for several styles.
+    #[arg(long, value_name = "S", required = true)]
+    pub style: Vec<PathBuf>,
+    /// Blend weights of the styles, one per --style (normalised to sum 1) [default: equal].
+    #[arg(long, value_name = "W,..", value_delimiter = ',')]
+    pub style_blend: Option<Vec<f32>>,
+    /// Weights directory [default: weights/vgg19 if present, else weights/vgg16].
+    #[arg(long, value_name = "DIR")]
+    pub weights: Option<PathBuf>,
+    /// Style images are resized so their longer side is size × this factor.
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    pub style_scale: f32,
     /// Content weight α [default: 5 for Caffe-scale weights, rescaled for others].
     #[arg(long, value_name = "A")]
     pub content_weight: Option<f32>,
@@ -163,27 +224,4 @@ pub struct TransferArgs {
     /// Pooling between blocks.
     #[arg(long, value_enum, default_value_t = PoolingArg::Max)]
     pub pooling: PoolingArg,
-    /// Keep the content's colours (luminance-only transfer, YIQ).
-    #[arg(long)]
-    pub original_colors: bool,
-    /// Also write the image every N evaluations, as `OUT_stem_<eval>.ext`.
-    #[arg(long, value_name = "N")]
-    pub save_every: Option<usize>,
-    /// Write one JSON object per evaluation to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub log_json: Option<PathBuf>,
-    /// Worker threads [default: one per core].
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
-    /// Memory budget, e.g. 6G or 512M [default: the smaller of 80% of available memory and
-    /// the cgroup limit]. The run's peak is estimated first: the L-BFGS history is shortened to
-    /// fit, or the run is refused naming the largest size that fits.
-    #[arg(long, value_name = "SIZE", value_parser = nst_transfer::memory::parse_bytes)]
-    pub max_memory: Option<u64>,
-    /// Print the plan (size, memory estimate, budget, history) and exit without running.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Print nothing but errors.
-    #[arg(long)]
-    pub quiet: bool,
 }

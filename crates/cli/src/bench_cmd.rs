@@ -7,7 +7,8 @@
 //! pass, the effective GFLOP/s, and how many independent tasks the layer's forward pass makes.
 
 use crate::args::BenchArgs;
-use crate::transfer_cmd::{default_weights_dir, use_threads};
+use crate::setup::default_weights_dir;
+use crate::transfer_cmd::use_threads;
 use nst_loss::{Layers, LossWeights, Objective};
 use nst_tensor::kernels::conv::{self, ConvGeometry};
 use nst_tensor::ndarray::{Array4, ArrayD};

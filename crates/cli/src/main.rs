@@ -1,10 +1,13 @@
 //! `nst`: the command line over the nst crates. All the work is in the libraries; this parses
-//! the options (`args.rs`), runs the command (`transfer_cmd.rs`, `bench_cmd.rs`) and turns the
+//! the options (`args.rs`), runs the command (`transfer_cmd.rs`, `eval_cmd.rs`, `bench_cmd.rs`,
+//! sharing `setup.rs`) and turns the
 //! result into an exit code: 0 done, 1 error, 2 bad usage (from clap), 130 interrupted (best
 //! image written).
 
 mod args;
 mod bench_cmd;
+mod eval_cmd;
+mod setup;
 mod transfer_cmd;
 
 use clap::Parser;
@@ -15,6 +18,7 @@ fn main() -> ExitCode {
     let cli = args::Cli::parse();
     let result = match cli.command {
         args::Command::Transfer(a) => transfer_cmd::transfer(*a),
+        args::Command::Eval(a) => eval_cmd::eval(*a).map(|()| transfer_cmd::Ended::Done),
         args::Command::Bench(a) => bench_cmd::bench(a).map(|()| transfer_cmd::Ended::Done),
     };
     match result {

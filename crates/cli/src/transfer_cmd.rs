@@ -1,15 +1,15 @@
 //! `nst transfer`: validate the options, prepare the images and the objective, run, write.
 
-use crate::args::{LineSearchArg, OptimizerArg, PoolingArg, TransferArgs};
+use crate::args::{LineSearchArg, OptimizerArg, TransferArgs};
+use crate::setup;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nst_loss::{Layers, LossWeights, Objective};
+use nst_loss::Objective;
 use nst_tensor::ndarray::ArrayD;
 use nst_transfer::image_io::{self, OutputFormat};
 use nst_transfer::init::{initial_image, Init};
 use nst_transfer::memory;
 use nst_transfer::optim::LineSearch;
 use nst_transfer::run::{run, EvalRecord, OptimizerKind};
-use nst_vgg::{Pooling, Vgg};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,28 +35,17 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         }
     };
 
-    let weights_dir = args.weights.clone().unwrap_or_else(default_weights_dir);
-    let vgg = Vgg::load(&weights_dir)
-        .map_err(|e| e.to_string())?
-        .with_pooling(match args.pooling {
-            PoolingArg::Max => Pooling::Max,
-            PoolingArg::Avg => Pooling::Avg,
-        });
-    say(format!(
-        "network: {} from {} — preprocessing {}",
-        vgg.arch(),
-        weights_dir.display(),
-        vgg.preprocessing().describe()
-    ));
+    let (vgg, network_line) = setup::load_network(&args.objective)?;
+    say(network_line);
 
     // Plan the memory from the image headers, before any image is decoded.
     let out_size = image_io::longer_side_size(
-        image_io::dimensions(&args.content).map_err(|e| e.to_string())?,
+        image_io::dimensions(&args.objective.content).map_err(|e| e.to_string())?,
         args.size,
     );
-    let style_side = ((args.size as f64 * args.style_scale as f64).round() as u32).max(1);
+    let style_side = setup::style_side(&args.objective, args.size);
     let mut style_pixels = 0;
-    for path in &args.style {
+    for path in &args.objective.style {
         let (w, h) = image_io::longer_side_size(
             image_io::dimensions(path).map_err(|e| e.to_string())?,
             style_side,
@@ -70,10 +59,11 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         .or_else(memory::default_budget)
         .unwrap_or(u64::MAX);
     let shape = memory::RunShape {
-        content_layers: &args.content_layers,
-        style_layers: &args.style_layers,
+        content_layers: &args.objective.content_layers,
+        style_layers: &args.objective.style_layers,
         size: (out_size.0 as usize, out_size.1 as usize),
         style_pixels,
+        tile: args.tile.map(|t| t as usize),
     };
     let plan =
         memory::plan(&vgg, &shape, optimizer, args.iters, budget).map_err(|e| e.to_string())?;
@@ -87,7 +77,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         ));
     }
     let plan_line = format!(
-        "plan: {}×{} px, estimated peak {} of a {} budget{}",
+        "plan: {}×{} px, estimated peak {} of a {} budget{}{}",
         out_size.0,
         out_size.1,
         memory::format_bytes(plan.peak_bytes),
@@ -96,6 +86,10 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         } else {
             memory::format_bytes(budget)
         },
+        plan.tile
+            .map_or(", whole-image evaluation".to_string(), |t| format!(
+                ", tiles of {t} px"
+            )),
         plan.history
             .map_or(String::new(), |h| format!(", L-BFGS history {h}"))
     );
@@ -106,35 +100,16 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
     say(plan_line);
 
     let content_img = image_io::resize_longer_side(
-        &image_io::load(&args.content).map_err(|e| e.to_string())?,
+        &image_io::load(&args.objective.content).map_err(|e| e.to_string())?,
         args.size,
     );
     let content = image_io::to_variable(&content_img);
-    let mut style_imgs = Vec::new();
-    for path in &args.style {
-        style_imgs.push(image_io::resize_longer_side(
-            &image_io::load(path).map_err(|e| e.to_string())?,
-            style_side,
-        ));
-    }
-    let styles: Vec<ArrayD<f32>> = style_imgs.iter().map(image_io::to_variable).collect();
-    let blend = args
-        .style_blend
-        .clone()
-        .unwrap_or_else(|| vec![1.0; styles.len()]);
-
-    let defaults = LossWeights::default_for(vgg.preprocessing());
-    let weights = LossWeights {
-        content: args.content_weight.unwrap_or(defaults.content),
-        style: args.style_weight.unwrap_or(defaults.style),
-        tv: args.tv_weight,
-    };
-    let layers = Layers {
-        content: args.content_layers.clone(),
-        style: args.style_layers.clone(),
-    };
-    let objective = Objective::new(&vgg, &content, &styles, &blend, layers, weights)
-        .map_err(|e| e.to_string())?;
+    let style_imgs = setup::load_styles(&args.objective, style_side)?;
+    let (styles, blend) = setup::styles_and_blend(&args.objective, &style_imgs);
+    let (weights, layers) = setup::weights_and_layers(&args.objective, &vgg);
+    let objective =
+        Objective::with_tiles(&vgg, &content, &styles, &blend, layers, weights, plan.tile)
+            .map_err(|e| e.to_string())?;
     let x0 = initial_image(
         &Init::parse(&args.init),
         &content,
@@ -284,16 +259,6 @@ pub fn use_threads(threads: Option<usize>) -> Result<(), String> {
     Ok(())
 }
 
-/// `weights/vgg19` if it holds a manifest, else `weights/vgg16`.
-pub fn default_weights_dir() -> PathBuf {
-    let vgg19 = PathBuf::from("weights/vgg19");
-    if vgg19.join("manifest.json").is_file() {
-        vgg19
-    } else {
-        PathBuf::from("weights/vgg16")
-    }
-}
-
 /// `dir/stem_<eval>.ext` for `dir/stem.ext`.
 fn numbered(output: &Path, eval: usize) -> PathBuf {
     let stem = output
@@ -309,13 +274,7 @@ fn numbered(output: &Path, eval: usize) -> PathBuf {
 
 /// Checks every option a user can get wrong before any work is done.
 fn validate(a: &TransferArgs) -> Result<(), String> {
-    let finite_nonneg = |name: &str, v: f32| {
-        if v.is_finite() && v >= 0.0 {
-            Ok(())
-        } else {
-            Err(format!("{name} must be a finite number ≥ 0, got {v}"))
-        }
-    };
+    setup::validate_objective(&a.objective)?;
     OutputFormat::from_path(&a.output).map_err(|e| e.to_string())?;
     if let Some(dir) = a.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
@@ -328,12 +287,6 @@ fn validate(a: &TransferArgs) -> Result<(), String> {
     if a.size == 0 {
         return Err("--size must be at least 1".into());
     }
-    if !(a.style_scale.is_finite() && a.style_scale > 0.0) {
-        return Err(format!(
-            "--style-scale must be positive, got {}",
-            a.style_scale
-        ));
-    }
     if a.iters == 0 {
         return Err("--iters must be at least 1".into());
     }
@@ -344,33 +297,6 @@ fn validate(a: &TransferArgs) -> Result<(), String> {
         if !(lr.is_finite() && lr > 0.0) {
             return Err(format!("--lr must be positive, got {lr}"));
         }
-    }
-    for (name, v) in [
-        ("--content-weight", a.content_weight),
-        ("--style-weight", a.style_weight),
-        ("--tv-weight", Some(a.tv_weight)),
-    ] {
-        if let Some(v) = v {
-            finite_nonneg(name, v)?;
-        }
-    }
-    if let Some(blend) = &a.style_blend {
-        if blend.len() != a.style.len() {
-            return Err(format!(
-                "--style-blend has {} weights for {} --style images",
-                blend.len(),
-                a.style.len()
-            ));
-        }
-        for &w in blend {
-            finite_nonneg("each --style-blend weight", w)?;
-        }
-        if blend.iter().sum::<f32>() <= 0.0 {
-            return Err("--style-blend weights must not all be zero".into());
-        }
-    }
-    if a.content_layers.is_empty() || a.style_layers.is_empty() {
-        return Err("--content-layers and --style-layers need at least one layer each".into());
     }
     if a.save_every == Some(0) {
         return Err("--save-every must be at least 1".into());

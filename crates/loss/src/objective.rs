@@ -1,6 +1,7 @@
 //! The whole objective `L = α·L_c + β·L_s + γ·L_tv` of one image, and its gradient.
 
-use crate::{blend_grams, content_loss, gram_matrix, style_loss, tv_loss};
+use crate::content::mean_of_layers;
+use crate::{blend_grams, content_loss, gram_matrix, style_layer_losses, tiled, tv_loss};
 use nst_tensor::ndarray::ArrayD;
 use nst_tensor::{Graph, OpTiming, Var};
 use nst_vgg::{Vgg, VggError};
@@ -48,6 +49,8 @@ pub struct Evaluation {
     pub style: f32,
     /// `L_tv`.
     pub tv: f32,
+    /// The style term of each style layer, `mean_ij (G_l − A_l)²` (their mean is `L_s`).
+    pub style_layers: Vec<f32>,
     /// `∂L/∂x`, the shape of the image.
     pub grad: ArrayD<f32>,
 }
@@ -55,13 +58,15 @@ pub struct Evaluation {
 /// The objective for one content image and one or more style images, with its targets — the
 /// content features `F_l(c)` and the blended style Grams `A_l` — computed once up front.
 pub struct Objective<'n> {
-    vgg: &'n Vgg,
-    layers: Layers,
+    pub(crate) vgg: &'n Vgg,
+    pub(crate) layers: Layers,
     /// The content layers then the style layers: what one forward pass extracts.
-    all_layers: Vec<String>,
-    weights: LossWeights,
-    content_targets: Vec<Arc<ArrayD<f32>>>,
-    style_targets: Vec<Arc<ArrayD<f32>>>,
+    pub(crate) all_layers: Vec<String>,
+    pub(crate) weights: LossWeights,
+    pub(crate) content_targets: Vec<Arc<ArrayD<f32>>>,
+    pub(crate) style_targets: Vec<Arc<ArrayD<f32>>>,
+    /// Tile side of exact tiled evaluation (`crate::tiled`), or `None` for whole images.
+    tile: Option<usize>,
 }
 
 impl<'n> Objective<'n> {
@@ -75,15 +80,41 @@ impl<'n> Objective<'n> {
         layers: Layers,
         weights: LossWeights,
     ) -> Result<Self, VggError> {
+        Self::with_tiles(vgg, content, styles, blend, layers, weights, None)
+    }
+
+    /// [`Objective::new`], and with `tile = Some(side)` every network pass — the targets and
+    /// each evaluation — runs tile by tile (exact tiled evaluation, see the `tiled` module):
+    /// the same objective and gradient, with memory that follows tiles of `side` pixels.
+    pub fn with_tiles(
+        vgg: &'n Vgg,
+        content: &ArrayD<f32>,
+        styles: &[ArrayD<f32>],
+        blend: &[f32],
+        layers: Layers,
+        weights: LossWeights,
+        tile: Option<usize>,
+    ) -> Result<Self, VggError> {
         let [h, w] = [content.shape()[2], content.shape()[3]];
         let all_layers = [layers.content.clone(), layers.style.clone()].concat();
         vgg.check_size(h, w, &all_layers)?;
-        let content_targets = constant_features(vgg, content, &layers.content)?;
+        let content_targets = match tile {
+            Some(side) => tiled::tiled_features(vgg, content, &layers.content, side)?,
+            None => constant_features(vgg, content, &layers.content)?,
+        };
         let mut per_style: Vec<Vec<Arc<ArrayD<f32>>>> = Vec::new();
         for s in styles {
-            let g = Graph::new();
-            let feats = vgg.features(g.constant(Arc::new(s.clone())), &layers.style)?;
-            per_style.push(feats.into_iter().map(|f| gram_matrix(f).value()).collect());
+            per_style.push(match tile {
+                Some(side) => {
+                    vgg.check_size(s.shape()[2], s.shape()[3], &layers.style)?;
+                    tiled::tiled_grams(vgg, s, &layers.style, side)?
+                }
+                None => {
+                    let g = Graph::new();
+                    let feats = vgg.features(g.constant(Arc::new(s.clone())), &layers.style)?;
+                    feats.into_iter().map(|f| gram_matrix(f).value()).collect()
+                }
+            });
         }
         let style_targets = (0..layers.style.len())
             .map(|l| {
@@ -98,6 +129,7 @@ impl<'n> Objective<'n> {
             weights,
             content_targets,
             style_targets,
+            tile,
         })
     }
 
@@ -114,7 +146,10 @@ impl<'n> Objective<'n> {
     /// `L(x)` and `∂L/∂x` for the image `x` (1×3×H×W, the content's size): one forward pass to
     /// the deepest layer needed, one backward pass. Only the image gets a gradient.
     pub fn evaluate(&self, x: &ArrayD<f32>) -> Evaluation {
-        self.evaluate_on(&Graph::new(), x)
+        match self.tile {
+            Some(side) => self.evaluate_tiled(x, side),
+            None => self.evaluate_on(&Graph::new(), x),
+        }
     }
 
     /// [`evaluate`](Self::evaluate), timing every op: the evaluation and, per op of the tape
@@ -133,7 +168,9 @@ impl<'n> Objective<'n> {
             .expect("layers and size validated in new");
         let (content_feats, style_feats) = feats.split_at(self.layers.content.len());
         let lc = content_loss(content_feats, &self.content_targets);
-        let ls = style_loss(style_feats, &self.style_targets);
+        let per_layer = style_layer_losses(style_feats, &self.style_targets);
+        let style_layers: Vec<f32> = per_layer.iter().map(|l| l.item()).collect();
+        let ls = mean_of_layers(per_layer.into_iter());
         let ltv = tv_loss(image);
         let w = self.weights;
         let total: Var = lc.scale(w.content) + ls.scale(w.style) + ltv.scale(w.tv);
@@ -150,6 +187,7 @@ impl<'n> Objective<'n> {
             content,
             style,
             tv,
+            style_layers,
             grad,
         }
     }

@@ -19,15 +19,24 @@ pub fn gram_matrix(features: Var<'_>) -> Var<'_> {
 /// over the `C_l²` Gram entries, then over the style layers. `features[l]` is `F_l(x)` on the
 /// tape, `targets[l]` the constant target Gram `A_l` (see [`blend_grams`]).
 pub fn style_loss<'g>(features: &[Var<'g>], targets: &[Arc<ArrayD<f32>>]) -> Var<'g> {
+    mean_of_layers(style_layer_losses(features, targets).into_iter())
+}
+
+/// The per-layer terms of [`style_loss`], `mean_ij (G_l(x) − A_l)²`, one per layer.
+pub fn style_layer_losses<'g>(features: &[Var<'g>], targets: &[Arc<ArrayD<f32>>]) -> Vec<Var<'g>> {
     assert_eq!(
         features.len(),
         targets.len(),
         "style_loss: one target per layer"
     );
-    mean_of_layers(features.iter().zip(targets).map(|(f, a)| {
-        let a = f.graph().constant(Arc::clone(a));
-        (gram_matrix(*f) - a).square().mean()
-    }))
+    features
+        .iter()
+        .zip(targets)
+        .map(|(f, a)| {
+            let a = f.graph().constant(Arc::clone(a));
+            (gram_matrix(*f) - a).square().mean()
+        })
+        .collect()
 }
 
 /// The target Gram of several styles, `A = Σ_k b_k G(s_k)` with the blend weights normalised to

@@ -60,6 +60,8 @@ pub(crate) enum Op {
     DiffH { x: usize },
     /// `y[.., i, j] = x[.., i, j+1] − x[.., i, j]` (horizontal neighbour differences).
     DiffW { x: usize },
+    /// `y = x[:, :, top.., left..]`, a window of an N×C×H×W map.
+    Crop { x: usize, top: usize, left: usize },
     /// `y[:, k] = x[:, index[k]]` (channels picked or reordered, e.g. RGB → BGR).
     GatherChannels { x: usize, index: Vec<usize> },
     /// `y[:, c] = scale[c]·x[:, c] + shift[c]` (the shift needs no memory: it has no derivative).
@@ -91,6 +93,7 @@ impl Op {
             Op::Reshape { .. } => "reshape",
             Op::DiffH { .. } => "diff_h",
             Op::DiffW { .. } => "diff_w",
+            Op::Crop { .. } => "crop",
             Op::GatherChannels { .. } => "gather_channels",
             Op::ChannelAffine { .. } => "channel_affine",
         }
@@ -122,6 +125,7 @@ impl Op {
             | Op::Reshape { x }
             | Op::DiffH { x }
             | Op::DiffW { x }
+            | Op::Crop { x, .. }
             | Op::GatherChannels { x, .. }
             | Op::ChannelAffine { x, .. } => vec![x],
         }
@@ -311,6 +315,15 @@ pub(crate) fn backward_op<'a>(
         }
         Op::DiffH { x } => out.push((x, diff_backward(shape_of(x), &g, shape_of(x).len() - 2))),
         Op::DiffW { x } => out.push((x, diff_backward(shape_of(x), &g, shape_of(x).len() - 1))),
+        Op::Crop { x, top, left } => {
+            // The window's gradient in place, zero elsewhere.
+            let mut dx = ArrayD::zeros(shape_of(x));
+            let (rows, cols) = (g.shape()[2], g.shape()[3]);
+            dx.slice_axis_mut(Axis(2), Slice::from(top..top + rows))
+                .slice_axis_mut(Axis(3), Slice::from(left..left + cols))
+                .assign(&g);
+            out.push((x, dx));
+        }
         Op::GatherChannels { x, ref index } => {
             // Each output channel k came from input channel index[k]: send its gradient back.
             let mut dx = ArrayD::zeros(shape_of(x));

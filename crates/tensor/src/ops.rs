@@ -301,6 +301,30 @@ impl<'g> Var<'g> {
         self.graph.record(y, Op::DiffW { x: self.id })
     }
 
+    /// The window `rows × cols` starting at row `top`, column `left` of an N×C×H×W map (the part
+    /// of a tile's features the tile owns, in tiled evaluation).
+    #[track_caller]
+    pub fn crop(self, top: usize, left: usize, rows: usize, cols: usize) -> Var<'g> {
+        let [_, _, h, w] = self.nchw("crop");
+        assert!(
+            top + rows <= h && left + cols <= w,
+            "crop: window {rows}×{cols} at ({top}, {left}) outside a {h}×{w} map"
+        );
+        let v = self.value();
+        let y = v
+            .slice_axis(Axis(2), Slice::from(top..top + rows))
+            .slice_axis(Axis(3), Slice::from(left..left + cols))
+            .to_owned();
+        self.graph.record(
+            y,
+            Op::Crop {
+                x: self.id,
+                top,
+                left,
+            },
+        )
+    }
+
     /// Picks channels (axis 1) by index: `y[:, k] = x[:, index[k]]`. `[2, 1, 0]` turns RGB into
     /// BGR.
     #[track_caller]

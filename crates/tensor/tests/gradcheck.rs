@@ -209,6 +209,15 @@ fn neighbour_differences() {
 }
 
 #[test]
+fn crop_windows_inside_and_at_the_edges() {
+    let mut r = rng(25);
+    let x = random(&mut r, &[1, 2, 5, 7]);
+    check_grads(std::slice::from_ref(&x), &|v| v[0].crop(1, 2, 3, 4));
+    check_grads(std::slice::from_ref(&x), &|v| v[0].crop(0, 0, 5, 7));
+    check_grads(&[x], &|v| v[0].crop(4, 6, 1, 1));
+}
+
+#[test]
 fn channel_gather_and_affine() {
     let mut r = rng(20);
     let x = random(&mut r, &[1, 3, 3, 4]);

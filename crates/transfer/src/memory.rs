@@ -9,7 +9,8 @@
 //!      + 4 B · N · (2·pairs + IMAGE_COPIES)                       (images and optimizer state)
 //! ```
 //!
-//! where `M_l` is the number of floats in layer `l`'s feature map, `M_max` the largest map up to
+//! (with tiled evaluation, the maps of one tile's window, plus the whole content targets) where
+//! `M_l` is the number of floats in layer `l`'s feature map, `M_max` the largest map up to
 //! the deepest layer used (block 1's: 64 channels at full size), `N = 3·H·W` the image, and
 //! `pairs` the L-BFGS history actually kept. One evaluation's peak is in the backward pass of
 //! block 1: the incoming gradient, the outgoing one and the gradient already waiting at the
@@ -45,6 +46,8 @@ pub struct Plan {
     pub history: Option<usize>,
     /// The history asked for, when it was capped to fit.
     pub capped_from: Option<usize>,
+    /// The tile side of tiled evaluation, or `None` for whole images.
+    pub tile: Option<usize>,
 }
 
 /// Why a run cannot go ahead within the budget.
@@ -52,7 +55,7 @@ pub struct Plan {
 pub enum MemoryError {
     /// The estimate exceeds the budget even with the shortest history.
     #[error(
-        "a {width}×{height} run needs about {need} but the memory budget is {budget}; \
+        "a {width}×{height} run needs at least {need} but the memory budget is {budget}; \
          the largest output that fits is --size {largest} (or raise --max-memory)"
     )]
     TooLarge {
@@ -60,7 +63,7 @@ pub enum MemoryError {
         width: usize,
         /// Output height.
         height: usize,
-        /// The estimate, formatted.
+        /// The leanest plan's estimate (smallest tile, shortest history), formatted.
         need: String,
         /// The budget, formatted.
         budget: String,
@@ -83,12 +86,53 @@ pub struct RunShape<'a> {
     pub size: (usize, usize),
     /// The pixels of all style images together, at the size they are used.
     pub style_pixels: usize,
+    /// The tile side of tiled evaluation, or `None` for whole images.
+    pub tile: Option<usize>,
 }
 
 /// The estimated peak of a run of `shape` (see the module documentation) with an optimizer
 /// keeping `pairs` L-BFGS pairs.
 pub fn estimate_peak(vgg: &Vgg, shape: &RunShape, pairs: usize) -> Result<u64, VggError> {
     let (width, height) = shape.size;
+    let weights: u64 = vgg
+        .conv_weights()
+        .iter()
+        .map(|c| 4 * (c.weight.len() + c.bias.len()) as u64)
+        .sum();
+    let whole = maps(vgg, shape, (width, height))?;
+    let evaluation = match shape.tile {
+        None => FRAGMENTATION * 4.0 * (3 * whole.largest + whole.content) as f64,
+        Some(side) => {
+            // Each tile's window is evaluated like a small image; the content targets stay
+            // whole.
+            let geo = vgg.tile_geometry(&[shape.content_layers, shape.style_layers].concat())?;
+            let side = side.max(1).div_ceil(geo.align) * geo.align;
+            let window = (
+                (side + 2 * geo.halo).min(width),
+                (side + 2 * geo.halo).min(height),
+            );
+            let tile = maps(vgg, shape, window)?;
+            FRAGMENTATION * 4.0 * (3 * tile.largest + tile.content) as f64
+                + 4.0 * whole.content as f64
+        }
+    };
+    let image = 4 * 3 * (width * height) as u64;
+    let images = image * (2 * pairs as u64 + IMAGE_COPIES) + 4 * 3 * shape.style_pixels as u64;
+    Ok(BASE_BYTES + weights + whole.filters + evaluation as u64 + images)
+}
+
+/// Floats in the feature maps of one pass over a `width×height` input, and bytes of prepared
+/// filters, up to the deepest layer of `shape`.
+struct Maps {
+    /// The largest map.
+    largest: u64,
+    /// The content layers' maps together.
+    content: u64,
+    /// The Winograd-domain filters, forward and flipped.
+    filters: u64,
+}
+
+fn maps(vgg: &Vgg, shape: &RunShape, (width, height): (usize, usize)) -> Result<Maps, VggError> {
     let all: Vec<String> = [shape.content_layers, shape.style_layers].concat();
     let wanted = vgg.resolve(&all)?;
     let content = vgg.resolve(shape.content_layers)?;
@@ -98,15 +142,12 @@ pub fn estimate_peak(vgg: &Vgg, shape: &RunShape, pairs: usize) -> Result<u64, V
         .filter_map(|l| layers.iter().position(|a| a == l))
         .max()
         .unwrap_or(0);
-    let weights: u64 = vgg
-        .conv_weights()
-        .iter()
-        .map(|c| 4 * (c.weight.len() + c.bias.len()) as u64)
-        .sum();
-    // Walk the layers, tracking the map size: the largest map, the content maps, and the
-    // prepared filters of each convolution reached.
     let (mut h, mut w, mut channels) = (height, width, 3usize);
-    let (mut largest, mut content_maps, mut filters) = (0u64, 0u64, 0u64);
+    let mut m = Maps {
+        largest: 0,
+        content: 0,
+        filters: 0,
+    };
     for layer in &layers[..=deepest] {
         match *layer {
             Layer::Conv { conv, .. } => {
@@ -122,10 +163,10 @@ pub fn estimate_peak(vgg: &Vgg, shape: &RunShape, pairs: usize) -> Result<u64, V
                 };
                 let raw = 4 * (g.c_out * g.k()) as u64;
                 if conv::forward_algorithm(&g) == Algorithm::Winograd4x4 {
-                    filters += 4 * raw;
+                    m.filters += 4 * raw;
                 }
                 if conv::input_grad_algorithm(&g) == Algorithm::Winograd4x4 {
-                    filters += 4 * raw;
+                    m.filters += 4 * raw;
                 }
                 channels = g.c_out;
             }
@@ -133,15 +174,12 @@ pub fn estimate_peak(vgg: &Vgg, shape: &RunShape, pairs: usize) -> Result<u64, V
             Layer::Pool { .. } => (h, w) = (h / 2, w / 2),
         }
         let map = (channels * h * w) as u64;
-        largest = largest.max(map);
+        m.largest = m.largest.max(map);
         if content.contains(layer) {
-            content_maps += map;
+            m.content += map;
         }
     }
-    let evaluation = FRAGMENTATION * 4.0 * (3 * largest + content_maps) as f64;
-    let image = 4 * 3 * (width * height) as u64;
-    let images = image * (2 * pairs as u64 + IMAGE_COPIES) + 4 * 3 * shape.style_pixels as u64;
-    Ok(BASE_BYTES + weights + filters + evaluation as u64 + images)
+    Ok(m)
 }
 
 /// The L-BFGS pairs a run of `evals` evaluations can keep: at most one per iteration.
@@ -154,10 +192,15 @@ pub fn pairs_kept(optimizer: OptimizerKind, evals: usize) -> usize {
     }
 }
 
-/// Plans a run of `shape` with `optimizer` for `evals` evaluations within `budget` bytes: the
-/// estimate with the history asked for; if that does not fit, the longest L-BFGS history that
-/// does (at least [`MIN_HISTORY`]); if nothing fits, an error naming the largest output size
-/// that would (same aspect ratio, shortest history).
+/// Tile sides tried, largest first, when a whole-image evaluation does not fit and no `--tile`
+/// was given: larger tiles waste less on their halo.
+pub const AUTO_TILES: [usize; 3] = [1024, 512, 256];
+
+/// Plans a run of `shape` with `optimizer` for `evals` evaluations within `budget` bytes. The
+/// evaluation is whole-image if that fits with at least [`MIN_HISTORY`] L-BFGS pairs, else tiled
+/// with the largest of [`AUTO_TILES`] that does (unless `shape.tile` fixes the tile); then the
+/// L-BFGS history asked for, or the longest that fits. If nothing fits, the error names the
+/// largest output size that would (same aspect ratio, smallest tile, shortest history).
 pub fn plan(
     vgg: &Vgg,
     shape: &RunShape,
@@ -165,40 +208,53 @@ pub fn plan(
     evals: usize,
     budget: u64,
 ) -> Result<Plan, MemoryError> {
-    let size = shape.size;
-    let estimate = |size, pairs| {
-        let at_size = RunShape {
+    let estimate = |size, tile, pairs| {
+        let s = RunShape {
             size,
+            tile,
             ..shape.clone()
         };
-        estimate_peak(vgg, &at_size, pairs)
+        estimate_peak(vgg, &s, pairs)
     };
+    let size = shape.size;
     let pairs = pairs_kept(optimizer, evals);
-    let peak = estimate(size, pairs)?;
+    let min_pairs = pairs.min(MIN_HISTORY);
     let history = match optimizer {
         OptimizerKind::Lbfgs { history, .. } => Some(history),
         _ => None,
     };
-    if peak <= budget {
-        return Ok(Plan {
-            peak_bytes: peak,
-            history,
-            capped_from: None,
-        });
-    }
-    let min_pairs = pairs.min(MIN_HISTORY);
-    let floor = estimate(size, min_pairs)?;
-    if floor <= budget {
+    let candidates: Vec<Option<usize>> = match shape.tile {
+        Some(side) => vec![Some(side)],
+        None => std::iter::once(None)
+            .chain(AUTO_TILES.iter().map(|&t| Some(t)))
+            .collect(),
+    };
+    for &tile in &candidates {
+        let floor = estimate(size, tile, min_pairs)?;
+        if floor > budget {
+            continue;
+        }
+        let peak = estimate(size, tile, pairs)?;
+        if peak <= budget {
+            return Ok(Plan {
+                peak_bytes: peak,
+                history,
+                capped_from: None,
+                tile,
+            });
+        }
         // Every pair costs the same two image-sized vectors: solve for the count that fits.
-        let per_pair = estimate(size, min_pairs + 1)? - floor;
+        let per_pair = estimate(size, tile, min_pairs + 1)? - floor;
         let fits = min_pairs + ((budget - floor) / per_pair.max(1)) as usize;
         return Ok(Plan {
-            peak_bytes: estimate(size, fits)?,
+            peak_bytes: estimate(size, tile, fits)?,
             history: Some(fits),
             capped_from: history,
+            tile,
         });
     }
-    // The largest longer side (same aspect ratio) whose shortest-history run fits.
+    // The largest longer side (same aspect ratio) whose leanest run fits.
+    let leanest = *candidates.last().expect("at least one candidate");
     let (w, h) = size;
     let scaled = |side: usize| {
         let longer = w.max(h) as f64;
@@ -208,7 +264,7 @@ pub fn plan(
     let (mut lo, mut hi) = (0usize, w.max(h));
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if estimate(scaled(mid), min_pairs)? <= budget {
+        if estimate(scaled(mid), leanest, min_pairs)? <= budget {
             lo = mid;
         } else {
             hi = mid - 1;
@@ -217,7 +273,7 @@ pub fn plan(
     Err(MemoryError::TooLarge {
         width: w,
         height: h,
-        need: format_bytes(peak),
+        need: format_bytes(estimate(size, leanest, min_pairs)?),
         budget: format_bytes(budget),
         largest: lo,
     })

@@ -15,5 +15,5 @@ pub mod weights;
 pub use arch::{Architecture, Layer};
 pub use error::VggError;
 pub use manifest::{Manifest, Preprocessing};
-pub use network::{Pooling, Vgg};
+pub use network::{Pooling, TileGeometry, Vgg};
 pub use weights::{ConvWeights, Weights};

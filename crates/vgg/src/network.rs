@@ -18,6 +18,20 @@ pub enum Pooling {
     Avg,
 }
 
+/// What exact tiled evaluation needs to know of the network up to some layers: a tile's input
+/// window must start on a multiple of `align` pixels (so its pooling windows are the full
+/// image's) and reach `halo` pixels past the region it owns on each side where it is not at the
+/// image border (so the zero padding at the window's edge never reaches an owned feature).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TileGeometry {
+    /// `2^pools` up to the deepest layer: the pooling grid, in input pixels.
+    pub align: usize,
+    /// The reach of the window's edge effects, in input pixels, rounded up to `align`.
+    pub halo: usize,
+    /// Each requested layer's scale: input pixels per feature-map position (`2^pools` before it).
+    pub scales: Vec<usize>,
+}
+
 /// A VGG network with its weights and its input normalisation.
 pub struct Vgg {
     arch: Architecture,
@@ -86,6 +100,44 @@ impl Vgg {
                     })
             })
             .collect()
+    }
+
+    /// The [`TileGeometry`] of the layers `names`. The halo is found by following the damage a
+    /// window edge does: each 3×3 convolution spreads it by one position at its scale, each
+    /// 2×2 pooling halves it (rounding up); the halo must cover it at every requested layer.
+    pub fn tile_geometry(&self, names: &[String]) -> Result<TileGeometry, VggError> {
+        let wanted = self.resolve(names)?;
+        let layers = self.arch.layers();
+        let deepest = wanted
+            .iter()
+            .filter_map(|l| layers.iter().position(|a| a == l))
+            .max()
+            .unwrap_or(0);
+        let (mut scale, mut damaged, mut reach) = (1usize, 0usize, 0usize);
+        let mut scales = vec![1; wanted.len()];
+        for layer in &layers[..=deepest] {
+            match layer {
+                Layer::Conv { conv, .. } => {
+                    damaged += self.convs[*conv].weight.shape()[2] / 2;
+                }
+                Layer::Relu { .. } => {}
+                Layer::Pool { .. } => {
+                    damaged = damaged.div_ceil(2);
+                    scale *= 2;
+                }
+            }
+            for (i, w) in wanted.iter().enumerate() {
+                if w == layer {
+                    scales[i] = scale;
+                    reach = reach.max(damaged * scale);
+                }
+            }
+        }
+        Ok(TileGeometry {
+            align: scale,
+            halo: reach.div_ceil(scale) * scale,
+            scales,
+        })
     }
 
     /// Checks that an `h×w` image reaches every requested layer: each pooling on the way must

@@ -1,0 +1,80 @@
+//! `nst eval`: the objective of any image — its loss terms and, optionally, its gradient — for
+//! studying the algorithm and for comparing with another framework.
+
+use crate::args::EvalArgs;
+use crate::setup;
+use crate::transfer_cmd::use_threads;
+use nst_loss::Objective;
+use nst_transfer::image_io::{self, OutputFormat};
+use serde_json::json;
+
+/// Runs `nst eval`: evaluates the objective at `--image`'s own size and prints the terms.
+pub fn eval(args: EvalArgs) -> Result<(), String> {
+    let o = &args.objective;
+    setup::validate_objective(o)?;
+    if let Some(path) = &args.grad_out {
+        if !OutputFormat::from_path(path).is_ok_and(|f| f == OutputFormat::Npy) {
+            return Err(format!(
+                "--grad-out {}: must be a .npy file",
+                path.display()
+            ));
+        }
+    }
+    use_threads(args.threads)?;
+    let (vgg, _) = setup::load_network(o)?;
+
+    let is_npy = args
+        .image
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let x = if is_npy {
+        image_io::load_npy(&args.image)
+    } else {
+        image_io::load(&args.image).map(|img| image_io::to_variable(&img))
+    }
+    .map_err(|e| e.to_string())?;
+    let (h, w) = (x.shape()[2] as u32, x.shape()[3] as u32);
+    let content_img = image_io::load(&o.content).map_err(|e| e.to_string())?;
+    let content = image_io::to_variable(&image_io::resize_exact(&content_img, w, h));
+    let style_imgs = setup::load_styles(o, setup::style_side(o, w.max(h)))?;
+    let (styles, blend) = setup::styles_and_blend(o, &style_imgs);
+    let (weights, layers) = setup::weights_and_layers(o, &vgg);
+    let tile = args.tile.map(|t| t as usize);
+    let objective = Objective::with_tiles(
+        &vgg,
+        &content,
+        &styles,
+        &blend,
+        layers.clone(),
+        weights,
+        tile,
+    )
+    .map_err(|e| e.to_string())?;
+    let e = objective.evaluate(&x);
+
+    if let Some(path) = &args.grad_out {
+        image_io::save(path, &e.grad).map_err(|e| e.to_string())?;
+    }
+    if args.json {
+        let per_layer: serde_json::Map<String, serde_json::Value> = layers
+            .style
+            .iter()
+            .zip(&e.style_layers)
+            .map(|(name, v)| (name.clone(), json!(v)))
+            .collect();
+        let out = json!({
+            "total": e.total, "content": e.content, "style": e.style, "tv": e.tv,
+            "style_layers": per_layer,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{w}×{h}: total {:.6e} = {} × content {:.6e} + {} × style {:.6e} + {} × tv {:.6e}",
+            e.total, weights.content, e.content, weights.style, e.style, weights.tv, e.tv
+        );
+        for (name, v) in layers.style.iter().zip(&e.style_layers) {
+            println!("  style {name}: {v:.6e}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! What `nst transfer` and `nst eval` share: the network, the style images, and the objective's
+//! settings, all from [`ObjectiveArgs`].
+
+use crate::args::{ObjectiveArgs, PoolingArg};
+use image::Rgb32FImage;
+use nst_loss::{Layers, LossWeights};
+use nst_tensor::ndarray::ArrayD;
+use nst_transfer::image_io;
+use nst_vgg::{Pooling, Vgg};
+use std::path::PathBuf;
+
+/// Loads the network the options name (`--weights`, `--pooling`), and a line describing it.
+pub fn load_network(o: &ObjectiveArgs) -> Result<(Vgg, String), String> {
+    let dir = o.weights.clone().unwrap_or_else(default_weights_dir);
+    let vgg = Vgg::load(&dir)
+        .map_err(|e| e.to_string())?
+        .with_pooling(match o.pooling {
+            PoolingArg::Max => Pooling::Max,
+            PoolingArg::Avg => Pooling::Avg,
+        });
+    let line = format!(
+        "network: {} from {} — preprocessing {}",
+        vgg.arch(),
+        dir.display(),
+        vgg.preprocessing().describe()
+    );
+    Ok((vgg, line))
+}
+
+/// `weights/vgg19` if it holds a manifest, else `weights/vgg16`.
+pub fn default_weights_dir() -> PathBuf {
+    let vgg19 = PathBuf::from("weights/vgg19");
+    if vgg19.join("manifest.json").is_file() {
+        vgg19
+    } else {
+        PathBuf::from("weights/vgg16")
+    }
+}
+
+/// The longer side of the style images for an output whose longer side is `size`
+/// (`--style-scale`).
+pub fn style_side(o: &ObjectiveArgs, size: u32) -> u32 {
+    ((size as f64 * o.style_scale as f64).round() as u32).max(1)
+}
+
+/// The style images, resized so their longer side is `side`.
+pub fn load_styles(o: &ObjectiveArgs, side: u32) -> Result<Vec<Rgb32FImage>, String> {
+    o.style
+        .iter()
+        .map(|path| {
+            let img = image_io::load(path).map_err(|e| e.to_string())?;
+            Ok(image_io::resize_longer_side(&img, side))
+        })
+        .collect()
+}
+
+/// The style images as variables, with their blend weights (`--style-blend`, default equal).
+pub fn styles_and_blend(o: &ObjectiveArgs, imgs: &[Rgb32FImage]) -> (Vec<ArrayD<f32>>, Vec<f32>) {
+    let styles: Vec<ArrayD<f32>> = imgs.iter().map(image_io::to_variable).collect();
+    let blend = o
+        .style_blend
+        .clone()
+        .unwrap_or_else(|| vec![1.0; styles.len()]);
+    (styles, blend)
+}
+
+/// The term weights (`--content-weight`, `--style-weight`, `--tv-weight`; defaults for the
+/// network's input range) and the layers.
+pub fn weights_and_layers(o: &ObjectiveArgs, vgg: &Vgg) -> (LossWeights, Layers) {
+    let defaults = LossWeights::default_for(vgg.preprocessing());
+    let weights = LossWeights {
+        content: o.content_weight.unwrap_or(defaults.content),
+        style: o.style_weight.unwrap_or(defaults.style),
+        tv: o.tv_weight,
+    };
+    let layers = Layers {
+        content: o.content_layers.clone(),
+        style: o.style_layers.clone(),
+    };
+    (weights, layers)
+}
+
+/// Checks the objective's options before any work is done.
+pub fn validate_objective(o: &ObjectiveArgs) -> Result<(), String> {
+    if !(o.style_scale.is_finite() && o.style_scale > 0.0) {
+        return Err(format!(
+            "--style-scale must be positive, got {}",
+            o.style_scale
+        ));
+    }
+    for (name, v) in [
+        ("--content-weight", o.content_weight),
+        ("--style-weight", o.style_weight),
+        ("--tv-weight", Some(o.tv_weight)),
+    ] {
+        if let Some(v) = v {
+            finite_nonneg(name, v)?;
+        }
+    }
+    if let Some(blend) = &o.style_blend {
+        if blend.len() != o.style.len() {
+            return Err(format!(
+                "--style-blend has {} weights for {} --style images",
+                blend.len(),
+                o.style.len()
+            ));
+        }
+        for &w in blend {
+            finite_nonneg("each --style-blend weight", w)?;
+        }
+        if blend.iter().sum::<f32>() <= 0.0 {
+            return Err("--style-blend weights must not all be zero".into());
+        }
+    }
+    if o.content_layers.is_empty() || o.style_layers.is_empty() {
+        return Err("--content-layers and --style-layers need at least one layer each".into());
+    }
+    Ok(())
+}
+
+fn finite_nonneg(name: &str, v: f32) -> Result<(), String> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{name} must be a finite number ≥ 0, got {v}"))
+    }
+}
