@@ -172,6 +172,59 @@ fn a_short_real_run_transfers_style() {
     assert!(dir.join("out_50.png").is_file() && dir.join("out_100.png").is_file());
 }
 
+/// Coarse to fine (`--scales 48,96`): the log shows stage 1 at 48×36 then stage 2 at 96×72,
+/// evaluations numbered on across stages, the budget split 2:1; the second stage starts from the
+/// first's result (its first loss is below a fresh start's: 2.4× measured), and the output has
+/// full size.
+#[test]
+fn coarse_to_fine_runs_its_stages_in_order() {
+    let dir = scratch("scales");
+    let (out, log) = (dir.join("out.png"), dir.join("log.jsonl"));
+    let run = |scales: &str| {
+        let o = nst(&[
+            "--size",
+            "96",
+            "--iters",
+            "30",
+            "--scales",
+            scales,
+            "--output",
+            out.to_str().unwrap(),
+            "--log-json",
+            log.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let single = run("none");
+    let staged = run("48,96");
+    assert_eq!(staged.len(), 30);
+    let stage_of = |l: &serde_json::Value| l["stage"].as_u64().unwrap();
+    let first_fine = staged.iter().position(|l| stage_of(l) == 2).unwrap();
+    assert_eq!(
+        first_fine, 20,
+        "two thirds of the budget at the coarse stage"
+    );
+    for (i, l) in staged.iter().enumerate() {
+        assert_eq!(l["eval"].as_u64(), Some(i as u64 + 1));
+        let size = if i < 20 { [48, 36] } else { [96, 72] };
+        assert_eq!(l["size"], serde_json::json!(size), "line {i}");
+    }
+    let total = |l: &serde_json::Value| l["total"].as_f64().unwrap();
+    assert!(
+        total(&staged[first_fine]) < total(&single[0]) / 1.5,
+        "the fine stage did not start from the coarse result: {} vs {}",
+        total(&staged[first_fine]),
+        total(&single[0])
+    );
+    let img = image::open(&out).unwrap();
+    assert_eq!((img.width(), img.height()), (96, 72));
+}
+
 /// The same seed and thread count give identical bytes; another seed does not.
 #[test]
 fn runs_are_deterministic() {

@@ -133,6 +133,11 @@ pub struct TransferArgs {
     /// Learning rate of adam (default 0.02) or gd (default 1e-7); L-BFGS needs none.
     #[arg(long, value_name = "F")]
     pub lr: Option<f32>,
+    /// Coarse to fine: `auto` (from ~256 px, doubling up to --size), `none` (--size only) or
+    /// sizes `PX,PX,…` (each at most twice the previous). Each stage's result, upsampled
+    /// (bicubic), starts the next; each stage gets twice the evaluations of the next.
+    #[arg(long, value_name = "auto|none|PX,..", default_value = "none")]
+    pub scales: String,
     /// L-BFGS history size.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub history: usize,

@@ -36,7 +36,7 @@ pub fn eval(args: EvalArgs) -> Result<(), String> {
     let (h, w) = (x.shape()[2] as u32, x.shape()[3] as u32);
     let content_img = image_io::load(&o.content).map_err(|e| e.to_string())?;
     let content = image_io::to_variable(&image_io::resize_exact(&content_img, w, h));
-    let style_imgs = setup::load_styles(o, setup::style_side(o, w.max(h)))?;
+    let style_imgs = setup::load_styles(o, Some(setup::style_side(o, w.max(h))))?;
     let (styles, blend) = setup::styles_and_blend(o, &style_imgs);
     let (weights, layers) = setup::weights_and_layers(o, &vgg);
     let tile = args.tile.map(|t| t as usize);

@@ -43,13 +43,16 @@ pub fn style_side(o: &ObjectiveArgs, size: u32) -> u32 {
     ((size as f64 * o.style_scale as f64).round() as u32).max(1)
 }
 
-/// The style images, resized so their longer side is `side`.
-pub fn load_styles(o: &ObjectiveArgs, side: u32) -> Result<Vec<Rgb32FImage>, String> {
+/// The style images, resized so their longer side is `side` (or as they are, for `None`).
+pub fn load_styles(o: &ObjectiveArgs, side: Option<u32>) -> Result<Vec<Rgb32FImage>, String> {
     o.style
         .iter()
         .map(|path| {
             let img = image_io::load(path).map_err(|e| e.to_string())?;
-            Ok(image_io::resize_longer_side(&img, side))
+            Ok(match side {
+                Some(side) => image_io::resize_longer_side(&img, side),
+                None => img,
+            })
         })
         .collect()
 }

@@ -10,6 +10,7 @@ use nst_transfer::init::{initial_image, Init};
 use nst_transfer::memory;
 use nst_transfer::optim::LineSearch;
 use nst_transfer::run::{run, EvalRecord, OptimizerKind};
+use nst_transfer::scales;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,31 +100,30 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
     }
     say(plan_line);
 
-    let content_img = image_io::resize_longer_side(
-        &image_io::load(&args.objective.content).map_err(|e| e.to_string())?,
-        args.size,
-    );
-    let content = image_io::to_variable(&content_img);
-    let style_imgs = setup::load_styles(&args.objective, style_side)?;
-    let (styles, blend) = setup::styles_and_blend(&args.objective, &style_imgs);
+    let stages = scales::Scales::parse(&args.scales)?.stages(args.size)?;
+    // At least one evaluation per stage: with fewer, the coarsest stages are dropped.
+    let stages = stages[stages.len().saturating_sub(args.iters)..].to_vec();
+    let budgets = scales::split_budget(args.iters, stages.len());
+    let content_raw = image_io::load(&args.objective.content).map_err(|e| e.to_string())?;
+    let style_raw = setup::load_styles(&args.objective, None)?;
     let (weights, layers) = setup::weights_and_layers(&args.objective, &vgg);
-    let objective =
-        Objective::with_tiles(&vgg, &content, &styles, &blend, layers, weights, plan.tile)
-            .map_err(|e| e.to_string())?;
-    let x0 = initial_image(
-        &Init::parse(&args.init),
-        &content,
-        &style_imgs[0],
-        args.seed,
-    )
-    .map_err(|e| e.to_string())?;
-
+    let stage_list = stages
+        .iter()
+        .zip(&budgets)
+        .map(|(s, b)| format!("{s} px × {b}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     say(format!(
-        "{}×{} px, {} evaluations of {}, α={} β={} γ={}",
-        content.shape()[3],
-        content.shape()[2],
+        "{}×{} px, {} evaluations of {} ({}), α={} β={} γ={}",
+        out_size.0,
+        out_size.1,
         args.iters,
         optimizer,
+        if stages.len() > 1 {
+            format!("coarse to fine: {stage_list}")
+        } else {
+            "one scale".to_string()
+        },
         weights.content,
         weights.style,
         weights.tv
@@ -135,20 +135,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         )),
         None => None,
     };
-    let progress = if args.quiet || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        let bar =
-            ProgressBar::with_draw_target(Some(args.iters as u64), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} evals  {msg}  [{elapsed_precise}, ETA {eta}]",
-            )
-            .expect("a valid template"),
-        );
-        bar
-    };
-
+    let progress = progress_bar(&args);
     let interrupt = Arc::new(AtomicBool::new(false));
     {
         let flag = Arc::clone(&interrupt);
@@ -157,67 +144,114 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
     }
 
-    let to_write = |x: &ArrayD<f32>, path: &Path| -> ArrayD<f32> {
+    let to_write = |x: &ArrayD<f32>, content: &ArrayD<f32>, path: &Path| -> ArrayD<f32> {
         let raw = OutputFormat::from_path(path).is_ok_and(|f| f == OutputFormat::Npy);
         if args.original_colors && !raw {
-            nst_transfer::color::keep_content_colors(x, &content)
+            nst_transfer::color::keep_content_colors(x, content)
         } else {
             x.clone()
         }
     };
     let started = Instant::now();
-    let mut observe = |r: &EvalRecord, x: &ArrayD<f32>| -> Result<(), String> {
-        progress.set_position(r.eval as u64);
-        progress.set_message(format!(
-            "loss {:.4e} (content {:.3e}, style {:.3e})",
-            r.total, r.content, r.style
-        ));
-        if let Some(log) = log.as_mut() {
-            let line = serde_json::json!({
-                "eval": r.eval, "total": r.total, "content": r.content,
-                "style": r.style, "tv": r.tv, "ms": r.ms,
-            });
-            writeln!(log, "{line}")
-                .and_then(|_| log.flush())
-                .map_err(|e| format!("writing the JSON log: {e}"))?;
-        }
-        if let Some(every) = args.save_every {
-            if r.eval.is_multiple_of(every) {
-                let path = numbered(&args.output, r.eval);
-                image_io::save(&path, &to_write(x, &path)).map_err(|e| e.to_string())?;
+    let (mut evals, mut last) = (0, None);
+    let mut x: Option<ArrayD<f32>> = None;
+    let mut content = ArrayD::zeros(vec![0]);
+    let mut ended = Ended::Done;
+    for (stage, (&side, &budget)) in stages.iter().zip(&budgets).enumerate() {
+        content = image_io::to_variable(&image_io::resize_longer_side(&content_raw, side));
+        let (w, h) = (content.shape()[3] as u32, content.shape()[2] as u32);
+        let style_side = setup::style_side(&args.objective, side);
+        let style_imgs: Vec<_> = style_raw
+            .iter()
+            .map(|s| image_io::resize_longer_side(s, style_side))
+            .collect();
+        let (styles, blend) = setup::styles_and_blend(&args.objective, &style_imgs);
+        // Tiles only where the stage is larger than one tile.
+        let tile = plan.tile.filter(|&t| side as usize > t);
+        let objective = Objective::with_tiles(
+            &vgg,
+            &content,
+            &styles,
+            &blend,
+            layers.clone(),
+            weights,
+            tile,
+        )
+        .map_err(|e| e.to_string())?;
+        let x0 = match x.take() {
+            None => initial_image(
+                &Init::parse(&args.init),
+                &content,
+                &style_imgs[0],
+                args.seed,
+            )
+            .map_err(|e| e.to_string())?,
+            Some(previous) => image_io::upsample_variable(&previous, w, h),
+        };
+        let stage_label = if stages.len() > 1 {
+            format!("stage {}/{} ({w}×{h}) ", stage + 1, stages.len())
+        } else {
+            String::new()
+        };
+        let mut observe = |r: &EvalRecord, x: &ArrayD<f32>| -> Result<(), String> {
+            let eval = evals + r.eval;
+            progress.set_position(eval as u64);
+            progress.set_message(format!(
+                "{stage_label}loss {:.4e} (content {:.3e}, style {:.3e})",
+                r.total, r.content, r.style
+            ));
+            if let Some(log) = log.as_mut() {
+                let line = serde_json::json!({
+                    "eval": eval, "total": r.total, "content": r.content,
+                    "style": r.style, "tv": r.tv, "ms": r.ms,
+                    "stage": stage + 1, "size": [w, h],
+                });
+                writeln!(log, "{line}")
+                    .and_then(|_| log.flush())
+                    .map_err(|e| format!("writing the JSON log: {e}"))?;
             }
+            if let Some(every) = args.save_every {
+                if eval.is_multiple_of(every) {
+                    let path = numbered(&args.output, eval);
+                    image_io::save(&path, &to_write(x, &content, &path))
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        };
+        let outcome = run(&objective, x0, optimizer, budget, &mut observe, &interrupt)?;
+        evals += outcome.evals;
+        if outcome.interrupted {
+            last = outcome.best;
+            x = Some(outcome.best_image);
+            ended = Ended::Interrupted;
+            break;
         }
-        Ok(())
-    };
-    let outcome = run(
-        &objective,
-        x0,
-        optimizer,
-        args.iters,
-        &mut observe,
-        &interrupt,
-    )?;
+        last = outcome.last;
+        x = Some(outcome.final_image);
+    }
     progress.finish_and_clear();
 
-    let (image, ended) = if outcome.interrupted {
-        (&outcome.best_image, Ended::Interrupted)
-    } else {
-        (&outcome.final_image, Ended::Done)
-    };
-    image_io::save(&args.output, &to_write(image, &args.output)).map_err(|e| e.to_string())?;
+    // An interrupted coarse stage still gives an output of the requested size.
+    let image =
+        image_io::upsample_variable(&x.expect("at least one stage ran"), out_size.0, out_size.1);
+    if image.shape() != content.shape() {
+        let full = image_io::resize_longer_side(&content_raw, args.size);
+        content = image_io::to_variable(&full);
+    }
+    image_io::save(&args.output, &to_write(&image, &content, &args.output))
+        .map_err(|e| e.to_string())?;
     let secs = started.elapsed().as_secs_f64();
-    match (&ended, outcome.last) {
-        (Ended::Interrupted, _) => say(format!(
-            "interrupted after {} evaluations; wrote the best image so far (loss {:.4e}) to {}",
-            outcome.evals,
-            outcome.best.map_or(f32::NAN, |b| b.total),
+    match (&ended, last) {
+        (Ended::Interrupted, best) => say(format!(
+            "interrupted after {evals} evaluations; wrote the best image so far (loss {:.4e}) to {}",
+            best.map_or(f32::NAN, |b| b.total),
             args.output.display()
         )),
         (Ended::Done, Some(r)) => say(format!(
-            "{} evaluations in {:.1} s ({:.0} ms each): loss {:.4e} (content {:.4e}, style {:.4e}, tv {:.4e}) → {}",
-            outcome.evals,
+            "{evals} evaluations in {:.1} s ({:.0} ms each): loss {:.4e} (content {:.4e}, style {:.4e}, tv {:.4e}) → {}",
             secs,
-            1e3 * secs / outcome.evals.max(1) as f64,
+            1e3 * secs / evals.max(1) as f64,
             r.total,
             r.content,
             r.style,
@@ -227,6 +261,21 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         (Ended::Done, None) => say(format!("no evaluation made → {}", args.output.display())),
     }
     Ok(ended)
+}
+
+/// The progress bar on stderr, or a hidden one when stderr is not a terminal or with `--quiet`.
+fn progress_bar(args: &TransferArgs) -> ProgressBar {
+    if args.quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(args.iters as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} evals  {msg}  [{elapsed_precise}, ETA {eta}]",
+        )
+        .expect("a valid template"),
+    );
+    bar
 }
 
 /// The optimizer and its settings, from the options.
@@ -298,6 +347,7 @@ fn validate(a: &TransferArgs) -> Result<(), String> {
             return Err(format!("--lr must be positive, got {lr}"));
         }
     }
+    scales::Scales::parse(&a.scales)?.stages(a.size)?;
     if a.save_every == Some(0) {
         return Err("--save-every must be at least 1".into());
     }

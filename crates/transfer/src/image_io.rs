@@ -177,6 +177,25 @@ pub fn to_variable(img: &Rgb32FImage) -> ArrayD<f32> {
     hwc_to_variable(hwc)
 }
 
+/// The 1×3×H×W variable resized to `w×h` by bicubic (Catmull-Rom) interpolation — how a
+/// coarse-to-fine stage's result initialises the next, larger stage. The variable is never
+/// clamped to [0, 1] while optimising, but the resampler clamps to it: values are mapped
+/// affinely into [0, 1] and back, so only the cubic's overshoot beyond the image's own range is
+/// clipped.
+pub fn upsample_variable(x: &ArrayD<f32>, w: u32, h: u32) -> ArrayD<f32> {
+    let (xh, xw, hwc) = variable_to_hwc(x);
+    if (xw as u32, xh as u32) == (w, h) {
+        return x.clone();
+    }
+    let lo = hwc.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = hwc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let unit: Vec<f32> = hwc.iter().map(|v| (v - lo) / span).collect();
+    let img = Rgb32FImage::from_raw(xw as u32, xh as u32, unit).expect("H×W×3 values");
+    let resized = image::imageops::resize(&img, w, h, FilterType::CatmullRom);
+    to_variable(&resized).mapv(|v| v * span + lo)
+}
+
 /// An H×W×3 array as the 1×3×H×W variable.
 fn hwc_to_variable(hwc: ArrayD<f32>) -> ArrayD<f32> {
     let (h, w) = (hwc.shape()[0], hwc.shape()[1]);

@@ -6,6 +6,7 @@
 //! - [`memory`]: the run's peak memory, estimated before anything large is allocated, and the
 //!   budget it must fit (`--max-memory`);
 //! - [`color`]: keeping the content's colours (luminance-only transfer);
+//! - [`scales`]: coarse-to-fine stages and how the evaluation budget is split over them;
 //! - [`run`]: one style-transfer run — objective, initial image, optimizer, evaluation budget,
 //!   observers for logging and intermediate images, and the best image kept on interruption.
 
@@ -15,3 +16,4 @@ pub mod init;
 pub mod memory;
 pub mod optim;
 pub mod run;
+pub mod scales;
