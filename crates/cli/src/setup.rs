@@ -7,11 +7,11 @@ use nst_loss::{Layers, LossWeights};
 use nst_tensor::ndarray::ArrayD;
 use nst_transfer::image_io;
 use nst_vgg::{Pooling, Vgg};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Loads the network the options name (`--weights`, `--pooling`), and a line describing it.
 pub fn load_network(o: &ObjectiveArgs) -> Result<(Vgg, String), String> {
-    let dir = o.weights.clone().unwrap_or_else(default_weights_dir);
+    let dir = find_weights(o.weights.as_deref())?;
     let vgg = Vgg::load(&dir)
         .map_err(|e| e.to_string())?
         .with_pooling(match o.pooling {
@@ -27,14 +27,50 @@ pub fn load_network(o: &ObjectiveArgs) -> Result<(Vgg, String), String> {
     Ok((vgg, line))
 }
 
-/// `weights/vgg19` if it holds a manifest, else `weights/vgg16`.
-pub fn default_weights_dir() -> PathBuf {
-    let vgg19 = PathBuf::from("weights/vgg19");
-    if vgg19.join("manifest.json").is_file() {
-        vgg19
-    } else {
-        PathBuf::from("weights/vgg16")
+/// The weights directory: `--weights DIR` if given; else the first place that holds weights
+/// (a `manifest.json`, directly or in a `vgg19/` or `vgg16/` subdirectory, VGG19 first) among
+/// `$NST_WEIGHTS`, `./weights`, and the per-user data directory
+/// (`$XDG_DATA_HOME/nst/weights`, by default `~/.local/share/nst/weights`, where
+/// `tools/fetch_weights.py --user` installs). So `nst` works from any directory. The error
+/// lists every place it looked.
+pub fn find_weights(given: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(dir) = given {
+        return Ok(dir.to_path_buf());
     }
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Some(env) = std::env::var_os("NST_WEIGHTS").filter(|v| !v.is_empty()) {
+        roots.push(PathBuf::from(env));
+    }
+    roots.push(PathBuf::from("weights"));
+    if let Some(data) = user_data_dir() {
+        roots.push(data.join("nst").join("weights"));
+    }
+    let mut looked = Vec::new();
+    for root in &roots {
+        for dir in [root.clone(), root.join("vgg19"), root.join("vgg16")] {
+            if dir.join("manifest.json").is_file() {
+                return Ok(dir);
+            }
+            looked.push(dir.display().to_string());
+        }
+    }
+    Err(format!(
+        "no VGG weights found (looked in {}); fetch them with `python3 tools/fetch_weights.py --user` \
+         or pass --weights DIR",
+        looked.join(", ")
+    ))
+}
+
+/// `$XDG_DATA_HOME`, or `~/.local/share`.
+fn user_data_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        })
 }
 
 /// The longer side of the style images for an output whose longer side is `size`

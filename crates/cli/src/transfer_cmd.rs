@@ -13,7 +13,7 @@ use nst_transfer::run::{run, EvalRecord, OptimizerKind};
 use nst_transfer::scales;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,8 +21,9 @@ use std::time::Instant;
 pub enum Ended {
     /// The run finished and wrote its output.
     Done,
-    /// The run was interrupted and wrote its best image so far.
-    Interrupted,
+    /// The run was stopped by the signal `.0` (SIGINT 2, SIGTERM 15) and wrote its best image
+    /// so far.
+    Interrupted(i32),
 }
 
 /// Runs `nst transfer`. Every error a user can cause comes back as a message; no output file is
@@ -136,13 +137,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         None => None,
     };
     let progress = progress_bar(&args);
-    let interrupt = Arc::new(AtomicBool::new(false));
-    {
-        let flag = Arc::clone(&interrupt);
-        // Failing to install the handler (e.g. one is already installed) only loses Ctrl-C
-        // handling, not the run.
-        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
-    }
+    let (interrupt, signal) = stop_on_signals();
 
     let to_write = |x: &ArrayD<f32>, content: &ArrayD<f32>, path: &Path| -> ArrayD<f32> {
         let raw = OutputFormat::from_path(path).is_ok_and(|f| f == OutputFormat::Npy);
@@ -221,10 +216,32 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         };
         let outcome = run(&objective, x0, optimizer, budget, &mut observe, &interrupt)?;
         evals += outcome.evals;
+        if let Some(bad) = outcome.non_finite {
+            progress.finish_and_clear();
+            let mut msg = format!(
+                "evaluation {} gave a non-finite loss or gradient (are the weights too large? \
+                 α={} β={} γ={}); stopped",
+                evals - outcome.evals + bad,
+                weights.content,
+                weights.style,
+                weights.tv
+            );
+            if let Some(b) = outcome.best {
+                let image = image_io::upsample_variable(&outcome.best_image, w, h);
+                image_io::save(&args.output, &to_write(&image, &content, &args.output))
+                    .map_err(|e| e.to_string())?;
+                msg += &format!(
+                    "; wrote the best finite image (evaluation {}) to {}",
+                    evals - outcome.evals + b.eval,
+                    args.output.display()
+                );
+            }
+            return Err(msg);
+        }
         if outcome.interrupted {
             last = outcome.best;
             x = Some(outcome.best_image);
-            ended = Ended::Interrupted;
+            ended = Ended::Interrupted(signal.load(Ordering::SeqCst) as i32);
             break;
         }
         last = outcome.last;
@@ -243,7 +260,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         .map_err(|e| e.to_string())?;
     let secs = started.elapsed().as_secs_f64();
     match (&ended, last) {
-        (Ended::Interrupted, best) => say(format!(
+        (Ended::Interrupted(_), best) => say(format!(
             "interrupted after {evals} evaluations; wrote the best image so far (loss {:.4e}) to {}",
             best.map_or(f32::NAN, |b| b.total),
             args.output.display()
@@ -261,6 +278,24 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         (Ended::Done, None) => say(format!("no evaluation made → {}", args.output.display())),
     }
     Ok(ended)
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM (what Slurm, Kubernetes and systemd send) set the returned flag,
+/// which stops the run after the current evaluation with its best image written, and record
+/// which signal came (for the exit code 128 + signal). A second signal ends the process at once.
+fn stop_on_signals() -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    let stop = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
+    for sig in [SIGINT, SIGTERM] {
+        // Registration fails only for forbidden signals; these two are not. Should it fail
+        // anyway, the run loses its graceful stop, not its work.
+        let _ = flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&stop));
+        let _ = flag::register_usize(sig, Arc::clone(&which), sig as usize);
+        let _ = flag::register(sig, Arc::clone(&stop));
+    }
+    (stop, which)
 }
 
 /// The progress bar on stderr, or a hidden one when stderr is not a terminal or with `--quiet`.
@@ -348,6 +383,13 @@ fn validate(a: &TransferArgs) -> Result<(), String> {
         }
     }
     scales::Scales::parse(&a.scales)?.stages(a.size)?;
+    if a.optimizer == OptimizerArg::Lbfgs && a.lr.is_some() {
+        return Err(
+            "--lr has no effect with L-BFGS (its line search chooses each step); \
+             drop it, or use --optimizer adam or gd"
+                .into(),
+        );
+    }
     if a.save_every == Some(0) {
         return Err("--save-every must be at least 1".into());
     }

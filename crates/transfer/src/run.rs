@@ -82,6 +82,9 @@ pub struct RunOutcome {
     pub evals: usize,
     /// Whether the run was stopped by the interrupt flag before its budget was spent.
     pub interrupted: bool,
+    /// The evaluation whose loss or gradient was not finite (NaN or ±∞), which stopped the run:
+    /// no step can be taken from it, and continuing would only spread the NaN.
+    pub non_finite: Option<usize>,
 }
 
 /// An observer's verdict on an evaluation: an error stops the run.
@@ -90,7 +93,8 @@ pub type ObserverResult = Result<(), String>;
 /// Minimises `objective` from `x0` for at most `budget` evaluations (line-search evaluations
 /// included). After each evaluation, `observe(record, image)` is called (for logging, progress
 /// and intermediate images); an error from it stops the run and is returned. Setting
-/// `interrupt` stops the run after the current evaluation, keeping the best image.
+/// `interrupt` stops the run after the current evaluation, keeping the best image; so does an
+/// evaluation whose loss or gradient is not finite (see [`RunOutcome::non_finite`]).
 pub fn run(
     objective: &Objective,
     x0: ArrayD<f32>,
@@ -105,10 +109,11 @@ pub fn run(
     let mut last = None;
     let mut evals = 0;
     let mut interrupted = false;
+    let mut non_finite = None;
     let mut failure = None;
     {
         let mut eval = |xs: &[f32]| -> Option<(f32, Vec<f32>)> {
-            if evals >= budget || failure.is_some() {
+            if evals >= budget || failure.is_some() || non_finite.is_some() {
                 return None;
             }
             if interrupt.load(Ordering::SeqCst) {
@@ -132,7 +137,11 @@ pub fn run(
                 return None;
             }
             last = Some(record);
-            if e.total.is_finite() && best.as_ref().is_none_or(|(b, _)| e.total < b.total) {
+            if !e.total.is_finite() || e.grad.iter().any(|v| !v.is_finite()) {
+                non_finite = Some(evals);
+                return None;
+            }
+            if best.as_ref().is_none_or(|(b, _)| e.total < b.total) {
                 best = Some((record, image));
             }
             Some((e.total, e.grad.into_raw_vec_and_offset().0))
@@ -166,5 +175,6 @@ pub fn run(
         last,
         evals,
         interrupted,
+        non_finite,
     })
 }
