@@ -114,9 +114,9 @@ fn one_gd_step_matches_pytorch() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let x0 = image_io::load_npy(&fx.join("x0.npy")).unwrap();
-    let x1 = image_io::load_npy(&out).unwrap();
-    let grad = image_io::load_npy(&fx.join("grad.npy")).unwrap();
+    let x0 = image_io::load_npy(&fx.join("x0.npy"), u64::MAX).unwrap();
+    let x1 = image_io::load_npy(&out, u64::MAX).unwrap();
+    let grad = image_io::load_npy(&fx.join("grad.npy"), u64::MAX).unwrap();
     let lr = reference["lr"].as_f64().unwrap() as f32;
     let ours = &x1 - &x0;
     let want = grad.mapv(|g| -lr * g);
@@ -479,6 +479,35 @@ fn bench_profiles_every_layer() {
     }
 }
 
+/// `nst transfer` of `content` in the style of The Starry Night with `extra` options, under a
+/// 1 GiB address-space limit: an attempt to allocate more aborts it instead of succeeding.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn nst_in_1gib(content: &Path, extra: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let data = root().join("tests/data");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nst"));
+    cmd.args(["transfer", "--weights", weights().to_str().unwrap()])
+        .args(["--content", content.to_str().unwrap()])
+        .args(["--style", data.join("starry_night.jpg").to_str().unwrap()])
+        .args(["--threads", "2"])
+        .args(extra);
+    // SAFETY: setrlimit is async-signal-safe and only touches the child's own limits.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 30,
+                rlim_max: 1 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    cmd.output().unwrap()
+}
+
 /// A budget far too small is refused before anything large is allocated (the process runs
 /// under a 1 GiB address-space limit, so a large allocation would abort it instead): exit 1, a
 /// one-line message naming the largest size that fits, no output. `--dry-run` prints the plan
@@ -491,27 +520,11 @@ fn the_memory_budget_is_checked_before_the_run() {
     let out = dir.join("out.png");
     let data = root().join("tests/data");
     let run = |extra: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nst"));
-        cmd.args(["transfer", "--weights", weights().to_str().unwrap()])
-            .args(["--content", data.join("tubingen.jpg").to_str().unwrap()])
-            .args(["--style", data.join("starry_night.jpg").to_str().unwrap()])
-            .args(["--output", out.to_str().unwrap(), "--threads", "2"])
-            .args(extra);
-        // SAFETY: setrlimit is async-signal-safe and only touches the child's own limits.
-        unsafe {
-            cmd.pre_exec(|| {
-                let limit = libc::rlimit {
-                    rlim_cur: 1 << 30,
-                    rlim_max: 1 << 30,
-                };
-                if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-        cmd.output().unwrap()
+        let content = data.join("tubingen.jpg");
+        nst_in_1gib(
+            &content,
+            &[&["--output", out.to_str().unwrap()], extra].concat(),
+        )
     };
 
     let refused = run(&["--size", "4096", "--max-memory", "600M", "--quiet"]);
@@ -602,7 +615,7 @@ fn eval_prints_the_objective_and_its_gradient() {
     let tiled = eval(&x, &["--tile", "16"]);
     assert!(((total(&tiled) - total(&base)) / total(&base)).abs() < 1e-5);
 
-    let grad = image_io::load_npy(&grad_path).unwrap();
+    let grad = image_io::load_npy(&grad_path, u64::MAX).unwrap();
     assert_eq!(grad.shape(), x.shape());
     let mut order: Vec<usize> = (0..grad.len()).collect();
     let flat: Vec<f32> = grad.iter().copied().collect();
@@ -693,4 +706,111 @@ fn weights_are_found_from_anywhere() {
         "{}",
         stderr(&by_xdg)
     );
+}
+
+/// The standard CRC-32 of PNG chunks.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Decoder bombs — tiny files whose headers claim gigapixel images (PNG, PNM, GIF, BMP) and a
+/// `.npy` init claiming 2³²×2³²×3 values — are refused with exit 1 and one line, under a 1 GiB
+/// address-space limit (so before any large allocation), writing nothing.
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn decoder_bombs_are_refused_before_decoding() {
+    let dir = scratch("bombs");
+    let out = dir.join("out.png");
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(100_000u32.to_be_bytes());
+    ihdr.extend(100_000u32.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    png.extend(13u32.to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc32(&ihdr).to_be_bytes());
+    png.extend(0u32.to_be_bytes());
+    png.extend(b"IDAT");
+    png.extend(crc32(b"IDAT").to_be_bytes());
+    png.extend(0u32.to_be_bytes());
+    png.extend(b"IEND");
+    png.extend(crc32(b"IEND").to_be_bytes());
+    let pnm = b"P6\n100000 100000\n255\n".to_vec();
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend(65_535u16.to_le_bytes());
+    gif.extend(65_535u16.to_le_bytes());
+    gif.extend([0, 0, 0, b',', 0, 0, 0, 0]);
+    gif.extend(65_535u16.to_le_bytes());
+    gif.extend(65_535u16.to_le_bytes());
+    gif.extend([0, 8, 0, b';']);
+    let mut bmp = b"BM".to_vec();
+    bmp.extend(70u32.to_le_bytes());
+    bmp.extend(0u32.to_le_bytes());
+    bmp.extend(54u32.to_le_bytes());
+    bmp.extend(40u32.to_le_bytes());
+    bmp.extend(60_000i32.to_le_bytes());
+    bmp.extend(60_000i32.to_le_bytes());
+    bmp.extend(1u16.to_le_bytes());
+    bmp.extend(24u16.to_le_bytes());
+    bmp.extend([0u8; 24]);
+    bmp.extend([0u8; 16]);
+    let content = root().join("tests/data/tubingen.jpg");
+    for (name, bytes) in [
+        ("bomb.png", png),
+        ("bomb.ppm", pnm),
+        ("bomb.gif", gif),
+        ("bomb.bmp", bmp),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let o = nst_in_1gib(
+            &path,
+            &["--output", out.to_str().unwrap(), "--size", "64", "--quiet"],
+        );
+        let msg = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}: {msg}");
+        assert_eq!(msg.lines().count(), 1, "{name}: {msg}");
+        assert!(msg.contains(name) && msg.contains("needs"), "{name}: {msg}");
+        assert!(!out.exists(), "{name} wrote an output");
+    }
+    // A .npy init whose header claims 2³²×2³²×3 float32 values.
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 3), }";
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let pad = 64 - (10 + header.len() + 1) % 64;
+    let full = format!("{header}{}\n", " ".repeat(pad));
+    npy.extend((full.len() as u16).to_le_bytes());
+    npy.extend(full.as_bytes());
+    npy.extend([0u8; 12]);
+    let init = dir.join("init.npy");
+    std::fs::write(&init, &npy).unwrap();
+    let o = nst_in_1gib(
+        &content,
+        &[
+            "--output",
+            out.to_str().unwrap(),
+            "--size",
+            "64",
+            "--quiet",
+            "--init",
+            init.to_str().unwrap(),
+        ],
+    );
+    let msg = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("header claims") && !msg.contains("panicked"),
+        "{msg}"
+    );
+    assert!(!out.exists());
 }

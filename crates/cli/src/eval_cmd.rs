@@ -27,16 +27,17 @@ pub fn eval(args: EvalArgs) -> Result<(), String> {
         .image
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let limit = setup::decode_limit(None);
     let x = if is_npy {
-        image_io::load_npy(&args.image)
+        image_io::load_npy(&args.image, limit)
     } else {
-        image_io::load(&args.image).map(|img| image_io::to_variable(&img))
+        image_io::load(&args.image, limit).map(|img| image_io::to_variable(&img))
     }
     .map_err(|e| e.to_string())?;
     let (h, w) = (x.shape()[2] as u32, x.shape()[3] as u32);
-    let content_img = image_io::load(&o.content).map_err(|e| e.to_string())?;
+    let content_img = image_io::load(&o.content, limit).map_err(|e| e.to_string())?;
     let content = image_io::to_variable(&image_io::resize_exact(&content_img, w, h));
-    let style_imgs = setup::load_styles(o, Some(setup::style_side(o, w.max(h))))?;
+    let style_imgs = setup::load_styles(o, Some(setup::style_side(o, w.max(h))), limit)?;
     let (styles, blend) = setup::styles_and_blend(o, &style_imgs);
     let (weights, layers) = setup::weights_and_layers(o, &vgg);
     let tile = args.tile.map(|t| t as usize);

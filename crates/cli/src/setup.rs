@@ -73,18 +73,31 @@ fn user_data_dir() -> Option<PathBuf> {
         })
 }
 
+/// How many bytes decoding one image file may use: half the memory budget (`--max-memory`, or
+/// the default budget), so that a decoder bomb is refused instead of exhausting memory.
+pub fn decode_limit(max_memory: Option<u64>) -> u64 {
+    max_memory
+        .or_else(nst_transfer::memory::default_budget)
+        .map_or(u64::MAX, |b| b / 2)
+}
+
 /// The longer side of the style images for an output whose longer side is `size`
 /// (`--style-scale`).
 pub fn style_side(o: &ObjectiveArgs, size: u32) -> u32 {
     ((size as f64 * o.style_scale as f64).round() as u32).max(1)
 }
 
-/// The style images, resized so their longer side is `side` (or as they are, for `None`).
-pub fn load_styles(o: &ObjectiveArgs, side: Option<u32>) -> Result<Vec<Rgb32FImage>, String> {
+/// The style images, resized so their longer side is `side` (or as they are, for `None`), each
+/// decoded within `limit` bytes.
+pub fn load_styles(
+    o: &ObjectiveArgs,
+    side: Option<u32>,
+    limit: u64,
+) -> Result<Vec<Rgb32FImage>, String> {
     o.style
         .iter()
         .map(|path| {
-            let img = image_io::load(path).map_err(|e| e.to_string())?;
+            let img = image_io::load(path, limit).map_err(|e| e.to_string())?;
             Ok(match side {
                 Some(side) => image_io::resize_longer_side(&img, side),
                 None => img,

@@ -105,8 +105,9 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
     // At least one evaluation per stage: with fewer, the coarsest stages are dropped.
     let stages = stages[stages.len().saturating_sub(args.iters)..].to_vec();
     let budgets = scales::split_budget(args.iters, stages.len());
-    let content_raw = image_io::load(&args.objective.content).map_err(|e| e.to_string())?;
-    let style_raw = setup::load_styles(&args.objective, None)?;
+    let limit = setup::decode_limit(Some(budget));
+    let content_raw = image_io::load(&args.objective.content, limit).map_err(|e| e.to_string())?;
+    let style_raw = setup::load_styles(&args.objective, None, limit)?;
     let (weights, layers) = setup::weights_and_layers(&args.objective, &vgg);
     let stage_list = stages
         .iter()
@@ -179,6 +180,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
                 &content,
                 &style_imgs[0],
                 args.seed,
+                limit,
             )
             .map_err(|e| e.to_string())?,
             Some(previous) => image_io::upsample_variable(&previous, w, h),

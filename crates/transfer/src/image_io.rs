@@ -10,7 +10,7 @@
 //! and renamed into place, so a failed or interrupted write never leaves a half-written file.
 
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageDecoder, ImageReader, Rgb32FImage};
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits, Rgb32FImage};
 use npyz::WriterBuilder;
 use nst_tensor::ndarray::{ArrayD, IxDyn};
 use std::path::{Path, PathBuf};
@@ -34,6 +34,23 @@ pub enum ImageIoError {
         path: PathBuf,
         /// What the decoder said.
         reason: String,
+    },
+    /// An image whose decoding would need more memory than allowed.
+    #[error(
+        "{path}: a {width}×{height} image needs {need} bytes to decode, more than the {limit} \
+         allowed (half the memory budget); raise --max-memory or use a smaller file"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its width, from its header.
+        width: u32,
+        /// Its height, from its header.
+        height: u32,
+        /// Bytes its decoding needs.
+        need: u64,
+        /// Bytes allowed.
+        limit: u64,
     },
     /// A `.npy` image is not float32 H×W×3.
     #[error("{path}: {reason}")]
@@ -94,8 +111,12 @@ impl OutputFormat {
     }
 }
 
-/// Reads an image file as RGB in [0, 1], with its EXIF orientation applied.
-pub fn load(path: &Path) -> Result<Rgb32FImage, ImageIoError> {
+/// Reads an image file as RGB in [0, 1], with its EXIF orientation applied, using at most
+/// `limit` bytes: the decoder runs under the `image` crate's allocation limit, and a header whose
+/// size would need more (for the decoded pixels or their float32 RGB copy) is refused before
+/// any pixel is decoded — a 74-byte PNG claiming 100000×100000 pixels is an error, not a 30 GB
+/// allocation.
+pub fn load(path: &Path, limit: u64) -> Result<Rgb32FImage, ImageIoError> {
     let decode = |e: image::ImageError| ImageIoError::Decode {
         path: path.into(),
         reason: e.to_string(),
@@ -110,7 +131,24 @@ pub fn load(path: &Path) -> Result<Rgb32FImage, ImageIoError> {
             path: path.into(),
             source,
         })?;
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(limit);
+    let mut reader = reader;
+    reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(decode)?;
+    let (w, h) = decoder.dimensions();
+    // The decoded pixels (at most 16 bytes each) and their float32 RGB copy (12 bytes each).
+    let need =
+        (w as u64) * (h as u64) * (decoder.total_bytes() / (w as u64 * h as u64).max(1) + 12);
+    if need > limit {
+        return Err(ImageIoError::TooLarge {
+            path: path.into(),
+            width: w,
+            height: h,
+            need,
+            limit,
+        });
+    }
     let orientation = decoder.orientation().map_err(decode)?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode)?;
     img.apply_orientation(orientation);
@@ -217,20 +255,36 @@ fn variable_to_hwc(x: &ArrayD<f32>) -> (usize, usize, Vec<f32>) {
     (h, w, hwc.iter().copied().collect())
 }
 
-/// Reads a float32 H×W×3 `.npy` image (as [`save`] writes) as the variable.
-pub fn load_npy(path: &Path) -> Result<ArrayD<f32>, ImageIoError> {
+/// Reads a float32 H×W×3 `.npy` image (as [`save`] writes) as the variable, refusing a file
+/// larger than `limit` bytes or a header that claims more values than the file holds.
+pub fn load_npy(path: &Path, limit: u64) -> Result<ArrayD<f32>, ImageIoError> {
     let bad = |reason: String| ImageIoError::BadNpy {
         path: path.into(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|source| ImageIoError::Io {
+    let io = |source| ImageIoError::Io {
         path: path.into(),
         source,
-    })?;
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > limit {
+        return Err(bad(format!(
+            "the file has {size} bytes, more than the {limit} allowed (half the memory budget)"
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
     let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(e.to_string()))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     if shape.len() != 3 || shape[2] != 3 || shape[0] == 0 || shape[1] == 0 {
         return Err(bad(format!("expected an H×W×3 image, got shape {shape:?}")));
+    }
+    // The header's claim against the bytes that are there, before anything is allocated for it.
+    let values = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if values.is_none_or(|n| n.saturating_mul(4) > bytes.len()) {
+        return Err(bad(format!(
+            "the header claims shape {shape:?}, but the file holds only {} bytes",
+            bytes.len()
+        )));
     }
     let f4: npyz::TypeStr = "<f4".parse().expect("a valid type string");
     if npy.dtype() != npyz::DType::Plain(f4) || npy.order() != npyz::Order::C {

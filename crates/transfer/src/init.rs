@@ -15,7 +15,8 @@ pub enum Init {
     Noise,
     /// The (first) style image, resized to the content's size.
     Style,
-    /// An image file, or a float32 H×W×3 `.npy` as `nst` writes; must have the content's size.
+    /// An image file (resized to the content's size, as jcjohnson/neural-style does), or a
+    /// float32 H×W×3 `.npy` as `nst` writes (exact values: it must have the content's size).
     Path(PathBuf),
 }
 
@@ -31,12 +32,14 @@ impl Init {
     }
 }
 
-/// The initial image (1×3×H×W) for `init`, given the prepared content and first style images.
+/// The initial image (1×3×H×W) for `init`, given the prepared content and first style images;
+/// a file is read using at most `limit` bytes (see [`image_io::load`]).
 pub fn initial_image(
     init: &Init,
     content: &ArrayD<f32>,
     style: &image::Rgb32FImage,
     seed: u64,
+    limit: u64,
 ) -> Result<ArrayD<f32>, ImageIoError> {
     let (h, w) = (content.shape()[2], content.shape()[3]);
     match init {
@@ -52,16 +55,17 @@ pub fn initial_image(
             let is_npy = path
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-            let x = if is_npy {
-                image_io::load_npy(path)?
-            } else {
-                image_io::to_variable(&image_io::load(path)?)
-            };
+            if !is_npy {
+                let img = image_io::load(path, limit)?;
+                let resized = image_io::resize_exact(&img, w as u32, h as u32);
+                return Ok(image_io::to_variable(&resized));
+            }
+            let x = image_io::load_npy(path, limit)?;
             if x.shape() != content.shape() {
                 return Err(ImageIoError::WrongSize {
                     path: path.clone(),
                     reason: format!(
-                        "initial image is {}×{}, but the content image is prepared at {w}×{h} (width×height); use the same size",
+                        "initial .npy is {}×{}, but the content image is prepared at {w}×{h} (width×height); use the same size",
                         x.shape()[3],
                         x.shape()[2]
                     ),

@@ -53,7 +53,7 @@ fn exif_orientation_is_applied() {
     });
     let path = dir.join("rotated.jpg");
     std::fs::write(&path, jpeg_with_orientation(&img, 6)).unwrap();
-    let loaded = image_io::load(&path).unwrap();
+    let loaded = image_io::load(&path, u64::MAX).unwrap();
     // Rotated 90° clockwise: 4 wide, 8 tall, red on top.
     assert_eq!(loaded.dimensions(), (4, 8));
     let top = loaded.get_pixel(2, 1);
@@ -71,7 +71,7 @@ fn npy_round_trip_is_exact_and_unclamped() {
     );
     let path = dir.join("x.npy");
     image_io::save(&path, &x).unwrap();
-    assert_eq!(image_io::load_npy(&path).unwrap(), x);
+    assert_eq!(image_io::load_npy(&path, u64::MAX).unwrap(), x);
     // 8-bit outputs are clamped to [0, 1].
     let png = dir.join("x.png");
     image_io::save(&png, &x).unwrap();
@@ -96,17 +96,17 @@ fn bad_files_are_errors_not_panics() {
     let junk = dir.join("junk.png");
     std::fs::write(&junk, b"not a png").unwrap();
     assert!(matches!(
-        image_io::load(&junk),
+        image_io::load(&junk, u64::MAX),
         Err(ImageIoError::Decode { .. })
     ));
     assert!(matches!(
-        image_io::load(&dir.join("missing.png")),
+        image_io::load(&dir.join("missing.png"), u64::MAX),
         Err(ImageIoError::Io { .. })
     ));
     let npy = dir.join("bad.npy");
     std::fs::write(&npy, b"\x93NUMPY garbage").unwrap();
     assert!(matches!(
-        image_io::load_npy(&npy),
+        image_io::load_npy(&npy, u64::MAX),
         Err(ImageIoError::BadNpy { .. })
     ));
     let x = nst_tensor::ndarray::ArrayD::zeros(nst_tensor::ndarray::IxDyn(&[1, 3, 2, 2]));
@@ -124,7 +124,7 @@ fn bad_files_are_errors_not_panics() {
 fn cmyk_jpeg_becomes_rgb() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/images/cmyk.jpg");
-    let img = image_io::load(&path).unwrap();
+    let img = image_io::load(&path, u64::MAX).unwrap();
     assert_eq!(img.dimensions(), (16, 12));
     let (left, right) = (img.get_pixel(2, 6), img.get_pixel(13, 6));
     assert!(left[0] > 0.6 && left[2] < 0.3, "left is {left:?}");
