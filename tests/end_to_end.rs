@@ -515,7 +515,6 @@ fn nst_in_1gib(content: &Path, extra: &[&str]) -> Output {
 #[test]
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn the_memory_budget_is_checked_before_the_run() {
-    use std::os::unix::process::CommandExt;
     let dir = scratch("memory_budget");
     let out = dir.join("out.png");
     let data = root().join("tests/data");
