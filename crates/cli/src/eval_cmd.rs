@@ -4,7 +4,6 @@
 use crate::args::EvalArgs;
 use crate::setup;
 use crate::transfer_cmd::use_threads;
-use nst_loss::Objective;
 use nst_transfer::image_io::{self, OutputFormat};
 use serde_json::json;
 
@@ -38,19 +37,9 @@ pub fn eval(args: EvalArgs) -> Result<(), String> {
     let content_img = image_io::load(&o.content, limit).map_err(|e| e.to_string())?;
     let content = image_io::to_variable(&image_io::resize_exact(&content_img, w, h));
     let style_imgs = setup::load_styles(o, Some(setup::style_side(o, w.max(h))), limit)?;
-    let (styles, blend) = setup::styles_and_blend(o, &style_imgs);
-    let (weights, layers) = setup::weights_and_layers(o, &vgg);
     let tile = args.tile.map(|t| t as usize);
-    let objective = Objective::with_tiles(
-        &vgg,
-        &content,
-        &styles,
-        &blend,
-        layers.clone(),
-        weights,
-        tile,
-    )
-    .map_err(|e| e.to_string())?;
+    let objective = setup::build_objective(o, &vgg, &content, &style_imgs, tile)?;
+    let (weights, layers) = (objective.weights(), objective.layers());
     let e = objective.evaluate(&x);
 
     if let Some(path) = &args.grad_out {

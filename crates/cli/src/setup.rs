@@ -3,7 +3,7 @@
 
 use crate::args::{ObjectiveArgs, PoolingArg};
 use image::Rgb32FImage;
-use nst_loss::{Layers, LossWeights};
+use nst_loss::{Layers, LossWeights, Objective};
 use nst_tensor::ndarray::ArrayD;
 use nst_transfer::image_io;
 use nst_vgg::{Pooling, Vgg};
@@ -106,14 +106,24 @@ pub fn load_styles(
         .collect()
 }
 
-/// The style images as variables, with their blend weights (`--style-blend`, default equal).
-pub fn styles_and_blend(o: &ObjectiveArgs, imgs: &[Rgb32FImage]) -> (Vec<ArrayD<f32>>, Vec<f32>) {
-    let styles: Vec<ArrayD<f32>> = imgs.iter().map(image_io::to_variable).collect();
+/// The objective of `content` (1×3×H×W) and the style images (blended by `--style-blend`,
+/// default equal), with the options' weights and layers, evaluated in tiles of `tile` pixels
+/// if given.
+pub fn build_objective<'v>(
+    o: &ObjectiveArgs,
+    vgg: &'v Vgg,
+    content: &ArrayD<f32>,
+    style_imgs: &[Rgb32FImage],
+    tile: Option<usize>,
+) -> Result<Objective<'v>, String> {
+    let styles: Vec<ArrayD<f32>> = style_imgs.iter().map(image_io::to_variable).collect();
     let blend = o
         .style_blend
         .clone()
         .unwrap_or_else(|| vec![1.0; styles.len()]);
-    (styles, blend)
+    let (weights, layers) = weights_and_layers(o, vgg);
+    Objective::with_tiles(vgg, content, &styles, &blend, layers, weights, tile)
+        .map_err(|e| e.to_string())
 }
 
 /// The term weights (`--content-weight`, `--style-weight`, `--tv-weight`; defaults for the

@@ -3,7 +3,6 @@
 use crate::args::{LineSearchArg, OptimizerArg, TransferArgs};
 use crate::setup;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nst_loss::Objective;
 use nst_tensor::ndarray::ArrayD;
 use nst_transfer::image_io::{self, OutputFormat};
 use nst_transfer::init::{initial_image, Init};
@@ -108,7 +107,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
     let limit = setup::decode_limit(Some(budget));
     let content_raw = image_io::load(&args.objective.content, limit).map_err(|e| e.to_string())?;
     let style_raw = setup::load_styles(&args.objective, None, limit)?;
-    let (weights, layers) = setup::weights_and_layers(&args.objective, &vgg);
+    let (weights, _) = setup::weights_and_layers(&args.objective, &vgg);
     let stage_list = stages
         .iter()
         .zip(&budgets)
@@ -161,19 +160,9 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
             .iter()
             .map(|s| image_io::resize_longer_side(s, style_side))
             .collect();
-        let (styles, blend) = setup::styles_and_blend(&args.objective, &style_imgs);
         // Tiles only where the stage is larger than one tile.
         let tile = plan.tile.filter(|&t| side as usize > t);
-        let objective = Objective::with_tiles(
-            &vgg,
-            &content,
-            &styles,
-            &blend,
-            layers.clone(),
-            weights,
-            tile,
-        )
-        .map_err(|e| e.to_string())?;
+        let objective = setup::build_objective(&args.objective, &vgg, &content, &style_imgs, tile)?;
         let x0 = match x.take() {
             None => initial_image(
                 &Init::parse(&args.init),

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Coarse to fine against PyTorch's single-scale L-BFGS, both processes timed whole.
+
+    python3 benches/coarse_to_fine.py [--size 512] [--torch-evals 200] [--threads 2]
+                                      [--runs auto:300,auto:150,none:100]
+
+PyTorch runs L-BFGS (strong Wolfe, history 100; tools/torch_reference.py) for --torch-evals
+evaluations at the size, from the content image; its best total loss is the bar. Each nst run
+(`SCALES:ITERS`) is `nst transfer --scales SCALES --iters ITERS --output out.npy`; its output is
+then evaluated at the same size by `nst eval` on the raw .npy (the classic objective, alpha=5,
+beta=500, gamma=0), so every number is the same objective at the same size. Reported: loss and
+wall time of each run and their ratios to PyTorch's. Needs the release binary and
+tools/.venv-torch (see compare_pytorch.py).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare_pytorch import NST, ROOT, TORCH_PY, prepare  # noqa: E402
+
+
+def timed(cmd):
+    start = time.monotonic()
+    out = subprocess.check_output(cmd)
+    return out, time.monotonic() - start
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--torch-evals", type=int, default=200)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", default="auto:300,auto:150,none:100")
+    a = p.parse_args()
+    weights = os.path.join(ROOT, "weights", "vgg16")
+    with tempfile.TemporaryDirectory() as tmp:
+        content, style = prepare(tmp, a.size, False)
+        out, torch_s = timed([TORCH_PY, os.path.join(ROOT, "tools", "torch_reference.py"), "lbfgs",
+                              "--content", content, "--style", style, "--evals", str(a.torch_evals),
+                              "--threads", str(a.threads), "--weights", weights])
+        torch_best = min(e["total"] for e in json.loads(out)["log"])
+        print(f"PyTorch L-BFGS, {a.torch_evals} evaluations at {a.size} px: best loss {torch_best:.4e}, "
+              f"{torch_s:.0f} s")
+        print("| nst --scales | --iters | loss at the output | loss / PyTorch's | wall s | time / PyTorch's |")
+        print("|---|---|---|---|---|---|")
+        for run in a.runs.split(","):
+            scales, iters = run.split(":")
+            result = os.path.join(tmp, "out.npy")
+            common = ["--content", content, "--style", style, "--weights", weights,
+                      "--threads", str(a.threads), "--content-weight", "5", "--style-weight", "500",
+                      "--tv-weight", "0"]
+            _, s = timed([NST, "transfer", *common, "--size", str(a.size), "--scales", scales,
+                          "--iters", iters, "--output", result, "--quiet"])
+            ev, _ = timed([NST, "eval", *common, "--image", result, "--json"])
+            loss = json.loads(ev)["total"]
+            print(f"| {scales} | {iters} | {loss:.4e} | {loss / torch_best:.3f} | {s:.0f} | "
+                  f"{s / torch_s:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
