@@ -155,17 +155,28 @@ fn read_checked(
         .files
         .get(name)
         .ok_or_else(|| bad(format!("no hash listed for {name}")))?;
-    let bytes = fs::read(&path).map_err(|source| match source.kind() {
+    let io = |source: std::io::Error| match source.kind() {
         std::io::ErrorKind::NotFound => VggError::MissingFile(path.clone()),
         _ => VggError::Io {
             path: path.clone(),
             source,
         },
-    })?;
+    };
     let bad_npy = |reason: String| VggError::BadNpy {
         path: path.clone(),
         reason,
     };
+    // A file from a stranger is sized up before it is read: the tensor the architecture
+    // expects, plus at most a header's worth of bytes.
+    let data_bytes = 4 * shape.iter().product::<usize>() as u64;
+    let len = fs::metadata(&path).map_err(io)?.len();
+    if len > data_bytes + MAX_NPY_HEADER {
+        return Err(bad_npy(format!(
+            "{len} bytes, more than the {data_bytes} bytes of a {shape:?} float32 array and its \
+             header: not this layer's weights"
+        )));
+    }
+    let bytes = fs::read(&path).map_err(io)?;
     let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| bad_npy(e.to_string()))?;
     let dtype = npy.dtype();
     let f4: npyz::TypeStr = "<f4".parse().expect("a valid type string");
@@ -202,6 +213,9 @@ fn read_checked(
     }
     Ok(ArrayD::from_shape_vec(IxDyn(shape), data).expect("shape checked above"))
 }
+
+/// The longest `.npy` header a weights file may have (format 1.0 allows 64 KiB).
+const MAX_NPY_HEADER: u64 = 65_536 + 10;
 
 /// A float32, C-order `.npy` file holding `a` (format version 1.0).
 pub fn npy_bytes(a: &ArrayD<f32>) -> Vec<u8> {

@@ -166,6 +166,16 @@ fn each_bad_file_gets_its_own_message() {
         "{err}"
     );
 
+    // Far larger than the layer's tensor: refused from its size, before it is read.
+    let mut huge = good.clone();
+    huge.extend(std::iter::repeat_n(0u8, 1 << 20));
+    replace_with_valid_hash(&dir, "conv2_1.bias.npy", &huge);
+    let err = Weights::load(&dir).unwrap_err();
+    assert!(
+        matches!(err, VggError::BadNpy { .. }) && err.to_string().contains("not this layer"),
+        "{err}"
+    );
+
     // Valid file, stale hash.
     replace_with_valid_hash(&dir, "conv2_1.bias.npy", &good);
     let mut tampered = good.clone();
