@@ -360,6 +360,36 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         assert!(!err.contains("panicked"), "{extra:?} panicked: {err}");
         assert!(!out.exists(), "{extra:?} wrote an output");
     }
+
+    // An output that cannot be created is found before the run, in well under a second's work.
+    let started = std::time::Instant::now();
+    let o = nst(&["--output", "/proc/nst-out.png", "--iters", "1000"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("/proc/nst-out.png"), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "the run started before the check"
+    );
+
+    // A legal 244-byte UTF-8 name: its temporary name is shortened to fit 255 bytes.
+    let long = dir.join(format!("{}.png", "é".repeat(120)));
+    let o = nst(&[
+        "--output",
+        long.to_str().unwrap(),
+        "--size",
+        "32",
+        "--iters",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(long.is_file());
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(".partial-"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
     let o = nst(&["--output", dir.join("out.gif").to_str().unwrap()]);
     assert!(
         stderr(&o).contains("unsupported output format"),
@@ -812,4 +842,51 @@ fn decoder_bombs_are_refused_before_decoding() {
         "{msg}"
     );
     assert!(!out.exists());
+}
+
+/// With stderr not a terminal (as here), progress comes as plain lines every `--print-every`
+/// evaluations, after a header that echoes every setting shaping the result; `--quiet` prints
+/// nothing at all.
+#[test]
+fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
+    let dir = scratch("progress");
+    let out = dir.join("out.png");
+    let o = nst(&[
+        "--size",
+        "48",
+        "--iters",
+        "6",
+        "--print-every",
+        "2",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let evals: Vec<&str> = err.lines().filter(|l| l.starts_with("eval ")).collect();
+    assert_eq!(evals.len(), 3, "{err}");
+    assert!(
+        evals[0].starts_with("eval 2/6: loss") && evals[0].contains("ETA"),
+        "{err}"
+    );
+    assert!(
+        err.contains("styles: starry_night.jpg ×1 at scale 1; init content"),
+        "{err}"
+    );
+    let quiet = nst(&[
+        "--size",
+        "48",
+        "--iters",
+        "6",
+        "--print-every",
+        "2",
+        "--quiet",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        quiet.status.success() && quiet.stderr.is_empty(),
+        "{}",
+        stderr(&quiet)
+    );
 }

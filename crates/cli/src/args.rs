@@ -178,6 +178,10 @@ pub struct TransferArgs {
     /// Print the plan (size, memory estimate, budget, tiles, history) and exit without running.
     #[arg(long)]
     pub dry_run: bool,
+    /// When stderr is not a terminal (logs, batch jobs), print a progress line every N
+    /// evaluations [default: every 10 seconds].
+    #[arg(long, value_name = "N")]
+    pub print_every: Option<usize>,
     /// Print nothing but errors.
     #[arg(long)]
     pub quiet: bool,

@@ -36,6 +36,9 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         }
     };
 
+    if !args.dry_run {
+        image_io::check_writable(&args.output).map_err(|e| e.to_string())?;
+    }
     let (vgg, network_line) = setup::load_network(&args.objective)?;
     say(network_line);
 
@@ -129,6 +132,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         weights.style,
         weights.tv
     ));
+    say(settings_line(&args));
 
     let mut log = match &args.log_json {
         Some(path) => Some(std::io::BufWriter::new(
@@ -148,6 +152,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         }
     };
     let started = Instant::now();
+    let mut plain = PlainProgress::new(args.print_every);
     let (mut evals, mut last) = (0, None);
     let mut x: Option<ArrayD<f32>> = None;
     let mut content = ArrayD::zeros(vec![0]);
@@ -181,11 +186,21 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         };
         let mut observe = |r: &EvalRecord, x: &ArrayD<f32>| -> Result<(), String> {
             let eval = evals + r.eval;
-            progress.set_position(eval as u64);
-            progress.set_message(format!(
+            let status = format!(
                 "{stage_label}loss {:.4e} (content {:.3e}, style {:.3e})",
                 r.total, r.content, r.style
-            ));
+            );
+            progress.set_position(eval as u64);
+            if progress.is_hidden() && !args.quiet && plain.due(eval) {
+                // Logs and batch jobs: a plain line now and then instead of a bar.
+                let elapsed = started.elapsed().as_secs_f64();
+                let eta = elapsed / eval as f64 * (args.iters - eval) as f64;
+                eprintln!(
+                    "eval {eval}/{}: {status}, {elapsed:.0} s elapsed, ETA {eta:.0} s",
+                    args.iters
+                );
+            }
+            progress.set_message(status);
             if let Some(log) = log.as_mut() {
                 let line = serde_json::json!({
                     "eval": eval, "total": r.total, "content": r.content,
@@ -289,6 +304,76 @@ fn stop_on_signals() -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
     (stop, which)
 }
 
+/// When to print a plain progress line (stderr not a terminal): every `--print-every`
+/// evaluations, or else every [`PLAIN_PROGRESS_SECS`] seconds.
+struct PlainProgress {
+    every: Option<usize>,
+    last: Instant,
+}
+
+/// Seconds between plain progress lines without `--print-every`.
+const PLAIN_PROGRESS_SECS: u64 = 10;
+
+impl PlainProgress {
+    fn new(every: Option<usize>) -> Self {
+        PlainProgress {
+            every,
+            last: Instant::now(),
+        }
+    }
+
+    /// Whether evaluation `eval` gets a line.
+    fn due(&mut self, eval: usize) -> bool {
+        match self.every {
+            Some(n) => eval.is_multiple_of(n),
+            None if self.last.elapsed().as_secs() >= PLAIN_PROGRESS_SECS => {
+                self.last = Instant::now();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One line with every setting that shapes the result and is not on the other header lines:
+/// the styles and their blend, the style scale, the start, the colours.
+fn settings_line(args: &TransferArgs) -> String {
+    let o = &args.objective;
+    let names: Vec<String> = o
+        .style
+        .iter()
+        .map(|p| {
+            p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    let blend = o
+        .style_blend
+        .clone()
+        .unwrap_or_else(|| vec![1.0; names.len()]);
+    let styles: Vec<String> = names
+        .iter()
+        .zip(&blend)
+        .map(|(n, b)| format!("{n} ×{b}"))
+        .collect();
+    format!(
+        "styles: {} at scale {}; init {}; colours {}; layers content {} style {}; pooling {:?}",
+        styles.join(" + "),
+        o.style_scale,
+        args.init,
+        if args.original_colors {
+            "the content's (--original-colors)"
+        } else {
+            "from the optimisation"
+        },
+        o.content_layers.join(","),
+        o.style_layers.join(","),
+        o.pooling
+    )
+}
+
 /// The progress bar on stderr, or a hidden one when stderr is not a terminal or with `--quiet`.
 fn progress_bar(args: &TransferArgs) -> ProgressBar {
     if args.quiet || !std::io::stderr().is_terminal() {
@@ -380,6 +465,9 @@ fn validate(a: &TransferArgs) -> Result<(), String> {
              drop it, or use --optimizer adam or gd"
                 .into(),
         );
+    }
+    if a.print_every == Some(0) {
+        return Err("--print-every must be at least 1".into());
     }
     if a.save_every == Some(0) {
         return Err("--save-every must be at least 1".into());
