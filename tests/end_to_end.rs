@@ -585,6 +585,24 @@ fn the_memory_budget_is_checked_before_the_run() {
     );
     assert!(!out.exists(), "a dry run writes nothing");
 
+    // Absurd sizes from flags are refused by the plan too, never allocated or wrapped around.
+    for (flags, expected) in [
+        (&["--style-scale", "1e30"][..], "no output size fits"),
+        (&["--style-scale", "1000"][..], "largest output that fits"),
+        (&["--size", "100000"][..], "largest output that fits"),
+    ] {
+        let o = run(&[flags, &["--quiet"][..]].concat());
+        let msg = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{flags:?}: {msg}");
+        assert!(
+            msg.contains(expected) && msg.lines().count() == 1,
+            "{flags:?}: {msg}"
+        );
+        assert!(!out.exists());
+    }
+    let huge_history = run(&["--history", "18446744073709551615", "--dry-run", "--quiet"]);
+    assert!(huge_history.status.success(), "{}", stderr(&huge_history));
+
     // Room for the evaluation but not for 100 L-BFGS pairs: the history is shortened.
     let capped = run(&[
         "--size",

@@ -34,6 +34,8 @@ pub const FRAGMENTATION: f64 = 1.8;
 /// direction, the current and trial gradients, the evaluated image and its copy on the tape,
 /// the best image, the content image and the output.
 pub const IMAGE_COPIES: u64 = 10;
+/// The smallest longer side worth suggesting (VGG needs 32 px to reach relu5_1).
+pub const MIN_SIDE: usize = 32;
 /// The shortest L-BFGS history worth running; a budget that cannot hold it is refused.
 pub const MIN_HISTORY: usize = 5;
 
@@ -69,6 +71,18 @@ pub enum MemoryError {
         budget: String,
         /// The longest side that fits (0 if none).
         largest: usize,
+    },
+    /// Not even a tiny output fits: the fixed part (weights, prepared filters) or the style
+    /// images (`--style-scale`) take the budget.
+    #[error(
+        "the run needs at least {need} but the memory budget is {budget}, and no output size \
+         fits it: raise --max-memory, or lower --style-scale or --history"
+    )]
+    NothingFits {
+        /// The leanest plan's estimate, formatted.
+        need: String,
+        /// The budget, formatted.
+        budget: String,
     },
     /// The layers could not be resolved.
     #[error(transparent)]
@@ -117,8 +131,18 @@ pub fn estimate_peak(vgg: &Vgg, shape: &RunShape, pairs: usize) -> Result<u64, V
         }
     };
     let image = 4 * 3 * (width * height) as u64;
-    let images = image * (2 * pairs as u64 + IMAGE_COPIES) + 4 * 3 * shape.style_pixels as u64;
-    Ok(BASE_BYTES + weights + whole.filters + evaluation as u64 + images)
+    // Saturating: sizes from flags (`--history`, `--style-scale`) may be absurd, and the
+    // estimate must then say "too much", not wrap around.
+    let images = image
+        .saturating_mul(
+            (pairs as u64)
+                .saturating_mul(2)
+                .saturating_add(IMAGE_COPIES),
+        )
+        .saturating_add(12u64.saturating_mul(shape.style_pixels as u64));
+    Ok((BASE_BYTES + weights + whole.filters)
+        .saturating_add(evaluation as u64)
+        .saturating_add(images))
 }
 
 /// Floats in the feature maps of one pass over a `width×height` input, and bytes of prepared
@@ -208,10 +232,13 @@ pub fn plan(
     evals: usize,
     budget: u64,
 ) -> Result<Plan, MemoryError> {
-    let estimate = |size, tile, pairs| {
+    let estimate = |size: (usize, usize), tile, pairs| {
+        // The style images follow the output size (`--style-scale` is relative to it).
+        let area = (size.0 * size.1) as f64 / (shape.size.0 * shape.size.1).max(1) as f64;
         let s = RunShape {
             size,
             tile,
+            style_pixels: (shape.style_pixels as f64 * area) as usize,
             ..shape.clone()
         };
         estimate_peak(vgg, &s, pairs)
@@ -270,10 +297,17 @@ pub fn plan(
             hi = mid - 1;
         }
     }
+    let need = format_bytes(estimate(size, leanest, min_pairs)?);
+    if lo < MIN_SIDE {
+        return Err(MemoryError::NothingFits {
+            need,
+            budget: format_bytes(budget),
+        });
+    }
     Err(MemoryError::TooLarge {
         width: w,
         height: h,
-        need: format_bytes(estimate(size, leanest, min_pairs)?),
+        need,
         budget: format_bytes(budget),
         largest: lo,
     })
