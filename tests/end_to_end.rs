@@ -324,6 +324,9 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         ),
         (vec!["--weights", "/nonexistent"], "fetch_weights.py"),
         (vec!["--lr", "0.5"], "--lr has no effect with L-BFGS"),
+        // Negative numbers parse as values, with or without '=' (then get the same message).
+        (vec!["--tv-weight", "-1"], "--tv-weight must be"),
+        (vec!["--content-weight", "-2.5"], "--content-weight must be"),
         (vec!["--scales", "100"], "more than a doubling"),
     ];
     for (extra, expected) in cases {

@@ -131,7 +131,7 @@ pub struct TransferArgs {
     #[arg(long, value_enum, default_value_t = OptimizerArg::Lbfgs)]
     pub optimizer: OptimizerArg,
     /// Learning rate of adam (default 0.02) or gd (default 1e-7); L-BFGS needs none.
-    #[arg(long, value_name = "F")]
+    #[arg(long, allow_hyphen_values = true, value_name = "F")]
     pub lr: Option<f32>,
     /// Coarse to fine: `auto` (from ~256 px, doubling up to --size), `none` (--size only) or
     /// sizes `PX,PX,…` (each at most twice the previous). Each stage's result, upsampled
@@ -197,22 +197,37 @@ pub struct ObjectiveArgs {
     #[arg(long, value_name = "S", required = true)]
     pub style: Vec<PathBuf>,
     /// Blend weights of the styles, one per --style (normalised to sum 1) [default: equal].
-    #[arg(long, value_name = "W,..", value_delimiter = ',')]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "W,..",
+        value_delimiter = ','
+    )]
     pub style_blend: Option<Vec<f32>>,
     /// Weights directory [default: weights/vgg19 if present, else weights/vgg16].
     #[arg(long, value_name = "DIR")]
     pub weights: Option<PathBuf>,
     /// Style images are resized so their longer side is size × this factor.
-    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "F",
+        default_value_t = 1.0
+    )]
     pub style_scale: f32,
     /// Content weight α [default: 5 for Caffe-scale weights, rescaled for others].
-    #[arg(long, value_name = "A")]
+    #[arg(long, allow_hyphen_values = true, value_name = "A")]
     pub content_weight: Option<f32>,
     /// Style weight β [default: 500 for Caffe-scale weights, rescaled for others].
-    #[arg(long, value_name = "B")]
+    #[arg(long, allow_hyphen_values = true, value_name = "B")]
     pub style_weight: Option<f32>,
     /// Total-variation weight γ.
-    #[arg(long, value_name = "G", default_value_t = 0.0)]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "G",
+        default_value_t = 0.0
+    )]
     pub tv_weight: f32,
     /// Content layers (convB_I before ReLU, reluB_I after).
     #[arg(

@@ -170,7 +170,7 @@ pub fn validate_objective(o: &ObjectiveArgs) -> Result<(), String> {
         for &w in blend {
             finite_nonneg("each --style-blend weight", w)?;
         }
-        if blend.iter().sum::<f32>() <= 0.0 {
+        if blend.iter().map(|&w| w as f64).sum::<f64>() <= 0.0 {
             return Err("--style-blend weights must not all be zero".into());
         }
     }

@@ -56,14 +56,16 @@ pub fn blend_grams(grams: &[Arc<ArrayD<f32>>], weights: &[f32]) -> Arc<ArrayD<f3
         weights.iter().all(|w| w.is_finite() && *w >= 0.0),
         "blend_grams: bad weights {weights:?}"
     );
-    let total: f32 = weights.iter().sum();
+    // Summed in f64: two weights near f32::MAX must not overflow to ∞ (which would make every
+    // normalised weight 0 and silently drop the style).
+    let total: f64 = weights.iter().map(|&w| w as f64).sum();
     assert!(total > 0.0, "blend_grams: weights sum to zero");
     if grams.len() == 1 {
         return Arc::clone(&grams[0]);
     }
     let mut a = ArrayD::zeros(grams[0].raw_dim());
     for (g, w) in grams.iter().zip(weights) {
-        a.scaled_add(*w / total, g);
+        a.scaled_add((*w as f64 / total) as f32, g);
     }
     Arc::new(a)
 }

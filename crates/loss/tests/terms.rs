@@ -47,6 +47,9 @@ fn blend_weights_are_normalised() {
     let a = Arc::new(arr(&[1, 1, 1], vec![2.0]));
     let b = Arc::new(arr(&[1, 1, 1], vec![6.0]));
     // 0.7 and 0.3 given as 7 and 3: 0.7·2 + 0.3·6 = 3.2.
-    let blended = blend_grams(&[a, b], &[7.0, 3.0]);
+    let blended = blend_grams(&[Arc::clone(&a), Arc::clone(&b)], &[7.0, 3.0]);
     assert!((blended[[0, 0, 0]] - 3.2).abs() < 1e-6);
+    // Weights whose f32 sum overflows still blend half and half (was: ∞ total, style dropped).
+    let huge = blend_grams(&[a, b], &[3e38, 3e38]);
+    assert!((huge[[0, 0, 0]] - 4.0).abs() < 1e-6, "{}", huge[[0, 0, 0]]);
 }
