@@ -117,15 +117,25 @@ impl OutputFormat {
 /// any pixel is decoded — a 74-byte PNG claiming 100000×100000 pixels is an error, not a 30 GB
 /// allocation.
 pub fn load(path: &Path, limit: u64) -> Result<Rgb32FImage, ImageIoError> {
+    let file = std::fs::File::open(path).map_err(|source| ImageIoError::Io {
+        path: path.into(),
+        source,
+    })?;
+    decode(std::io::BufReader::new(file), path, limit)
+}
+
+/// [`load`] from any reader (`path` names it in errors): the one decoding path, also what the
+/// fuzz targets drive with arbitrary bytes.
+pub fn decode(
+    reader: impl std::io::BufRead + std::io::Seek,
+    path: &Path,
+    limit: u64,
+) -> Result<Rgb32FImage, ImageIoError> {
     let decode = |e: image::ImageError| ImageIoError::Decode {
         path: path.into(),
         reason: e.to_string(),
     };
-    let reader = ImageReader::open(path)
-        .map_err(|source| ImageIoError::Io {
-            path: path.into(),
-            source,
-        })?
+    let mut reader = ImageReader::new(reader)
         .with_guessed_format()
         .map_err(|source| ImageIoError::Io {
             path: path.into(),
@@ -133,13 +143,14 @@ pub fn load(path: &Path, limit: u64) -> Result<Rgb32FImage, ImageIoError> {
         })?;
     let mut limits = Limits::default();
     limits.max_alloc = Some(limit);
-    let mut reader = reader;
     reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(decode)?;
     let (w, h) = decoder.dimensions();
-    // The decoded pixels (at most 16 bytes each) and their float32 RGB copy (12 bytes each).
-    let need =
-        (w as u64) * (h as u64) * (decoder.total_bytes() / (w as u64 * h as u64).max(1) + 12);
+    // The decoded pixels and their float32 RGB copy (12 bytes each).
+    let pixels = (w as u64) * (h as u64);
+    let need = decoder
+        .total_bytes()
+        .saturating_add(pixels.saturating_mul(12));
     if need > limit {
         return Err(ImageIoError::TooLarge {
             path: path.into(),
@@ -273,7 +284,18 @@ pub fn load_npy(path: &Path, limit: u64) -> Result<ArrayD<f32>, ImageIoError> {
         )));
     }
     let bytes = std::fs::read(path).map_err(io)?;
-    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(e.to_string()))?;
+    npy_image(&bytes, path)
+}
+
+/// A float32 H×W×3 `.npy` image from its bytes (`path` names it in errors), checking the
+/// header's claim against the bytes present before anything is allocated for it; what
+/// [`load_npy`] and the fuzz targets call.
+pub fn npy_image(bytes: &[u8], path: &Path) -> Result<ArrayD<f32>, ImageIoError> {
+    let bad = |reason: String| ImageIoError::BadNpy {
+        path: path.into(),
+        reason,
+    };
+    let npy = npyz::NpyFile::new(bytes).map_err(|e| bad(e.to_string()))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     if shape.len() != 3 || shape[2] != 3 || shape[0] == 0 || shape[1] == 0 {
         return Err(bad(format!("expected an H×W×3 image, got shape {shape:?}")));

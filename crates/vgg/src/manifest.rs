@@ -11,6 +11,7 @@
 //! }
 //! ```
 
+use crate::arch::Architecture;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -25,6 +26,36 @@ pub struct Manifest {
     pub source: String,
     /// SHA-256 (lowercase hex) of every weight file, by file name.
     pub files: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// Parses and checks a manifest's text: valid JSON of this shape, a known architecture, a
+    /// channel order of RGB or BGR, and a positive, finite scale and std. Returns the manifest
+    /// and its architecture, or what is wrong.
+    pub fn parse(text: &str) -> Result<(Manifest, Architecture), String> {
+        let manifest: Manifest = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let arch = Architecture::from_name(&manifest.architecture).ok_or_else(|| {
+            format!(
+                "unknown architecture '{}' (expected vgg16 or vgg19)",
+                manifest.architecture
+            )
+        })?;
+        let p = &manifest.preprocessing;
+        if p.channel_index().is_none() {
+            return Err(format!(
+                "channel_order '{}' is not RGB or BGR",
+                p.channel_order
+            ));
+        }
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        if !positive(p.scale) || !p.std.iter().all(|&s| positive(s)) {
+            return Err("scale and std must be positive and finite".into());
+        }
+        if !p.mean.iter().all(|m| m.is_finite()) {
+            return Err("mean must be finite".into());
+        }
+        Ok((manifest, arch))
+    }
 }
 
 /// The network's input normalisation: the image variable `x` (RGB, [0, 1]) is fed as

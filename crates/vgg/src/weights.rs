@@ -70,24 +70,7 @@ impl Weights {
             path: manifest_path.clone(),
             reason,
         };
-        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let arch = Architecture::from_name(&manifest.architecture).ok_or_else(|| {
-            bad(format!(
-                "unknown architecture '{}' (expected vgg16 or vgg19)",
-                manifest.architecture
-            ))
-        })?;
-        let p = &manifest.preprocessing;
-        if p.channel_index().is_none() {
-            return Err(bad(format!(
-                "channel_order '{}' is not RGB or BGR",
-                p.channel_order
-            )));
-        }
-        let positive = |v: f32| v.is_finite() && v > 0.0;
-        if !positive(p.scale) || !p.std.iter().all(|&s| positive(s)) {
-            return Err(bad("scale and std must be positive and finite".into()));
-        }
+        let (manifest, arch) = Manifest::parse(&text).map_err(bad)?;
         let mut convs = Vec::new();
         for spec in arch.convs() {
             let (wf, bf) = file_names(&spec.name());
