@@ -295,6 +295,7 @@ pub fn npy_image(bytes: &[u8], path: &Path) -> Result<ArrayD<f32>, ImageIoError>
         path: path.into(),
         reason,
     };
+    nst_vgg::check_npy_header(bytes).map_err(bad)?;
     let npy = npyz::NpyFile::new(bytes).map_err(|e| bad(e.to_string()))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     if shape.len() != 3 || shape[2] != 3 || shape[0] == 0 || shape[1] == 0 {

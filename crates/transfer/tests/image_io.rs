@@ -1,6 +1,7 @@
 //! Image input and output: orientation, formats, the raw `.npy` round trip, atomic writes.
 
 use image::{Rgb, RgbImage};
+use nst_tensor::ndarray::{ArrayD, IxDyn};
 use nst_transfer::image_io::{self, ImageIoError};
 use std::path::PathBuf;
 
@@ -129,4 +130,20 @@ fn cmyk_jpeg_becomes_rgb() {
     let (left, right) = (img.get_pixel(2, 6), img.get_pixel(13, 6));
     assert!(left[0] > 0.6 && left[2] < 0.3, "left is {left:?}");
     assert!(right[2] > 0.6 && right[0] < 0.3, "right is {right:?}");
+}
+
+/// Fuzzing found that a 250-byte `.npy` whose header nests `[` brackets sends npyz's header
+/// parser into exponential backtracking (over 10 s); such headers are refused before parsing.
+#[test]
+fn npy_headers_with_nested_brackets_are_refused_before_parsing() {
+    let bytes = include_bytes!("fuzz_findings/npy_nested_brackets.npy");
+    let err = image_io::npy_image(bytes, std::path::Path::new("x.npy")).unwrap_err();
+    assert!(err.to_string().contains("square brackets"), "{err}");
+    // A plain header still parses.
+    let x = ArrayD::from_shape_fn(IxDyn(&[1, 3, 2, 2]), |d| d[1] as f32 * 0.25);
+    let dir = std::env::temp_dir().join(format!("nst-npy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("plain.npy");
+    image_io::save(&path, &x).unwrap();
+    assert_eq!(image_io::load_npy(&path, u64::MAX).unwrap(), x);
 }

@@ -16,4 +16,4 @@ pub use arch::{Architecture, Layer};
 pub use error::VggError;
 pub use manifest::{Manifest, Preprocessing};
 pub use network::{Pooling, TileGeometry, Vgg};
-pub use weights::{ConvWeights, Weights};
+pub use weights::{check_npy_header, ConvWeights, Weights};

@@ -160,6 +160,7 @@ fn read_checked(
         )));
     }
     let bytes = fs::read(&path).map_err(io)?;
+    check_npy_header(&bytes).map_err(bad_npy)?;
     let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| bad_npy(e.to_string()))?;
     let dtype = npy.dtype();
     let f4: npyz::TypeStr = "<f4".parse().expect("a valid type string");
@@ -195,6 +196,43 @@ fn read_checked(
         });
     }
     Ok(ArrayD::from_shape_vec(IxDyn(shape), data).expect("shape checked above"))
+}
+
+/// Refuses a `.npy` whose header is not a plain dictionary literal before it reaches `npyz`,
+/// whose header parser (pest grammar of Python literals) backtracks exponentially on nested
+/// brackets: fuzzing found a 250-byte file that took over 10 s. A float32 array's header is
+/// `{'descr': '<f4', 'fortran_order': False, 'shape': (…), }` — printable ASCII, no square
+/// brackets, nesting at most two deep — so anything else is refused here.
+pub fn check_npy_header(bytes: &[u8]) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("not a plain .npy header: {why}"));
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return bad("no .npy magic");
+    }
+    let (len, start): (usize, usize) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        _ => return bad("unknown format version"),
+    };
+    let Some(header) = bytes.get(start..start.saturating_add(len)) else {
+        return bad("the file ends inside the header");
+    };
+    let mut depth = 0usize;
+    for &c in header {
+        match c {
+            b'[' | b']' => return bad("square brackets"),
+            b'{' | b'(' => depth += 1,
+            b'}' | b')' => depth = depth.saturating_sub(1),
+            b' '..=b'~' | b'\n' => {}
+            _ => return bad("a character outside printable ASCII"),
+        }
+        if depth > 2 {
+            return bad("nested too deeply");
+        }
+    }
+    Ok(())
 }
 
 /// The longest `.npy` header a weights file may have (format 1.0 allows 64 KiB).
