@@ -7,6 +7,7 @@
 //! pass, the effective GFLOP/s, and how many independent tasks the layer's forward pass makes.
 
 use crate::args::BenchArgs;
+use crate::error::CliError;
 use crate::setup::find_weights;
 use crate::transfer_cmd::use_threads;
 use nst_loss::{Layers, LossWeights, Objective};
@@ -26,11 +27,11 @@ struct Row {
 }
 
 /// Runs `nst bench`.
-pub fn bench(args: BenchArgs) -> Result<(), String> {
+pub fn bench(args: BenchArgs) -> Result<(), CliError> {
     use_threads(args.threads)?;
     let (w, h) = args.size;
     let weights_dir = find_weights(args.weights.as_deref())?;
-    let vgg = Vgg::load(&weights_dir).map_err(|e| e.to_string())?;
+    let vgg = Vgg::load(&weights_dir)?;
     let content = synthetic_image(w, h, 1);
     let style = synthetic_image(w, h, 2);
     let layers = Layers {
@@ -40,8 +41,7 @@ pub fn bench(args: BenchArgs) -> Result<(), String> {
             .to_vec(),
     };
     let weights = LossWeights::default_for(vgg.preprocessing());
-    let objective = Objective::new(&vgg, &content, &[style], &[1.0], layers, weights)
-        .map_err(|e| e.to_string())?;
+    let objective = Objective::new(&vgg, &content, &[style], &[1.0], layers, weights)?;
 
     // Evaluated at a third image, so that every term (content included) has a gradient.
     let x = synthetic_image(w, h, 3);

@@ -2,21 +2,19 @@
 //! studying the algorithm and for comparing with another framework.
 
 use crate::args::EvalArgs;
+use crate::error::CliError;
 use crate::setup;
 use crate::transfer_cmd::use_threads;
 use nst_transfer::image_io::{self, OutputFormat};
 use serde_json::json;
 
 /// Runs `nst eval`: evaluates the objective at `--image`'s own size and prints the terms.
-pub fn eval(args: EvalArgs) -> Result<(), String> {
+pub fn eval(args: EvalArgs) -> Result<(), CliError> {
     let o = &args.objective;
     setup::validate_objective(o)?;
     if let Some(path) = &args.grad_out {
         if !OutputFormat::from_path(path).is_ok_and(|f| f == OutputFormat::Npy) {
-            return Err(format!(
-                "--grad-out {}: must be a .npy file",
-                path.display()
-            ));
+            return Err(format!("--grad-out {}: must be a .npy file", path.display()).into());
         }
     }
     use_threads(args.threads)?;
@@ -31,10 +29,9 @@ pub fn eval(args: EvalArgs) -> Result<(), String> {
         image_io::load_npy(&args.image, limit)
     } else {
         image_io::load(&args.image, limit).map(|img| image_io::to_variable(&img))
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     let (h, w) = (x.shape()[2] as u32, x.shape()[3] as u32);
-    let content_img = image_io::load(&o.content, limit).map_err(|e| e.to_string())?;
+    let content_img = image_io::load(&o.content, limit)?;
     let content = image_io::to_variable(&image_io::resize_exact(&content_img, w, h));
     let style_imgs = setup::load_styles(o, Some(setup::style_side(o, w.max(h))), limit)?;
     let tile = args.tile.map(|t| t as usize);
@@ -43,7 +40,7 @@ pub fn eval(args: EvalArgs) -> Result<(), String> {
     let e = objective.evaluate(&x);
 
     if let Some(path) = &args.grad_out {
-        image_io::save(path, &e.grad).map_err(|e| e.to_string())?;
+        image_io::save(path, &e.grad)?;
     }
     if args.json {
         let per_layer: serde_json::Map<String, serde_json::Value> = layers

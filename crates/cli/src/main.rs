@@ -6,6 +6,7 @@
 
 mod args;
 mod bench_cmd;
+mod error;
 mod eval_cmd;
 mod setup;
 mod transfer_cmd;

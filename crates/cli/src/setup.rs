@@ -2,6 +2,7 @@
 //! settings, all from [`ObjectiveArgs`].
 
 use crate::args::{ObjectiveArgs, PoolingArg};
+use crate::error::CliError;
 use image::Rgb32FImage;
 use nst_loss::{Layers, LossWeights, Objective};
 use nst_tensor::ndarray::ArrayD;
@@ -10,14 +11,12 @@ use nst_vgg::{Pooling, Vgg};
 use std::path::{Path, PathBuf};
 
 /// Loads the network the options name (`--weights`, `--pooling`), and a line describing it.
-pub fn load_network(o: &ObjectiveArgs) -> Result<(Vgg, String), String> {
+pub fn load_network(o: &ObjectiveArgs) -> Result<(Vgg, String), CliError> {
     let dir = find_weights(o.weights.as_deref())?;
-    let vgg = Vgg::load(&dir)
-        .map_err(|e| e.to_string())?
-        .with_pooling(match o.pooling {
-            PoolingArg::Max => Pooling::Max,
-            PoolingArg::Avg => Pooling::Avg,
-        });
+    let vgg = Vgg::load(&dir)?.with_pooling(match o.pooling {
+        PoolingArg::Max => Pooling::Max,
+        PoolingArg::Avg => Pooling::Avg,
+    });
     let line = format!(
         "network: {} from {} — preprocessing {}",
         vgg.arch(),
@@ -33,7 +32,7 @@ pub fn load_network(o: &ObjectiveArgs) -> Result<(Vgg, String), String> {
 /// (`$XDG_DATA_HOME/nst/weights`, by default `~/.local/share/nst/weights`, where
 /// `tools/fetch_weights.py --user` installs). So `nst` works from any directory. The error
 /// lists every place it looked.
-pub fn find_weights(given: Option<&Path>) -> Result<PathBuf, String> {
+pub fn find_weights(given: Option<&Path>) -> Result<PathBuf, CliError> {
     if let Some(dir) = given {
         return Ok(dir.to_path_buf());
     }
@@ -54,11 +53,9 @@ pub fn find_weights(given: Option<&Path>) -> Result<PathBuf, String> {
             looked.push(dir.display().to_string());
         }
     }
-    Err(format!(
-        "no VGG weights found (looked in {}); fetch them with `python3 tools/fetch_weights.py --user` \
-         or pass --weights DIR",
-        looked.join(", ")
-    ))
+    Err(CliError::NoWeights {
+        looked: looked.join(", "),
+    })
 }
 
 /// `$XDG_DATA_HOME`, or `~/.local/share`.
@@ -93,11 +90,11 @@ pub fn load_styles(
     o: &ObjectiveArgs,
     side: Option<u32>,
     limit: u64,
-) -> Result<Vec<Rgb32FImage>, String> {
+) -> Result<Vec<Rgb32FImage>, CliError> {
     o.style
         .iter()
         .map(|path| {
-            let img = image_io::load(path, limit).map_err(|e| e.to_string())?;
+            let img = image_io::load(path, limit)?;
             Ok(match side {
                 Some(side) => image_io::resize_longer_side(&img, side),
                 None => img,
@@ -115,15 +112,16 @@ pub fn build_objective<'v>(
     content: &ArrayD<f32>,
     style_imgs: &[Rgb32FImage],
     tile: Option<usize>,
-) -> Result<Objective<'v>, String> {
+) -> Result<Objective<'v>, CliError> {
     let styles: Vec<ArrayD<f32>> = style_imgs.iter().map(image_io::to_variable).collect();
     let blend = o
         .style_blend
         .clone()
         .unwrap_or_else(|| vec![1.0; styles.len()]);
     let (weights, layers) = weights_and_layers(o, vgg);
-    Objective::with_tiles(vgg, content, &styles, &blend, layers, weights, tile)
-        .map_err(|e| e.to_string())
+    Ok(Objective::with_tiles(
+        vgg, content, &styles, &blend, layers, weights, tile,
+    )?)
 }
 
 /// The term weights (`--content-weight`, `--style-weight`, `--tv-weight`; defaults for the
@@ -143,12 +141,9 @@ pub fn weights_and_layers(o: &ObjectiveArgs, vgg: &Vgg) -> (LossWeights, Layers)
 }
 
 /// Checks the objective's options before any work is done.
-pub fn validate_objective(o: &ObjectiveArgs) -> Result<(), String> {
+pub fn validate_objective(o: &ObjectiveArgs) -> Result<(), CliError> {
     if !(o.style_scale.is_finite() && o.style_scale > 0.0) {
-        return Err(format!(
-            "--style-scale must be positive, got {}",
-            o.style_scale
-        ));
+        return Err(format!("--style-scale must be positive, got {}", o.style_scale).into());
     }
     for (name, v) in [
         ("--content-weight", o.content_weight),
@@ -165,7 +160,8 @@ pub fn validate_objective(o: &ObjectiveArgs) -> Result<(), String> {
                 "--style-blend has {} weights for {} --style images",
                 blend.len(),
                 o.style.len()
-            ));
+            )
+            .into());
         }
         for &w in blend {
             finite_nonneg("each --style-blend weight", w)?;
@@ -180,10 +176,10 @@ pub fn validate_objective(o: &ObjectiveArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn finite_nonneg(name: &str, v: f32) -> Result<(), String> {
+fn finite_nonneg(name: &str, v: f32) -> Result<(), CliError> {
     if v.is_finite() && v >= 0.0 {
         Ok(())
     } else {
-        Err(format!("{name} must be a finite number ≥ 0, got {v}"))
+        Err(format!("{name} must be a finite number ≥ 0, got {v}").into())
     }
 }

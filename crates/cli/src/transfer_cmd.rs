@@ -1,6 +1,7 @@
 //! `nst transfer`: validate the options, prepare the images and the objective, run, write.
 
 use crate::args::{LineSearchArg, OptimizerArg, TransferArgs};
+use crate::error::CliError;
 use crate::setup;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nst_tensor::ndarray::ArrayD;
@@ -27,7 +28,7 @@ pub enum Ended {
 
 /// Runs `nst transfer`. Every error a user can cause comes back as a message; no output file is
 /// written unless the run completes (or is interrupted, which writes the best image so far).
-pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
+pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
     validate(&args)?;
     use_threads(args.threads)?;
     let say = |msg: String| {
@@ -37,23 +38,18 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
     };
 
     if !args.dry_run {
-        image_io::check_writable(&args.output).map_err(|e| e.to_string())?;
+        image_io::check_writable(&args.output)?;
     }
     let (vgg, network_line) = setup::load_network(&args.objective)?;
     say(network_line);
 
     // Plan the memory from the image headers, before any image is decoded.
-    let out_size = image_io::longer_side_size(
-        image_io::dimensions(&args.objective.content).map_err(|e| e.to_string())?,
-        args.size,
-    );
+    let out_size =
+        image_io::longer_side_size(image_io::dimensions(&args.objective.content)?, args.size);
     let style_side = setup::style_side(&args.objective, args.size);
     let mut style_pixels = 0;
     for path in &args.objective.style {
-        let (w, h) = image_io::longer_side_size(
-            image_io::dimensions(path).map_err(|e| e.to_string())?,
-            style_side,
-        );
+        let (w, h) = image_io::longer_side_size(image_io::dimensions(path)?, style_side);
         style_pixels += w as usize * h as usize;
     }
     let mut optimizer = optimizer_kind(&args);
@@ -69,8 +65,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         style_pixels,
         tile: args.tile.map(|t| t as usize),
     };
-    let plan =
-        memory::plan(&vgg, &shape, optimizer, args.iters, budget).map_err(|e| e.to_string())?;
+    let plan = memory::plan(&vgg, &shape, optimizer, args.iters, budget)?;
     if let (Some(from), Some(to), OptimizerKind::Lbfgs { history, .. }) =
         (plan.capped_from, plan.history, &mut optimizer)
     {
@@ -108,7 +103,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
     let stages = stages[stages.len().saturating_sub(args.iters)..].to_vec();
     let budgets = scales::split_budget(args.iters, stages.len());
     let limit = setup::decode_limit(Some(budget));
-    let content_raw = image_io::load(&args.objective.content, limit).map_err(|e| e.to_string())?;
+    let content_raw = image_io::load(&args.objective.content, limit)?;
     let style_raw = setup::load_styles(&args.objective, None, limit)?;
     let (weights, _) = setup::weights_and_layers(&args.objective, &vgg);
     let stage_list = stages
@@ -136,7 +131,10 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
 
     let mut log = match &args.log_json {
         Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
+            std::fs::File::create(path).map_err(|source| CliError::Log {
+                path: path.clone(),
+                source,
+            })?,
         )),
         None => None,
     };
@@ -175,8 +173,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
                 &style_imgs[0],
                 args.seed,
                 limit,
-            )
-            .map_err(|e| e.to_string())?,
+            )?,
             Some(previous) => image_io::upsample_variable(&previous, w, h),
         };
         let stage_label = if stages.len() > 1 {
@@ -184,7 +181,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         } else {
             String::new()
         };
-        let mut observe = |r: &EvalRecord, x: &ArrayD<f32>| -> Result<(), String> {
+        let mut observe = |r: &EvalRecord, x: &ArrayD<f32>| -> Result<(), CliError> {
             let eval = evals + r.eval;
             let status = format!(
                 "{stage_label}loss {:.4e} (content {:.3e}, style {:.3e})",
@@ -209,13 +206,15 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
                 });
                 writeln!(log, "{line}")
                     .and_then(|_| log.flush())
-                    .map_err(|e| format!("writing the JSON log: {e}"))?;
+                    .map_err(|source| CliError::Log {
+                        path: args.log_json.clone().unwrap_or_default(),
+                        source,
+                    })?;
             }
             if let Some(every) = args.save_every {
                 if eval.is_multiple_of(every) {
                     let path = numbered(&args.output, eval);
-                    image_io::save(&path, &to_write(x, &content, &path))
-                        .map_err(|e| e.to_string())?;
+                    image_io::save(&path, &to_write(x, &content, &path))?;
                 }
             }
             Ok(())
@@ -224,25 +223,23 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         evals += outcome.evals;
         if let Some(bad) = outcome.non_finite {
             progress.finish_and_clear();
-            let mut msg = format!(
-                "evaluation {} gave a non-finite loss or gradient (are the weights too large? \
-                 α={} β={} γ={}); stopped",
-                evals - outcome.evals + bad,
-                weights.content,
-                weights.style,
-                weights.tv
-            );
+            let mut kept = String::new();
             if let Some(b) = outcome.best {
                 let image = image_io::upsample_variable(&outcome.best_image, w, h);
-                image_io::save(&args.output, &to_write(&image, &content, &args.output))
-                    .map_err(|e| e.to_string())?;
-                msg += &format!(
+                image_io::save(&args.output, &to_write(&image, &content, &args.output))?;
+                kept = format!(
                     "; wrote the best finite image (evaluation {}) to {}",
                     evals - outcome.evals + b.eval,
                     args.output.display()
                 );
             }
-            return Err(msg);
+            return Err(CliError::NonFinite {
+                eval: evals - outcome.evals + bad,
+                alpha: weights.content,
+                beta: weights.style,
+                gamma: weights.tv,
+                kept,
+            });
         }
         if outcome.interrupted {
             last = outcome.best;
@@ -262,8 +259,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, String> {
         let full = image_io::resize_longer_side(&content_raw, args.size);
         content = image_io::to_variable(&full);
     }
-    image_io::save(&args.output, &to_write(&image, &content, &args.output))
-        .map_err(|e| e.to_string())?;
+    image_io::save(&args.output, &to_write(&image, &content, &args.output))?;
     let secs = started.elapsed().as_secs_f64();
     match (&ended, last) {
         (Ended::Interrupted(_), best) => say(format!(
@@ -409,12 +405,15 @@ fn optimizer_kind(args: &TransferArgs) -> OptimizerKind {
 }
 
 /// Sizes rayon's global pool to `threads` (`--threads`), or leaves its default, one per core.
-pub fn use_threads(threads: Option<usize>) -> Result<(), String> {
+pub fn use_threads(threads: Option<usize>) -> Result<(), CliError> {
     if let Some(n) = threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
-            .map_err(|e| format!("cannot start {n} threads: {e}"))?;
+            .map_err(|e| CliError::Threads {
+                threads: n,
+                reason: e.to_string(),
+            })?;
     }
     Ok(())
 }
@@ -433,15 +432,12 @@ fn numbered(output: &Path, eval: usize) -> PathBuf {
 }
 
 /// Checks every option a user can get wrong before any work is done.
-fn validate(a: &TransferArgs) -> Result<(), String> {
+fn validate(a: &TransferArgs) -> Result<(), CliError> {
     setup::validate_objective(&a.objective)?;
-    OutputFormat::from_path(&a.output).map_err(|e| e.to_string())?;
+    OutputFormat::from_path(&a.output)?;
     if let Some(dir) = a.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
-            return Err(format!(
-                "--output: directory {} does not exist",
-                dir.display()
-            ));
+            return Err(format!("--output: directory {} does not exist", dir.display()).into());
         }
     }
     if a.size == 0 {
@@ -455,7 +451,7 @@ fn validate(a: &TransferArgs) -> Result<(), String> {
     }
     if let Some(lr) = a.lr {
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(format!("--lr must be positive, got {lr}"));
+            return Err(format!("--lr must be positive, got {lr}").into());
         }
     }
     scales::Scales::parse(&a.scales)?.stages(a.size)?;

@@ -87,22 +87,24 @@ pub struct RunOutcome {
     pub non_finite: Option<usize>,
 }
 
-/// An observer's verdict on an evaluation: an error stops the run.
-pub type ObserverResult = Result<(), String>;
+/// What [`run`] calls after each evaluation with its record and the evaluated image; an error
+/// stops the run.
+pub type Observer<'a, E> = dyn FnMut(&EvalRecord, &ArrayD<f32>) -> Result<(), E> + 'a;
 
 /// Minimises `objective` from `x0` for at most `budget` evaluations (line-search evaluations
 /// included). After each evaluation, `observe(record, image)` is called (for logging, progress
-/// and intermediate images); an error from it stops the run and is returned. Setting
+/// and intermediate images); an error from it stops the run and is returned as it is (the
+/// observer's own error type `E`). Setting
 /// `interrupt` stops the run after the current evaluation, keeping the best image; so does an
 /// evaluation whose loss or gradient is not finite (see [`RunOutcome::non_finite`]).
-pub fn run(
+pub fn run<E>(
     objective: &Objective,
     x0: ArrayD<f32>,
     optimizer: OptimizerKind,
     budget: usize,
-    observe: &mut dyn FnMut(&EvalRecord, &ArrayD<f32>) -> ObserverResult,
+    observe: &mut Observer<'_, E>,
     interrupt: &AtomicBool,
-) -> Result<RunOutcome, String> {
+) -> Result<RunOutcome, E> {
     let shape = x0.raw_dim();
     let mut x: Vec<f32> = x0.iter().copied().collect();
     let mut best: Option<(EvalRecord, ArrayD<f32>)> = None;
