@@ -43,55 +43,15 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
     let (vgg, network_line) = setup::load_network(&args.objective)?;
     say(network_line);
 
-    // Plan the memory from the image headers, before any image is decoded.
-    let out_size =
-        image_io::longer_side_size(image_io::dimensions(&args.objective.content)?, args.size);
-    let style_side = setup::style_side(&args.objective, args.size);
-    let mut style_pixels = 0;
-    for path in &args.objective.style {
-        let (w, h) = image_io::longer_side_size(image_io::dimensions(path)?, style_side);
-        style_pixels += w as usize * h as usize;
-    }
-    let mut optimizer = optimizer_kind(&args);
-    // Unknown (no /proc, no cgroup) means unlimited: nothing to check against.
-    let budget = args
-        .max_memory
-        .or_else(memory::default_budget)
-        .unwrap_or(u64::MAX);
-    let shape = memory::RunShape {
-        content_layers: &args.objective.content_layers,
-        style_layers: &args.objective.style_layers,
-        size: (out_size.0 as usize, out_size.1 as usize),
-        style_pixels,
-        tile: args.tile.map(|t| t as usize),
-    };
-    let plan = memory::plan(&vgg, &shape, optimizer, args.iters, budget)?;
-    if let (Some(from), Some(to), OptimizerKind::Lbfgs { history, .. }) =
-        (plan.capped_from, plan.history, &mut optimizer)
-    {
-        *history = to;
-        say(format!(
-            "memory: L-BFGS history capped at {to} pairs (of {from}) to fit the budget of {}",
-            memory::format_bytes(budget)
-        ));
-    }
-    let plan_line = format!(
-        "plan: {}×{} px, estimated peak {} of a {} budget{}{}",
-        out_size.0,
-        out_size.1,
-        memory::format_bytes(plan.peak_bytes),
-        if budget == u64::MAX {
-            "unknown".to_string()
-        } else {
-            memory::format_bytes(budget)
-        },
-        plan.tile
-            .map_or(", whole-image evaluation".to_string(), |t| format!(
-                ", tiles of {t} px"
-            )),
-        plan.history
-            .map_or(String::new(), |h| format!(", L-BFGS history {h}"))
-    );
+    let Planned {
+        out_size,
+        optimizer,
+        budget,
+        plan,
+        lines,
+    } = plan_run(&args, &vgg)?;
+    let plan_line = lines.last().cloned().unwrap_or_default();
+    lines[..lines.len() - 1].iter().for_each(|l| say(l.clone()));
     if args.dry_run {
         println!("{plan_line}");
         return Ok(Ended::Done);
@@ -260,25 +220,13 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
         content = image_io::to_variable(&full);
     }
     image_io::save(&args.output, &to_write(&image, &content, &args.output))?;
-    let secs = started.elapsed().as_secs_f64();
-    match (&ended, last) {
-        (Ended::Interrupted(_), best) => say(format!(
-            "interrupted after {evals} evaluations; wrote the best image so far (loss {:.4e}) to {}",
-            best.map_or(f32::NAN, |b| b.total),
-            args.output.display()
-        )),
-        (Ended::Done, Some(r)) => say(format!(
-            "{evals} evaluations in {:.1} s ({:.0} ms each): loss {:.4e} (content {:.4e}, style {:.4e}, tv {:.4e}) → {}",
-            secs,
-            1e3 * secs / evals.max(1) as f64,
-            r.total,
-            r.content,
-            r.style,
-            r.tv,
-            args.output.display()
-        )),
-        (Ended::Done, None) => say(format!("no evaluation made → {}", args.output.display())),
-    }
+    say(summary_line(
+        &ended,
+        last,
+        evals,
+        started.elapsed().as_secs_f64(),
+        &args.output,
+    ));
     Ok(ended)
 }
 
@@ -298,6 +246,110 @@ fn stop_on_signals() -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
         let _ = flag::register(sig, Arc::clone(&stop));
     }
     (stop, which)
+}
+
+/// The line that ends a run: evaluations, time, final losses and where the image went.
+fn summary_line(
+    ended: &Ended,
+    last: Option<EvalRecord>,
+    evals: usize,
+    secs: f64,
+    output: &Path,
+) -> String {
+    match (ended, last) {
+        (Ended::Interrupted(_), best) => format!(
+            "interrupted after {evals} evaluations; wrote the best image so far (loss {:.4e}) to {}",
+            best.map_or(f32::NAN, |b| b.total),
+            output.display()
+        ),
+        (Ended::Done, Some(r)) => format!(
+            "{evals} evaluations in {secs:.1} s ({:.0} ms each): loss {:.4e} (content {:.4e}, \
+             style {:.4e}, tv {:.4e}) → {}",
+            1e3 * secs / evals.max(1) as f64,
+            r.total,
+            r.content,
+            r.style,
+            r.tv,
+            output.display()
+        ),
+        (Ended::Done, None) => format!("no evaluation made → {}", output.display()),
+    }
+}
+
+/// What the memory plan decided for a run (see [`plan_run`]).
+struct Planned {
+    /// The output's width and height.
+    out_size: (u32, u32),
+    /// The optimizer, its L-BFGS history capped if the budget requires.
+    optimizer: OptimizerKind,
+    /// The memory budget in bytes (`u64::MAX` if unknown).
+    budget: u64,
+    /// The plan: estimate, tiles, history.
+    plan: memory::Plan,
+    /// Lines for the user: a history cap, if any, then the plan itself (last).
+    lines: Vec<String>,
+}
+
+/// Plans the run's memory from the image headers, before any image is decoded
+/// (`nst_transfer::memory`): the output size, the budget, the tiles and the L-BFGS history.
+fn plan_run(args: &TransferArgs, vgg: &nst_vgg::Vgg) -> Result<Planned, CliError> {
+    let out_size =
+        image_io::longer_side_size(image_io::dimensions(&args.objective.content)?, args.size);
+    let style_side = setup::style_side(&args.objective, args.size);
+    let mut style_pixels = 0;
+    for path in &args.objective.style {
+        let (w, h) = image_io::longer_side_size(image_io::dimensions(path)?, style_side);
+        style_pixels += w as usize * h as usize;
+    }
+    let mut optimizer = optimizer_kind(args);
+    // Unknown (no /proc, no cgroup) means unlimited: nothing to check against.
+    let budget = args
+        .max_memory
+        .or_else(memory::default_budget)
+        .unwrap_or(u64::MAX);
+    let shape = memory::RunShape {
+        content_layers: &args.objective.content_layers,
+        style_layers: &args.objective.style_layers,
+        size: (out_size.0 as usize, out_size.1 as usize),
+        style_pixels,
+        tile: args.tile.map(|t| t as usize),
+    };
+    let plan = memory::plan(vgg, &shape, optimizer, args.iters, budget)?;
+    let mut lines = Vec::new();
+    if let (Some(from), Some(to), OptimizerKind::Lbfgs { history, .. }) =
+        (plan.capped_from, plan.history, &mut optimizer)
+    {
+        *history = to;
+        lines.push(format!(
+            "memory: L-BFGS history capped at {to} pairs (of {from}) to fit the budget of {}",
+            memory::format_bytes(budget)
+        ));
+    }
+    let plan_line = format!(
+        "plan: {}×{} px, estimated peak {} of a {} budget{}{}",
+        out_size.0,
+        out_size.1,
+        memory::format_bytes(plan.peak_bytes),
+        if budget == u64::MAX {
+            "unknown".to_string()
+        } else {
+            memory::format_bytes(budget)
+        },
+        plan.tile
+            .map_or(", whole-image evaluation".to_string(), |t| format!(
+                ", tiles of {t} px"
+            )),
+        plan.history
+            .map_or(String::new(), |h| format!(", L-BFGS history {h}"))
+    );
+    lines.push(plan_line);
+    Ok(Planned {
+        out_size,
+        optimizer,
+        budget,
+        plan,
+        lines,
+    })
 }
 
 /// When to print a plain progress line (stderr not a terminal): every `--print-every`
