@@ -421,7 +421,12 @@ fn unusual_input_formats_are_accepted() {
     })
     .save(&deep)
     .unwrap();
-    for input in [&gray, &rgba, &deep] {
+    // TGA has no magic number: it is recognised by its extension.
+    let tga = dir.join("plain.tga");
+    image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 6, y as u8 * 8, 120]))
+        .save(&tga)
+        .unwrap();
+    for input in [&gray, &rgba, &deep, &tga] {
         let out = dir.join("out.png");
         let o = nst_with(
             input,
@@ -774,7 +779,8 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
-/// Decoder bombs — tiny files whose headers claim gigapixel images (PNG, PNM, GIF, BMP) and a
+/// Decoder bombs — tiny files whose headers claim gigapixel images (PNG, PNM, GIF, BMP, JPEG,
+/// TIFF, QOI, TGA) and a
 /// `.npy` init claiming 2³²×2³²×3 values — are refused with exit 1 and one line, under a 1 GiB
 /// address-space limit (so before any large allocation), writing nothing.
 #[test]
@@ -815,23 +821,71 @@ fn decoder_bombs_are_refused_before_decoding() {
     bmp.extend(24u16.to_le_bytes());
     bmp.extend([0u8; 24]);
     bmp.extend([0u8; 16]);
+    // The other decoders: the fuzzing seeds (valid 8×6 images) with their size fields raised.
+    let seed = |ext: &str| {
+        std::fs::read(root().join(format!("fuzz/seeds/image_decode/tiny.{ext}"))).unwrap()
+    };
+    let mut jpeg = seed("jpg");
+    let sof = jpeg
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("a baseline JPEG");
+    jpeg[sof + 5..sof + 9].copy_from_slice(&[0xFF; 4]); // height, width: 65535 each
+    let mut tiff = seed("tiff");
+    let ifd = u32::from_le_bytes(tiff[4..8].try_into().unwrap()) as usize;
+    let entries = u16::from_le_bytes(tiff[ifd..ifd + 2].try_into().unwrap()) as usize;
+    for e in 0..entries {
+        let at = ifd + 2 + 12 * e;
+        let tag = u16::from_le_bytes(tiff[at..at + 2].try_into().unwrap());
+        if tag == 256 || tag == 257 {
+            // ImageWidth, ImageLength: 65535 whether stored as SHORT or LONG.
+            tiff[at + 8..at + 12].copy_from_slice(&[0xFF, 0xFF, 0, 0]);
+        }
+    }
+    let mut qoi = seed("qoi");
+    // 20000×20000: the largest QOI the decoder accepts (400 million pixels).
+    qoi[4..12].copy_from_slice(&[0, 0, 0x4E, 0x20, 0, 0, 0x4E, 0x20]);
+    let mut tga = seed("tga");
+    tga[12..16].copy_from_slice(&[0xFF; 4]);
     let content = root().join("tests/data/tubingen.jpg");
     for (name, bytes) in [
         ("bomb.png", png),
         ("bomb.ppm", pnm),
         ("bomb.gif", gif),
         ("bomb.bmp", bmp),
+        ("bomb.jpg", jpeg),
+        ("bomb.tiff", tiff),
+        ("bomb.qoi", qoi),
+        ("bomb.tga", tga),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, &bytes).unwrap();
         let o = nst_in_1gib(
             &path,
-            &["--output", out.to_str().unwrap(), "--size", "64", "--quiet"],
+            &[
+                "--output",
+                out.to_str().unwrap(),
+                "--size",
+                "64",
+                "--quiet",
+                "--max-memory",
+                "1G",
+            ],
         );
         let msg = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{name}: {msg}");
         assert_eq!(msg.lines().count(), 1, "{name}: {msg}");
-        assert!(msg.contains(name) && msg.contains("needs"), "{name}: {msg}");
+        // TIFF's decoder refuses strip sizes that disagree with the raised size by itself;
+        // every other bomb reaches the limit check.
+        let expected = if name == "bomb.tiff" {
+            "inconsistent sizes"
+        } else {
+            "needs"
+        };
+        assert!(
+            msg.contains(name) && msg.contains(expected),
+            "{name}: {msg}"
+        );
         assert!(!out.exists(), "{name} wrote an output");
     }
     // A .npy init whose header claims 2³²×2³²×3 float32 values.

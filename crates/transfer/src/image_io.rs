@@ -135,7 +135,13 @@ pub fn decode(
         path: path.into(),
         reason: e.to_string(),
     };
-    let mut reader = ImageReader::new(reader)
+    // The extension first (TGA has no magic number), then the content, which wins if it is
+    // recognised (a PNG named .jpg is read as the PNG it is).
+    let mut reader = ImageReader::new(reader);
+    if let Ok(format) = image::ImageFormat::from_path(path) {
+        reader.set_format(format);
+    }
+    let mut reader = reader
         .with_guessed_format()
         .map_err(|source| ImageIoError::Io {
             path: path.into(),
