@@ -8,6 +8,7 @@ mod args;
 mod bench_cmd;
 mod error;
 mod eval_cmd;
+mod report;
 mod setup;
 mod transfer_cmd;
 

@@ -2,8 +2,8 @@
 
 use crate::args::{LineSearchArg, OptimizerArg, TransferArgs};
 use crate::error::CliError;
+use crate::report::{Reporter, Stage};
 use crate::setup;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nst_tensor::ndarray::ArrayD;
 use nst_transfer::image_io::{self, OutputFormat};
 use nst_transfer::init::{initial_image, Init};
@@ -11,11 +11,9 @@ use nst_transfer::memory;
 use nst_transfer::optim::LineSearch;
 use nst_transfer::run::{run, EvalRecord, OptimizerKind};
 use nst_transfer::scales;
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// How a command ended, for the exit code.
 pub enum Ended {
@@ -89,28 +87,8 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
     ));
     say(settings_line(&args));
 
-    let mut log = match &args.log_json {
-        Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path).map_err(|source| CliError::Log {
-                path: path.clone(),
-                source,
-            })?,
-        )),
-        None => None,
-    };
-    let progress = progress_bar(&args);
+    let mut report = Reporter::new(&args)?;
     let (interrupt, signal) = stop_on_signals();
-
-    let to_write = |x: &ArrayD<f32>, content: &ArrayD<f32>, path: &Path| -> ArrayD<f32> {
-        let raw = OutputFormat::from_path(path).is_ok_and(|f| f == OutputFormat::Npy);
-        if args.original_colors && !raw {
-            nst_transfer::color::keep_content_colors(x, content)
-        } else {
-            x.clone()
-        }
-    };
-    let started = Instant::now();
-    let mut plain = PlainProgress::new(args.print_every);
     let (mut evals, mut last) = (0, None);
     let mut x: Option<ArrayD<f32>> = None;
     let mut content = ArrayD::zeros(vec![0]);
@@ -136,57 +114,24 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
             )?,
             Some(previous) => image_io::upsample_variable(&previous, w, h),
         };
-        let stage_label = if stages.len() > 1 {
-            format!("stage {}/{} ({w}×{h}) ", stage + 1, stages.len())
-        } else {
-            String::new()
+        let at = Stage {
+            index: stage,
+            count: stages.len(),
+            size: (w, h),
         };
-        let mut observe = |r: &EvalRecord, x: &ArrayD<f32>| -> Result<(), CliError> {
-            let eval = evals + r.eval;
-            let status = format!(
-                "{stage_label}loss {:.4e} (content {:.3e}, style {:.3e})",
-                r.total, r.content, r.style
-            );
-            progress.set_position(eval as u64);
-            if progress.is_hidden() && !args.quiet && plain.due(eval) {
-                // Logs and batch jobs: a plain line now and then instead of a bar.
-                let elapsed = started.elapsed().as_secs_f64();
-                let eta = elapsed / eval as f64 * (args.iters - eval) as f64;
-                eprintln!(
-                    "eval {eval}/{}: {status}, {elapsed:.0} s elapsed, ETA {eta:.0} s",
-                    args.iters
-                );
-            }
-            progress.set_message(status);
-            if let Some(log) = log.as_mut() {
-                let line = serde_json::json!({
-                    "eval": eval, "total": r.total, "content": r.content,
-                    "style": r.style, "tv": r.tv, "ms": r.ms,
-                    "stage": stage + 1, "size": [w, h],
-                });
-                writeln!(log, "{line}")
-                    .and_then(|_| log.flush())
-                    .map_err(|source| CliError::Log {
-                        path: args.log_json.clone().unwrap_or_default(),
-                        source,
-                    })?;
-            }
-            if let Some(every) = args.save_every {
-                if eval.is_multiple_of(every) {
-                    let path = numbered(&args.output, eval);
-                    image_io::save(&path, &to_write(x, &content, &path))?;
-                }
-            }
-            Ok(())
-        };
+        let mut observe =
+            |r: &EvalRecord, x: &ArrayD<f32>| report.observe(&at, evals + r.eval, r, x, &content);
         let outcome = run(&objective, x0, optimizer, budget, &mut observe, &interrupt)?;
         evals += outcome.evals;
         if let Some(bad) = outcome.non_finite {
-            progress.finish_and_clear();
+            report.finish();
             let mut kept = String::new();
             if let Some(b) = outcome.best {
                 let image = image_io::upsample_variable(&outcome.best_image, w, h);
-                image_io::save(&args.output, &to_write(&image, &content, &args.output))?;
+                image_io::save(
+                    &args.output,
+                    &report.image_to_write(&image, &content, &args.output),
+                )?;
                 kept = format!(
                     "; wrote the best finite image (evaluation {}) to {}",
                     evals - outcome.evals + b.eval,
@@ -210,7 +155,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
         last = outcome.last;
         x = Some(outcome.final_image);
     }
-    progress.finish_and_clear();
+    report.finish();
 
     // An interrupted coarse stage still gives an output of the requested size.
     let image =
@@ -219,12 +164,15 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
         let full = image_io::resize_longer_side(&content_raw, args.size);
         content = image_io::to_variable(&full);
     }
-    image_io::save(&args.output, &to_write(&image, &content, &args.output))?;
+    image_io::save(
+        &args.output,
+        &report.image_to_write(&image, &content, &args.output),
+    )?;
     say(summary_line(
         &ended,
         last,
         evals,
-        started.elapsed().as_secs_f64(),
+        report.elapsed_secs(),
         &args.output,
     ));
     Ok(ended)
@@ -352,37 +300,6 @@ fn plan_run(args: &TransferArgs, vgg: &nst_vgg::Vgg) -> Result<Planned, CliError
     })
 }
 
-/// When to print a plain progress line (stderr not a terminal): every `--print-every`
-/// evaluations, or else every [`PLAIN_PROGRESS_SECS`] seconds.
-struct PlainProgress {
-    every: Option<usize>,
-    last: Instant,
-}
-
-/// Seconds between plain progress lines without `--print-every`.
-const PLAIN_PROGRESS_SECS: u64 = 10;
-
-impl PlainProgress {
-    fn new(every: Option<usize>) -> Self {
-        PlainProgress {
-            every,
-            last: Instant::now(),
-        }
-    }
-
-    /// Whether evaluation `eval` gets a line.
-    fn due(&mut self, eval: usize) -> bool {
-        match self.every {
-            Some(n) => eval.is_multiple_of(n),
-            None if self.last.elapsed().as_secs() >= PLAIN_PROGRESS_SECS => {
-                self.last = Instant::now();
-                true
-            }
-            None => false,
-        }
-    }
-}
-
 /// One line with every setting that shapes the result and is not on the other header lines:
 /// the styles and their blend, the style scale, the start, the colours.
 fn settings_line(args: &TransferArgs) -> String {
@@ -422,21 +339,6 @@ fn settings_line(args: &TransferArgs) -> String {
     )
 }
 
-/// The progress bar on stderr, or a hidden one when stderr is not a terminal or with `--quiet`.
-fn progress_bar(args: &TransferArgs) -> ProgressBar {
-    if args.quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(args.iters as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} evals  {msg}  [{elapsed_precise}, ETA {eta}]",
-        )
-        .expect("a valid template"),
-    );
-    bar
-}
-
 /// The optimizer and its settings, from the options.
 fn optimizer_kind(args: &TransferArgs) -> OptimizerKind {
     match args.optimizer {
@@ -468,19 +370,6 @@ pub fn use_threads(threads: Option<usize>) -> Result<(), CliError> {
             })?;
     }
     Ok(())
-}
-
-/// `dir/stem_<eval>.ext` for `dir/stem.ext`.
-fn numbered(output: &Path, eval: usize) -> PathBuf {
-    let stem = output
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = output
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()))
-        .unwrap_or_default();
-    output.with_file_name(format!("{stem}_{eval}{ext}"))
 }
 
 /// Checks every option a user can get wrong before any work is done.
