@@ -779,8 +779,8 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
-/// Decoder bombs — tiny files whose headers claim gigapixel images (PNG, PNM, GIF, BMP, JPEG,
-/// TIFF, QOI, TGA) and a
+/// Decoder bombs — tiny files whose headers claim huge images, for every decoder enabled (PNG,
+/// PNM, GIF, BMP, JPEG, TIFF, QOI, TGA, WebP) — and a
 /// `.npy` init claiming 2³²×2³²×3 values — are refused with exit 1 and one line, under a 1 GiB
 /// address-space limit (so before any large allocation), writing nothing.
 #[test]
@@ -845,6 +845,12 @@ fn decoder_bombs_are_refused_before_decoding() {
     let mut qoi = seed("qoi");
     // 20000×20000: the largest QOI the decoder accepts (400 million pixels).
     qoi[4..12].copy_from_slice(&[0, 0, 0x4E, 0x20, 0, 0, 0x4E, 0x20]);
+    let mut webp = seed("webp");
+    let vp8 = webp
+        .windows(3)
+        .position(|w| w == [0x9D, 0x01, 0x2A])
+        .expect("a VP8 frame");
+    webp[vp8 + 3..vp8 + 7].copy_from_slice(&[0xFF, 0x3F, 0xFF, 0x3F]); // 16383×16383
     let mut tga = seed("tga");
     tga[12..16].copy_from_slice(&[0xFF; 4]);
     let content = root().join("tests/data/tubingen.jpg");
@@ -857,6 +863,7 @@ fn decoder_bombs_are_refused_before_decoding() {
         ("bomb.tiff", tiff),
         ("bomb.qoi", qoi),
         ("bomb.tga", tga),
+        ("bomb.webp", webp),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, &bytes).unwrap();
