@@ -611,6 +611,37 @@ fn the_memory_budget_is_checked_before_the_run() {
     let huge_history = run(&["--history", "18446744073709551615", "--dry-run", "--quiet"]);
     assert!(huge_history.status.success(), "{}", stderr(&huge_history));
 
+    // Coarse to fine: the full-size stage gets only its share of the evaluations, so it keeps
+    // fewer L-BFGS pairs and the plan expects less memory than for one scale.
+    let peak_mib = |extra: &[&str]| {
+        let o = run(&[
+            extra,
+            &["--size", "1024", "--iters", "150", "--dry-run", "--quiet"][..],
+        ]
+        .concat());
+        let plan = String::from_utf8_lossy(&o.stdout).into_owned();
+        let text = plan
+            .split("estimated peak ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{plan}"));
+        let mut words = text.split(' ');
+        let value: f64 = words.next().unwrap().parse().unwrap();
+        value
+            * if words.next() == Some("GiB") {
+                1024.0
+            } else {
+                1.0
+            }
+    };
+    let (single, staged) = (
+        peak_mib(&["--scales", "none"]),
+        peak_mib(&["--scales", "auto"]),
+    );
+    assert!(
+        staged < single,
+        "coarse to fine {staged} MiB vs one scale {single} MiB"
+    );
+
     // Room for the evaluation but not for 100 L-BFGS pairs: the history is shortened.
     let capped = run(&[
         "--size",

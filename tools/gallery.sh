@@ -22,3 +22,10 @@ render the_scream --style "$d/the_scream.jpg"
 render shipwreck --style "$d/shipwreck.jpg"
 render starry_night_original_colors --style "$d/starry_night.jpg" --original-colors
 render blend_starry_scream --style "$d/starry_night.jpg" --style "$d/the_scream.jpg" --style-blend 0.5,0.5
+# One print-size result, coarse to fine (its own options, so not through render()).
+start=$(date +%s.%N)
+./target/release/nst transfer --content "$d/tubingen.jpg" --size 2048 --scales auto --iters 150 \
+  --style-scale 0.5 --style "$d/starry_night.jpg" --threads 2 --quiet --output "$out/starry_night_2048.jpg"
+secs=$(echo "$(date +%s.%N) - $start" | bc)
+printf 'starry_night_2048\t%.0f\tnst transfer --content %s/tubingen.jpg --size 2048 --scales auto --iters 150 --style-scale 0.5 --style %s/starry_night.jpg --output starry_night_2048.jpg\n' \
+  "$secs" "$d" "$d" >> "$out/times.txt"

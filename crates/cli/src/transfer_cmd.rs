@@ -262,7 +262,14 @@ fn plan_run(args: &TransferArgs, vgg: &nst_vgg::Vgg) -> Result<Planned, CliError
         style_pixels,
         tile: args.tile.map(|t| t as usize),
     };
-    let plan = memory::plan(vgg, &shape, optimizer, args.iters, budget)?;
+    // The largest stage (the last) sets the peak; its L-BFGS keeps at most one pair per
+    // evaluation it gets, and coarse-to-fine gives it only its share of --iters.
+    let stages = scales::Scales::parse(&args.scales)?.stages(args.size)?;
+    let stages = stages.len().min(args.iters);
+    let final_evals = *scales::split_budget(args.iters, stages)
+        .last()
+        .expect("at least one stage");
+    let plan = memory::plan(vgg, &shape, optimizer, final_evals, budget)?;
     let mut lines = Vec::new();
     if let (Some(from), Some(to), OptimizerKind::Lbfgs { history, .. }) =
         (plan.capped_from, plan.history, &mut optimizer)
