@@ -28,6 +28,7 @@ pub enum Ended {
 /// written unless the run completes (or is interrupted, which writes the best image so far).
 pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
     validate(&args)?;
+    let (stages, budgets) = stages_and_budgets(&args)?;
     use_threads(args.threads)?;
     let say = |msg: String| {
         if !args.quiet {
@@ -47,7 +48,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
         budget,
         plan,
         lines,
-    } = plan_run(&args, &vgg)?;
+    } = plan_run(&args, &vgg, *budgets.last().expect("at least one stage"))?;
     let plan_line = lines.last().cloned().unwrap_or_default();
     lines[..lines.len() - 1].iter().for_each(|l| say(l.clone()));
     if args.dry_run {
@@ -56,10 +57,6 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
     }
     say(plan_line);
 
-    let stages = scales::Scales::parse(&args.scales)?.stages(args.size)?;
-    // At least one evaluation per stage: with fewer, the coarsest stages are dropped.
-    let stages = stages[stages.len().saturating_sub(args.iters)..].to_vec();
-    let budgets = scales::split_budget(args.iters, stages.len());
     let limit = setup::decode_limit(Some(budget));
     let content_raw = image_io::load(&args.objective.content, limit)?;
     let style_raw = setup::load_styles(&args.objective, None, limit)?;
@@ -196,6 +193,15 @@ fn stop_on_signals() -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
     (stop, which)
 }
 
+/// The coarse-to-fine stage sizes (`--scales`) and the evaluations each gets: at least one per
+/// stage, so with fewer evaluations than stages the coarsest stages are dropped.
+fn stages_and_budgets(args: &TransferArgs) -> Result<(Vec<u32>, Vec<usize>), CliError> {
+    let stages = scales::Scales::parse(&args.scales)?.stages(args.size)?;
+    let stages = stages[stages.len().saturating_sub(args.iters)..].to_vec();
+    let budgets = scales::split_budget(args.iters, stages.len());
+    Ok((stages, budgets))
+}
+
 /// The line that ends a run: evaluations, time, final losses and where the image went.
 fn summary_line(
     ended: &Ended,
@@ -239,8 +245,13 @@ struct Planned {
 }
 
 /// Plans the run's memory from the image headers, before any image is decoded
-/// (`nst_transfer::memory`): the output size, the budget, the tiles and the L-BFGS history.
-fn plan_run(args: &TransferArgs, vgg: &nst_vgg::Vgg) -> Result<Planned, CliError> {
+/// (`nst_transfer::memory`): the output size, the budget, the tiles and the L-BFGS history, for
+/// a largest (last) stage of `final_evals` evaluations.
+fn plan_run(
+    args: &TransferArgs,
+    vgg: &nst_vgg::Vgg,
+    final_evals: usize,
+) -> Result<Planned, CliError> {
     let out_size =
         image_io::longer_side_size(image_io::dimensions(&args.objective.content)?, args.size);
     let style_side = setup::style_side(&args.objective, args.size);
@@ -264,11 +275,6 @@ fn plan_run(args: &TransferArgs, vgg: &nst_vgg::Vgg) -> Result<Planned, CliError
     };
     // The largest stage (the last) sets the peak; its L-BFGS keeps at most one pair per
     // evaluation it gets, and coarse-to-fine gives it only its share of --iters.
-    let stages = scales::Scales::parse(&args.scales)?.stages(args.size)?;
-    let stages = stages.len().min(args.iters);
-    let final_evals = *scales::split_budget(args.iters, stages)
-        .last()
-        .expect("at least one stage");
     let plan = memory::plan(vgg, &shape, optimizer, final_evals, budget)?;
     let mut lines = Vec::new();
     if let (Some(from), Some(to), OptimizerKind::Lbfgs { history, .. }) =
@@ -402,7 +408,6 @@ fn validate(a: &TransferArgs) -> Result<(), CliError> {
             return Err(format!("--lr must be positive, got {lr}").into());
         }
     }
-    scales::Scales::parse(&a.scales)?.stages(a.size)?;
     if a.optimizer == OptimizerArg::Lbfgs && a.lr.is_some() {
         return Err(
             "--lr has no effect with L-BFGS (its line search chooses each step); \
