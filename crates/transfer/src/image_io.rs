@@ -384,11 +384,7 @@ pub fn save(path: &Path, x: &ArrayD<f32>) -> Result<(), ImageIoError> {
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ImageIoError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(temporary_name(&name));
+    let tmp = temporary_path(path);
     let io = |source| ImageIoError::Io {
         path: path.into(),
         source,
@@ -403,29 +399,29 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ImageIoError> {
     })
 }
 
-/// The name of the temporary file an output `name` is written to before being renamed into
-/// place: `.NAME.partial-PID`, with NAME shortened (at a character boundary) so that the whole
-/// stays within the 255 bytes a file name may have — a legal 244-byte output name must not fail
-/// at the very end of a run.
-pub fn temporary_name(name: &str) -> String {
+/// The temporary file an output `path` is written to before being renamed into place:
+/// `.NAME.partial-PID` beside it, with NAME shortened (at a character boundary) so that the
+/// whole stays within the 255 bytes a file name may have — a legal 244-byte output name must
+/// not fail at the very end of a run.
+pub fn temporary_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let suffix = format!(".partial-{}", std::process::id());
     let room = 255 - 1 - suffix.len();
     let mut end = name.len().min(room);
     while !name.is_char_boundary(end) {
         end -= 1;
     }
-    format!(".{}{suffix}", &name[..end])
+    path.with_file_name(format!(".{}{suffix}", &name[..end]))
 }
 
 /// Checks, before a run starts, that `path` can be written: its directory exists and accepts a
 /// new file (a probe with the temporary name is created and removed), so that an unwritable
 /// output is reported at once, not after the whole run.
 pub fn check_writable(path: &Path) -> Result<(), ImageIoError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let probe = path.with_file_name(temporary_name(&name));
+    let probe = temporary_path(path);
     std::fs::write(&probe, b"")
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|source| ImageIoError::Io {
