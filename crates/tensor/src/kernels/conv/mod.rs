@@ -198,10 +198,7 @@ impl Filters {
     /// copied (see [`Filters::shared`]).
     #[track_caller]
     pub fn new(w: &[f32], g: &ConvGeometry) -> Filters {
-        Filters::shared(
-            Arc::new(ArrayD::from_shape_vec(IxDyn(&[w.len()]), w.to_vec()).expect("1-D")),
-            g,
-        )
+        Filters::shared(flat_array(w.to_vec()), g)
     }
 
     /// Filters for convolutions of geometry `g` that share the weight tensor `w` (any shape
@@ -258,17 +255,23 @@ impl Filters {
                 kw: self.kw,
                 pad: 1,
             };
-            let f = Filters::new(&w, &g);
-            if forward_algorithm(&g) == Algorithm::Winograd4x4 {
-                let winograd = winograd::transform_filters(&w, g.c_out, g.c_in);
-                Box::new(Filters {
-                    raw: None,
-                    winograd: OnceLock::from(winograd),
-                    ..f
-                })
+            let winograd = OnceLock::new();
+            let raw = if forward_algorithm(&g) == Algorithm::Winograd4x4 {
+                // Only the Winograd form is ever read: keep it, not the raw filters.
+                let _ = winograd.set(winograd::transform_filters(&w, g.c_out, g.c_in));
+                None
             } else {
-                Box::new(f)
-            }
+                Some(flat_array(w))
+            };
+            Box::new(Filters {
+                raw,
+                c_out: g.c_out,
+                c_in: g.c_in,
+                kh: g.kh,
+                kw: g.kw,
+                winograd,
+                flipped: OnceLock::new(),
+            })
         })
     }
 
@@ -282,6 +285,11 @@ impl Filters {
             self.kw
         );
     }
+}
+
+/// `w` as a shared 1-D array (the storage of [`Filters`] they own).
+fn flat_array(w: Vec<f32>) -> Arc<ArrayD<f32>> {
+    Arc::new(ArrayD::from_shape_vec(IxDyn(&[w.len()]), w).expect("a 1-D shape fits any length"))
 }
 
 /// Forward convolution of one image: `x: C_in×H×W`, optional `bias: C_out`; returns
