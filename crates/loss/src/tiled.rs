@@ -110,17 +110,18 @@ fn part_of(map: &ArrayD<f32>, o: &Owned) -> ArrayD<f32> {
 }
 
 /// Runs `visit(layer index, owned features, where)` for every tile of `image` and every layer of
-/// `names` whose owned part is not empty, on constant tapes (forward only).
+/// `names` (whose tile geometry is `geo`) whose owned part is not empty, on constant tapes
+/// (forward only).
 fn for_each_owned(
     vgg: &Vgg,
     image: &ArrayD<f32>,
     names: &[String],
+    geo: &TileGeometry,
     side: usize,
     mut visit: impl FnMut(usize, Var, &Owned),
 ) -> Result<(), VggError> {
-    let geo = vgg.tile_geometry(names)?;
     let (h, w) = (image.shape()[2], image.shape()[3]);
-    for t in tiles(h, w, side, &geo) {
+    for t in tiles(h, w, side, geo) {
         let g = Graph::new();
         let feats = vgg.features(g.constant(Arc::new(window_of(image, t.window))), names)?;
         for (l, f) in feats.into_iter().enumerate() {
@@ -144,7 +145,7 @@ pub(crate) fn tiled_features(
     let geo = vgg.tile_geometry(names)?;
     let (h, w) = (image.shape()[2], image.shape()[3]);
     let mut maps: Vec<Option<Array4<f32>>> = vec![None; names.len()];
-    for_each_owned(vgg, image, names, side, |l, f, o| {
+    for_each_owned(vgg, image, names, &geo, side, |l, f, o| {
         let v = f.value();
         let c = v.shape()[1];
         let map = maps[l]
@@ -164,10 +165,11 @@ fn tiled_raw_grams(
     vgg: &Vgg,
     image: &ArrayD<f32>,
     names: &[String],
+    geo: &TileGeometry,
     side: usize,
 ) -> Result<Vec<ArrayD<f64>>, VggError> {
     let mut sums: Vec<Option<ArrayD<f64>>> = vec![None; names.len()];
-    for_each_owned(vgg, image, names, side, |l, f, _| {
+    for_each_owned(vgg, image, names, geo, side, |l, f, _| {
         add_f64(&mut sums[l], &f.gram().value());
     })?;
     Ok(sums
@@ -193,7 +195,7 @@ pub(crate) fn tiled_grams(
 ) -> Result<Vec<Arc<ArrayD<f32>>>, VggError> {
     let geo = vgg.tile_geometry(names)?;
     let (h, w) = (image.shape()[2], image.shape()[3]);
-    let raw = tiled_raw_grams(vgg, image, names, side)?;
+    let raw = tiled_raw_grams(vgg, image, names, &geo, side)?;
     Ok(raw
         .into_iter()
         .zip(&geo.scales)
@@ -218,7 +220,7 @@ impl Objective<'_> {
         // First pass: content error sums and raw Gram sums over every tile's owned positions.
         let mut content_sums = vec![0.0f64; n_content];
         let mut grams: Vec<Option<ArrayD<f64>>> = vec![None; self.layers.style.len()];
-        for_each_owned(vgg, x, names, side, |l, f, o| {
+        for_each_owned(vgg, x, names, &geo, side, |l, f, o| {
             if l < n_content {
                 let target = part_of(&self.content_targets[l], o);
                 let v = f.value();
