@@ -95,6 +95,25 @@ impl<'n> Objective<'n> {
         weights: LossWeights,
         tile: Option<usize>,
     ) -> Result<Self, VggError> {
+        let mut per_style = Vec::new();
+        for s in styles {
+            per_style.push(style_grams(vgg, s, &layers.style, tile)?);
+        }
+        Self::from_style_grams(vgg, content, &per_style, blend, layers, weights, tile)
+    }
+
+    /// [`Objective::with_tiles`] with each style's Grams already computed by [`style_grams`]
+    /// (one entry per style, in `layers.style` order): a batch over many contents computes a
+    /// style's Grams once. The result is the same objective, bit for bit.
+    pub fn from_style_grams(
+        vgg: &'n Vgg,
+        content: &ArrayD<f32>,
+        per_style: &[Vec<Arc<ArrayD<f32>>>],
+        blend: &[f32],
+        layers: Layers,
+        weights: LossWeights,
+        tile: Option<usize>,
+    ) -> Result<Self, VggError> {
         let [h, w] = [content.shape()[2], content.shape()[3]];
         let all_layers = [layers.content.clone(), layers.style.clone()].concat();
         vgg.check_size(h, w, &all_layers)?;
@@ -102,20 +121,6 @@ impl<'n> Objective<'n> {
             Some(side) => tiled::tiled_features(vgg, content, &layers.content, side)?,
             None => constant_features(vgg, content, &layers.content)?,
         };
-        let mut per_style: Vec<Vec<Arc<ArrayD<f32>>>> = Vec::new();
-        for s in styles {
-            per_style.push(match tile {
-                Some(side) => {
-                    vgg.check_size(s.shape()[2], s.shape()[3], &layers.style)?;
-                    tiled::tiled_grams(vgg, s, &layers.style, side)?
-                }
-                None => {
-                    let g = Graph::new();
-                    let feats = vgg.features(g.constant(Arc::new(s.clone())), &layers.style)?;
-                    feats.into_iter().map(|f| gram_matrix(f).value()).collect()
-                }
-            });
-        }
         let style_targets = (0..layers.style.len())
             .map(|l| {
                 let grams: Vec<_> = per_style.iter().map(|s| Arc::clone(&s[l])).collect();
@@ -191,6 +196,27 @@ impl<'n> Objective<'n> {
             grad,
         }
     }
+}
+
+/// The raw Gram matrices `F_l·F_lᵀ` of one style image (1×3×H×W) at each of `layers`, computed
+/// whole or, with `tile = Some(side)`, tile by tile (the same sums).
+pub fn style_grams(
+    vgg: &Vgg,
+    style: &ArrayD<f32>,
+    layers: &[String],
+    tile: Option<usize>,
+) -> Result<Vec<Arc<ArrayD<f32>>>, VggError> {
+    Ok(match tile {
+        Some(side) => {
+            vgg.check_size(style.shape()[2], style.shape()[3], layers)?;
+            tiled::tiled_grams(vgg, style, layers, side)?
+        }
+        None => {
+            let g = Graph::new();
+            let feats = vgg.features(g.constant(Arc::new(style.clone())), layers)?;
+            feats.into_iter().map(|f| gram_matrix(f).value()).collect()
+        }
+    })
 }
 
 /// Feature maps of a constant image (no tape work kept for gradients).

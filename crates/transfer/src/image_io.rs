@@ -261,6 +261,12 @@ fn hwc_to_variable(hwc: ArrayD<f32>) -> ArrayD<f32> {
         .expect("same element count")
 }
 
+/// The 1×3×H×W variable as an RGB image (values as they are, not clamped).
+pub fn variable_to_image(x: &ArrayD<f32>) -> Rgb32FImage {
+    let (h, w, hwc) = variable_to_hwc(x);
+    Rgb32FImage::from_raw(w as u32, h as u32, hwc).expect("H×W×3 values")
+}
+
 /// The 1×3×H×W variable as H×W×3 row-major values.
 fn variable_to_hwc(x: &ArrayD<f32>) -> (usize, usize, Vec<f32>) {
     let (h, w) = (x.shape()[2], x.shape()[3]);
