@@ -22,6 +22,80 @@ pub enum Command {
     Eval(Box<EvalArgs>),
     /// Profile evaluations of the default objective, layer by layer, on synthetic images.
     Bench(BenchArgs),
+    /// Render every content × style pair of folders or lists, resumably, on one machine or as
+    /// one shard of a cluster job (Slurm array, Kubernetes Indexed Job).
+    Batch(Box<BatchArgs>),
+    /// Draw the loss curves of a `--log-json` file as an SVG chart.
+    Plot(PlotArgs),
+}
+
+/// Options of `nst plot`.
+#[derive(clap::Args, Debug)]
+pub struct PlotArgs {
+    /// The JSON-lines log a run wrote with `--log-json`.
+    #[arg(value_name = "LOG.jsonl")]
+    pub log: PathBuf,
+    /// The chart to write (SVG).
+    #[arg(value_name = "FILE.svg")]
+    pub output: PathBuf,
+}
+
+/// Options of `nst batch`.
+#[derive(clap::Args, Debug)]
+pub struct BatchArgs {
+    /// Content images: files or directories (their images, sorted); repeatable.
+    #[arg(long, value_name = "PATH", num_args = 1.., required_unless_present = "pairs")]
+    pub content: Vec<PathBuf>,
+    /// Style images: files or directories (their images, sorted); repeatable.
+    #[arg(long, value_name = "PATH", num_args = 1.., required_unless_present = "pairs")]
+    pub style: Vec<PathBuf>,
+    /// A CSV file of `content,style` rows, instead of every content × style.
+    #[arg(long, value_name = "FILE.csv", conflicts_with_all = ["content", "style"])]
+    pub pairs: Option<PathBuf>,
+    /// Where the outputs go, as `<content stem>__<style stem>.<format>`, with the job log
+    /// `batch.jsonl` (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Png)]
+    pub format: FormatArg,
+    /// Take only shard K of N (0-based): the jobs whose number is K mod N [default: from
+    /// SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shard-count,
+    /// else every job].
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+    /// Number of shards of a Kubernetes Indexed Job (its `completions`); the shard is
+    /// JOB_COMPLETION_INDEX.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard_count: Option<u64>,
+    /// Network, layers and weights, as for `nst transfer`.
+    #[command(flatten)]
+    pub terms: TermArgs,
+    /// The run, as for `nst transfer`.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Output format of `nst batch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// PNG, 8-bit.
+    Png,
+    /// JPEG, 8-bit.
+    Jpg,
+    /// Raw float32 H×W×3.
+    Npy,
+}
+
+impl FormatArg {
+    /// The file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FormatArg::Png => "png",
+            FormatArg::Jpg => "jpg",
+            FormatArg::Npy => "npy",
+        }
+    }
 }
 
 /// Options of `nst eval`.
@@ -113,7 +187,7 @@ pub enum PoolingArg {
 }
 
 /// Options of `nst transfer`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct TransferArgs {
     /// The objective: images, network, layers and weights.
     #[command(flatten)]
@@ -121,6 +195,60 @@ pub struct TransferArgs {
     /// Output: .png or .jpg (clamped, 8-bit) or .npy (raw float32 H×W×3 RGB, not clamped).
     #[arg(long, value_name = "OUT")]
     pub output: PathBuf,
+    /// The run: size, budget, optimizer, start, colours, resources.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Also write the image every N evaluations, as `OUT_stem_<eval>.ext`.
+    #[arg(long, value_name = "N")]
+    pub save_every: Option<usize>,
+    /// Write one JSON object per evaluation to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log_json: Option<PathBuf>,
+    /// Write a contact sheet of the run: the image at evenly spaced evaluations, from the
+    /// initial image to the output, each labelled with its evaluation number.
+    #[arg(long, value_name = "FILE.png")]
+    pub progress_grid: Option<PathBuf>,
+    /// Rows and columns of --progress-grid.
+    #[arg(long, value_name = "RxC", default_value = "2x5", value_parser = parse_grid)]
+    pub grid: (u32, u32),
+    /// Draw the loss curves (total, content, style, tv; log scale; stage boundaries) as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Print the plan (size, memory estimate, budget, tiles, history) and exit without running.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `ROWSxCOLUMNS`, each 1–20.
+fn parse_grid(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("expected ROWSxCOLUMNS between 1x1 and 20x20 (e.g. 2x5), got {s:?}");
+    let (r, c) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let side = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=20).contains(n))
+    };
+    Ok((side(r).ok_or_else(bad)?, side(c).ok_or_else(bad)?))
+}
+
+/// How the content's colours are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PreserveColorsArg {
+    /// Not at all: the output takes the style's colours.
+    None,
+    /// After the transfer: the output's luminance with the content's chrominance (YIQ).
+    Post,
+    /// Luminance-only transfer (style luminance matched to the content's), then the
+    /// content's chrominance.
+    Luminance,
+    /// The styles' colour mean and covariance matched to the content's before the transfer.
+    Histogram,
+}
+
+/// The options of one run, shared by `nst transfer` and `nst batch`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
     /// Longer side of the output in pixels.
     #[arg(long, value_name = "PX", default_value_t = 512)]
     pub size: u32,
@@ -154,15 +282,13 @@ pub struct TransferArgs {
     /// Seed of the noise initialisation.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
-    /// Keep the content's colours (luminance-only transfer, YIQ).
+    /// Keep the content's colours (Gatys et al. 2016): after the transfer (`post`), by a
+    /// luminance-only transfer, or by matching the styles' colour histograms to the content.
+    #[arg(long, value_enum, default_value_t = PreserveColorsArg::None)]
+    pub preserve_colors: PreserveColorsArg,
+    /// Short for --preserve-colors post.
     #[arg(long)]
     pub original_colors: bool,
-    /// Also write the image every N evaluations, as `OUT_stem_<eval>.ext`.
-    #[arg(long, value_name = "N")]
-    pub save_every: Option<usize>,
-    /// Write one JSON object per evaluation to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub log_json: Option<PathBuf>,
     /// Worker threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -175,9 +301,6 @@ pub struct TransferArgs {
     /// tile [default: whole images, or tiles chosen to fit --max-memory].
     #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(16..=65536))]
     pub tile: Option<u64>,
-    /// Print the plan (size, memory estimate, budget, tiles, history) and exit without running.
-    #[arg(long)]
-    pub dry_run: bool,
     /// When stderr is not a terminal (logs, batch jobs), print a progress line every N
     /// evaluations [default: every 10 seconds].
     #[arg(long, value_name = "N")]
@@ -187,8 +310,21 @@ pub struct TransferArgs {
     pub quiet: bool,
 }
 
+impl RunArgs {
+    /// The colour setting: `--preserve-colors`, or `post` for `--original-colors`.
+    pub fn colours(&self) -> nst_transfer::color::PreserveColors {
+        use nst_transfer::color::PreserveColors as P;
+        match (self.preserve_colors, self.original_colors) {
+            (PreserveColorsArg::None, true) | (PreserveColorsArg::Post, _) => P::Post,
+            (PreserveColorsArg::None, false) => P::None,
+            (PreserveColorsArg::Luminance, _) => P::Luminance,
+            (PreserveColorsArg::Histogram, _) => P::Histogram,
+        }
+    }
+}
+
 /// The options that define the objective, shared by `nst transfer` and `nst eval`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct ObjectiveArgs {
     /// Content image.
     #[arg(long, value_name = "C")]
@@ -204,6 +340,15 @@ pub struct ObjectiveArgs {
         value_delimiter = ','
     )]
     pub style_blend: Option<Vec<f32>>,
+    /// Network, layers and weights.
+    #[command(flatten)]
+    pub terms: TermArgs,
+}
+
+/// The network and the loss terms: which layers, which weights. Shared by every command that
+/// evaluates the objective.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TermArgs {
     /// Weights directory [default: weights/vgg19 if present, else weights/vgg16].
     #[arg(long, value_name = "DIR")]
     pub weights: Option<PathBuf>,

@@ -18,7 +18,7 @@ pub fn eval(args: EvalArgs) -> Result<(), CliError> {
         }
     }
     use_threads(args.threads)?;
-    let (vgg, _) = setup::load_network(o)?;
+    let (vgg, _) = setup::load_network(&o.terms)?;
 
     let is_npy = args
         .image
@@ -33,7 +33,7 @@ pub fn eval(args: EvalArgs) -> Result<(), CliError> {
     let (h, w) = (x.shape()[2] as u32, x.shape()[3] as u32);
     let content_img = image_io::load(&o.content, limit)?;
     let content = image_io::to_variable(&image_io::resize_exact(&content_img, w, h));
-    let style_imgs = setup::load_styles(o, Some(setup::style_side(o, w.max(h))), limit)?;
+    let style_imgs = setup::load_styles(o, Some(setup::style_side(&o.terms, w.max(h))), limit)?;
     let tile = args.tile.map(|t| t as usize);
     let objective = setup::build_objective(o, &vgg, &content, &style_imgs, tile)?;
     let (weights, layers) = (objective.weights(), objective.layers());

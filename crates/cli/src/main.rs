@@ -1,13 +1,15 @@
 //! `nst`: the command line over the nst crates. All the work is in the libraries; this parses
-//! the options (`args.rs`), runs the command (`transfer_cmd.rs`, `eval_cmd.rs`, `bench_cmd.rs`,
-//! sharing `setup.rs`) and turns the
+//! the options (`args.rs`), runs the command (`transfer_cmd.rs`, `batch_cmd.rs`, `eval_cmd.rs`,
+//! `bench_cmd.rs`, `plot_cmd.rs`, sharing `setup.rs`) and turns the
 //! result into an exit code: 0 done, 1 error, 2 bad usage (from clap), 130 or 143 stopped by
 //! SIGINT or SIGTERM (best image written).
 
 mod args;
+mod batch_cmd;
 mod bench_cmd;
 mod error;
 mod eval_cmd;
+mod plot_cmd;
 mod report;
 mod setup;
 mod transfer_cmd;
@@ -23,6 +25,8 @@ fn main() -> ExitCode {
         args::Command::Transfer(a) => transfer_cmd::transfer(*a),
         args::Command::Eval(a) => eval_cmd::eval(*a).map(|()| transfer_cmd::Ended::Done),
         args::Command::Bench(a) => bench_cmd::bench(a).map(|()| transfer_cmd::Ended::Done),
+        args::Command::Batch(a) => batch_cmd::batch(*a),
+        args::Command::Plot(a) => plot_cmd::plot(a).map(|()| transfer_cmd::Ended::Done),
     };
     match result {
         Ok(transfer_cmd::Ended::Done) => ExitCode::SUCCESS,

@@ -1,12 +1,15 @@
 //! What a user sees and keeps while `nst transfer` runs: the progress bar (or plain lines when
-//! stderr is not a terminal), the JSON log, the intermediate images, and the form in which images
-//! are written (`--original-colors`).
+//! stderr is not a terminal), the JSON log, the intermediate images, the contact sheet
+//! (`--progress-grid`), the loss chart (`--plot`), and the form in which images are written
+//! (`--preserve-colors`).
 
 use crate::args::TransferArgs;
 use crate::error::CliError;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nst_tensor::ndarray::ArrayD;
+use nst_transfer::contact_sheet::ContactSheet;
 use nst_transfer::image_io::{self, OutputFormat};
+use nst_transfer::plot::{write_loss_svg, LossPoint};
 use nst_transfer::run::EvalRecord;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -30,11 +33,14 @@ pub struct Reporter<'a> {
     progress: ProgressBar,
     plain: PlainProgress,
     started: Instant,
+    sheet: Option<ContactSheet>,
+    points: Vec<LossPoint>,
 }
 
 impl<'a> Reporter<'a> {
-    /// Opens the JSON log (if any) and starts the progress display and the clock.
-    pub fn new(args: &'a TransferArgs) -> Result<Self, CliError> {
+    /// Opens the JSON log (if any) and starts the progress display and the clock, for a run
+    /// whose output is `out_size` (width, height).
+    pub fn new(args: &'a TransferArgs, out_size: (u32, u32)) -> Result<Self, CliError> {
         let log = match &args.log_json {
             Some(path) => Some(BufWriter::new(File::create(path).map_err(|source| {
                 CliError::Log {
@@ -48,13 +54,18 @@ impl<'a> Reporter<'a> {
             args,
             log,
             progress: progress_bar(args),
-            plain: PlainProgress::new(args.print_every),
+            plain: PlainProgress::new(args.run.print_every),
             started: Instant::now(),
+            sheet: args
+                .progress_grid
+                .as_ref()
+                .map(|_| ContactSheet::new(args.grid.0, args.grid.1, args.run.iters, out_size)),
+            points: Vec::new(),
         })
     }
 
     /// Reports evaluation `eval` (counted over all stages) with its record `r` and image `x`
-    /// (of the stage `at`, whose content image is `content`).
+    /// (of the stage `at`, whose content image in its own colours is `content`).
     pub fn observe(
         &mut self,
         at: &Stage,
@@ -75,13 +86,13 @@ impl<'a> Reporter<'a> {
             r.total, r.content, r.style
         );
         self.progress.set_position(eval as u64);
-        if self.progress.is_hidden() && !args.quiet && self.plain.due(eval) {
+        if self.progress.is_hidden() && !args.run.quiet && self.plain.due(eval) {
             // Logs and batch jobs: a plain line now and then instead of a bar.
             let elapsed = self.elapsed_secs();
-            let eta = elapsed / eval as f64 * args.iters.saturating_sub(eval) as f64;
+            let eta = elapsed / eval as f64 * args.run.iters.saturating_sub(eval) as f64;
             eprintln!(
                 "eval {eval}/{}: {status}, {elapsed:.0} s elapsed, ETA {eta:.0} s",
-                args.iters
+                args.run.iters
             );
         }
         self.progress.set_message(status);
@@ -98,6 +109,19 @@ impl<'a> Reporter<'a> {
                     source,
                 })?;
         }
+        self.points.push(LossPoint {
+            eval,
+            total: r.total,
+            content: r.content,
+            style: r.style,
+            tv: r.tv,
+            stage: at.index + 1,
+            size: at.size,
+        });
+        if self.sheet.as_ref().is_some_and(|s| s.wants(eval)) {
+            let shown = self.image_to_write(x, content, Path::new("cell.png"));
+            self.sheet.as_mut().expect("checked").observe(eval, &shown);
+        }
         if let Some(every) = args.save_every {
             if eval.is_multiple_of(every) {
                 let path = numbered(&args.output, eval);
@@ -107,8 +131,9 @@ impl<'a> Reporter<'a> {
         Ok(())
     }
 
-    /// The image as it is written to `path`: with the content's colours under
-    /// `--original-colors` (except raw `.npy` output), else as it is.
+    /// The image as it is written to `path`: with the chrominance of `content` under
+    /// `--preserve-colors post` or `luminance` (except raw `.npy` output, which is the
+    /// optimisation variable), else as it is.
     pub fn image_to_write(
         &self,
         x: &ArrayD<f32>,
@@ -116,11 +141,32 @@ impl<'a> Reporter<'a> {
         path: &Path,
     ) -> ArrayD<f32> {
         let raw = OutputFormat::from_path(path).is_ok_and(|f| f == OutputFormat::Npy);
-        if self.args.original_colors && !raw {
+        if self.args.run.colours().recolours_output() && !raw {
             nst_transfer::color::keep_content_colors(x, content)
         } else {
             x.clone()
         }
+    }
+
+    /// Writes the contact sheet (`--progress-grid`) with `output` (the result, before
+    /// recolouring by `content`) in its last cell after `evals` evaluations, and the loss chart
+    /// (`--plot`).
+    pub fn write_pictures(
+        &mut self,
+        output: &ArrayD<f32>,
+        content: &ArrayD<f32>,
+        evals: usize,
+    ) -> Result<(), CliError> {
+        if let (Some(sheet), Some(path)) = (self.sheet.take(), &self.args.progress_grid) {
+            let shown = self.image_to_write(output, content, path);
+            let picture = sheet.finish(&shown, evals);
+            image_io::save(path, &image_io::to_variable(&picture))?;
+        }
+        if let Some(path) = &self.args.plot {
+            write_loss_svg(&self.points, path)
+                .map_err(|e| CliError::Invalid(format!("--plot {}: {e}", path.display())))?;
+        }
+        Ok(())
     }
 
     /// Seconds since the run started.
@@ -149,10 +195,11 @@ fn numbered(output: &Path, eval: usize) -> PathBuf {
 
 /// The progress bar on stderr, or a hidden one when stderr is not a terminal or with `--quiet`.
 fn progress_bar(args: &TransferArgs) -> ProgressBar {
-    if args.quiet || !std::io::stderr().is_terminal() {
+    if args.run.quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::with_draw_target(Some(args.iters as u64), ProgressDrawTarget::stderr());
+    let bar =
+        ProgressBar::with_draw_target(Some(args.run.iters as u64), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} evals  {msg}  [{elapsed_precise}, ETA {eta}]",

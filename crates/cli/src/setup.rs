@@ -1,7 +1,7 @@
 //! What `nst transfer` and `nst eval` share: the network, the style images, and the objective's
 //! settings, all from [`ObjectiveArgs`].
 
-use crate::args::{ObjectiveArgs, PoolingArg};
+use crate::args::{ObjectiveArgs, PoolingArg, TermArgs};
 use crate::error::CliError;
 use image::Rgb32FImage;
 use nst_loss::{Layers, LossWeights, Objective};
@@ -11,7 +11,7 @@ use nst_vgg::{Pooling, Vgg};
 use std::path::{Path, PathBuf};
 
 /// Loads the network the options name (`--weights`, `--pooling`), and a line describing it.
-pub fn load_network(o: &ObjectiveArgs) -> Result<(Vgg, String), CliError> {
+pub fn load_network(o: &TermArgs) -> Result<(Vgg, String), CliError> {
     let dir = find_weights(o.weights.as_deref())?;
     let vgg = Vgg::load(&dir)?.with_pooling(match o.pooling {
         PoolingArg::Max => Pooling::Max,
@@ -80,7 +80,7 @@ pub fn decode_limit(max_memory: Option<u64>) -> u64 {
 
 /// The longer side of the style images for an output whose longer side is `size`
 /// (`--style-scale`).
-pub fn style_side(o: &ObjectiveArgs, size: u32) -> u32 {
+pub fn style_side(o: &TermArgs, size: u32) -> u32 {
     ((size as f64 * o.style_scale as f64).round() as u32).max(1)
 }
 
@@ -118,7 +118,7 @@ pub fn build_objective<'v>(
         .style_blend
         .clone()
         .unwrap_or_else(|| vec![1.0; styles.len()]);
-    let (weights, layers) = weights_and_layers(o, vgg);
+    let (weights, layers) = weights_and_layers(&o.terms, vgg);
     Ok(Objective::with_tiles(
         vgg, content, &styles, &blend, layers, weights, tile,
     )?)
@@ -126,7 +126,7 @@ pub fn build_objective<'v>(
 
 /// The term weights (`--content-weight`, `--style-weight`, `--tv-weight`; defaults for the
 /// network's input range) and the layers.
-pub fn weights_and_layers(o: &ObjectiveArgs, vgg: &Vgg) -> (LossWeights, Layers) {
+pub fn weights_and_layers(o: &TermArgs, vgg: &Vgg) -> (LossWeights, Layers) {
     let defaults = LossWeights::default_for(vgg.preprocessing());
     let weights = LossWeights {
         content: o.content_weight.unwrap_or(defaults.content),
@@ -142,18 +142,7 @@ pub fn weights_and_layers(o: &ObjectiveArgs, vgg: &Vgg) -> (LossWeights, Layers)
 
 /// Checks the objective's options before any work is done.
 pub fn validate_objective(o: &ObjectiveArgs) -> Result<(), CliError> {
-    if !(o.style_scale.is_finite() && o.style_scale > 0.0) {
-        return Err(format!("--style-scale must be positive, got {}", o.style_scale).into());
-    }
-    for (name, v) in [
-        ("--content-weight", o.content_weight),
-        ("--style-weight", o.style_weight),
-        ("--tv-weight", Some(o.tv_weight)),
-    ] {
-        if let Some(v) = v {
-            finite_nonneg(name, v)?;
-        }
-    }
+    validate_terms(&o.terms)?;
     if let Some(blend) = &o.style_blend {
         if blend.len() != o.style.len() {
             return Err(format!(
@@ -168,6 +157,23 @@ pub fn validate_objective(o: &ObjectiveArgs) -> Result<(), CliError> {
         }
         if blend.iter().map(|&w| w as f64).sum::<f64>() <= 0.0 {
             return Err("--style-blend weights must not all be zero".into());
+        }
+    }
+    Ok(())
+}
+
+/// Checks the network and term options before any work is done.
+pub fn validate_terms(o: &TermArgs) -> Result<(), CliError> {
+    if !(o.style_scale.is_finite() && o.style_scale > 0.0) {
+        return Err(format!("--style-scale must be positive, got {}", o.style_scale).into());
+    }
+    for (name, v) in [
+        ("--content-weight", o.content_weight),
+        ("--style-weight", o.style_weight),
+        ("--tv-weight", Some(o.tv_weight)),
+    ] {
+        if let Some(v) = v {
+            finite_nonneg(name, v)?;
         }
     }
     if o.content_layers.is_empty() || o.style_layers.is_empty() {

@@ -1,17 +1,22 @@
 //! `nst transfer`: validate the options, prepare the images and the objective, run, write.
 
-use crate::args::{LineSearchArg, OptimizerArg, TransferArgs};
+use crate::args::{LineSearchArg, OptimizerArg, PreserveColorsArg, RunArgs, TransferArgs};
 use crate::error::CliError;
 use crate::report::{Reporter, Stage};
 use crate::setup;
+use clap::ValueEnum;
+use image::Rgb32FImage;
+use nst_loss::Objective;
 use nst_tensor::ndarray::ArrayD;
+use nst_transfer::color::PreserveColors;
 use nst_transfer::image_io::{self, OutputFormat};
 use nst_transfer::init::{initial_image, Init};
 use nst_transfer::memory;
 use nst_transfer::optim::LineSearch;
 use nst_transfer::run::{run, EvalRecord, OptimizerKind};
 use nst_transfer::scales;
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -28,39 +33,188 @@ pub enum Ended {
 /// written unless the run completes (or is interrupted, which writes the best image so far).
 pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
     validate(&args)?;
-    let (stages, budgets) = stages_and_budgets(&args)?;
-    use_threads(args.threads)?;
-    let say = |msg: String| {
-        if !args.quiet {
-            eprintln!("{msg}");
-        }
-    };
-
+    use_threads(args.run.threads)?;
     if !args.dry_run {
         image_io::check_writable(&args.output)?;
     }
-    let (vgg, network_line) = setup::load_network(&args.objective)?;
-    say(network_line);
+    let (vgg, network_line) = setup::load_network(&args.objective.terms)?;
+    if !args.run.quiet {
+        eprintln!("{network_line}");
+    }
+    let stop = Stop::on_signals();
+    let rendered = render(
+        &args,
+        &vgg,
+        &mut StyleCache::default(),
+        &stop,
+        Partial::WriteBest,
+    )?;
+    Ok(rendered.ended)
+}
 
+/// What [`render`] does with a run stopped by a signal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Partial {
+    /// Write the best image so far to the output (`nst transfer`).
+    WriteBest,
+    /// Write nothing, so that the job is redone by the next run (`nst batch`, which skips
+    /// existing outputs).
+    Discard,
+}
+
+/// How a [`render`] ended.
+pub struct Rendered {
+    /// Done, or stopped by a signal.
+    pub ended: Ended,
+    /// The last (or, if interrupted, the best) evaluation's total loss.
+    pub loss: Option<f32>,
+    /// Evaluations made.
+    pub evals: usize,
+}
+
+/// The stop flag set by SIGINT or SIGTERM, and which of them came.
+pub struct Stop {
+    flag: Arc<AtomicBool>,
+    signal: Arc<AtomicUsize>,
+}
+
+impl Stop {
+    /// SIGINT (Ctrl-C) and SIGTERM (what Slurm, Kubernetes and systemd send) set the flag,
+    /// which stops the run after the current evaluation, and record which signal came (for the
+    /// exit code 128 + signal). A second signal ends the process at once.
+    pub fn on_signals() -> Self {
+        let (flag, signal) = stop_on_signals();
+        Stop { flag, signal }
+    }
+
+    /// Whether a signal came.
+    pub fn requested(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// How a run that saw the signal ended.
+    pub fn ended(&self) -> Ended {
+        Ended::Interrupted(self.signal.load(Ordering::SeqCst) as i32)
+    }
+}
+
+/// Style images decoded once and their Gram matrices computed once per stage size, so that
+/// `nst batch` pays for each style once, not once per pair. When the colour setting makes the
+/// styles depend on the content (`luminance`, `histogram`), Grams are computed per run.
+#[derive(Default)]
+pub struct StyleCache {
+    images: HashMap<PathBuf, Rgb32FImage>,
+    grams: HashMap<GramsKey, Grams>,
+}
+
+/// A style's raw Gram matrices, one per style layer.
+type Grams = Vec<Arc<ArrayD<f32>>>;
+
+/// What a style's Grams depend on besides the run's settings: the style, the stage's longer
+/// side, and the tile side they were computed with.
+type GramsKey = (PathBuf, u32, Option<usize>);
+
+impl StyleCache {
+    /// The decoded style image at `path`.
+    fn image(&mut self, path: &Path, limit: u64) -> Result<Rgb32FImage, CliError> {
+        if let Some(img) = self.images.get(path) {
+            return Ok(img.clone());
+        }
+        let img = image_io::load(path, limit)?;
+        self.images.insert(path.to_path_buf(), img.clone());
+        Ok(img)
+    }
+
+    /// The style at `path` as the optimisation sees it for `content` (the colour setting
+    /// applied), resized for a stage of longer side `side`.
+    fn stage_image(
+        &mut self,
+        args: &TransferArgs,
+        path: &Path,
+        content: &Rgb32FImage,
+        side: u32,
+        limit: u64,
+    ) -> Result<Rgb32FImage, CliError> {
+        let raw = self.image(path, limit)?;
+        let seen = args.run.colours().prepare(content, &raw);
+        Ok(image_io::resize_longer_side(
+            &seen,
+            setup::style_side(&args.objective.terms, side),
+        ))
+    }
+
+    /// The raw Grams of the style at `path` for a stage of longer side `side`.
+    fn grams(
+        &mut self,
+        args: &TransferArgs,
+        vgg: &nst_vgg::Vgg,
+        path: &Path,
+        content: &Rgb32FImage,
+        (side, tile): (u32, Option<usize>),
+        limit: u64,
+    ) -> Result<Grams, CliError> {
+        let key = (path.to_path_buf(), side, tile);
+        let reusable = !args.run.colours().styles_depend_on_content();
+        if let Some(g) = self.grams.get(&key).filter(|_| reusable) {
+            return Ok(g.clone());
+        }
+        let img = self.stage_image(args, path, content, side, limit)?;
+        let layers = &args.objective.terms.style_layers;
+        let g = nst_loss::style_grams(vgg, &image_io::to_variable(&img), layers, tile)?;
+        if reusable {
+            self.grams.insert(key, g.clone());
+        }
+        Ok(g)
+    }
+}
+
+/// One style transfer with the network `vgg` already loaded: plans its memory, decodes the
+/// images (styles through `styles`), runs every coarse-to-fine stage, and writes the output
+/// and the pictures of the run. `stop` ends it early; `partial` says whether the best image so
+/// far is then written. What `nst transfer` runs once and `nst batch` once per pair.
+pub fn render(
+    args: &TransferArgs,
+    vgg: &nst_vgg::Vgg,
+    styles: &mut StyleCache,
+    stop: &Stop,
+    partial: Partial,
+) -> Result<Rendered, CliError> {
+    let run_args = &args.run;
+    let (stages, budgets) = stages_and_budgets(run_args)?;
+    let say = |msg: String| {
+        if !run_args.quiet {
+            eprintln!("{msg}");
+        }
+    };
     let Planned {
         out_size,
         optimizer,
         budget,
         plan,
         lines,
-    } = plan_run(&args, &vgg, *budgets.last().expect("at least one stage"))?;
+    } = plan_run(args, vgg, *budgets.last().expect("at least one stage"))?;
     let plan_line = lines.last().cloned().unwrap_or_default();
     lines[..lines.len() - 1].iter().for_each(|l| say(l.clone()));
     if args.dry_run {
         println!("{plan_line}");
-        return Ok(Ended::Done);
+        return Ok(Rendered {
+            ended: Ended::Done,
+            loss: None,
+            evals: 0,
+        });
     }
     say(plan_line);
 
     let limit = setup::decode_limit(Some(budget));
+    let colours = run_args.colours();
     let content_raw = image_io::load(&args.objective.content, limit)?;
-    let style_raw = setup::load_styles(&args.objective, None, limit)?;
-    let (weights, _) = setup::weights_and_layers(&args.objective, &vgg);
+    let content_seen = colours.prepare_content(&content_raw);
+    let (weights, _) = setup::weights_and_layers(&args.objective.terms, vgg);
+    let blend = args
+        .objective
+        .style_blend
+        .clone()
+        .unwrap_or_else(|| vec![1.0; args.objective.style.len()]);
     let stage_list = stages
         .iter()
         .zip(&budgets)
@@ -71,7 +225,7 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
         "{}×{} px, {} evaluations of {} ({}), α={} β={} γ={}",
         out_size.0,
         out_size.1,
-        args.iters,
+        run_args.iters,
         optimizer,
         if stages.len() > 1 {
             format!("coarse to fine: {stage_list}")
@@ -82,33 +236,52 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
         weights.style,
         weights.tv
     ));
-    say(settings_line(&args));
+    say(settings_line(args));
 
-    let mut report = Reporter::new(&args)?;
-    let (interrupt, signal) = stop_on_signals();
+    let mut report = Reporter::new(args, out_size)?;
     let (mut evals, mut last) = (0, None);
     let mut x: Option<ArrayD<f32>> = None;
-    let mut content = ArrayD::zeros(vec![0]);
+    // The content at the current stage's size in its own colours: where the output's
+    // chrominance comes from.
+    let mut colour_source = ArrayD::zeros(vec![0]);
     let mut ended = Ended::Done;
     for (stage, (&side, &budget)) in stages.iter().zip(&budgets).enumerate() {
-        content = image_io::to_variable(&image_io::resize_longer_side(&content_raw, side));
+        // The content as the optimisation sees it.
+        let content = image_io::to_variable(&image_io::resize_longer_side(&content_seen, side));
+        colour_source = if colours == PreserveColors::Luminance {
+            image_io::to_variable(&image_io::resize_longer_side(&content_raw, side))
+        } else {
+            content.clone()
+        };
         let (w, h) = (content.shape()[3] as u32, content.shape()[2] as u32);
-        let style_side = setup::style_side(&args.objective, side);
-        let style_imgs: Vec<_> = style_raw
-            .iter()
-            .map(|s| image_io::resize_longer_side(s, style_side))
-            .collect();
         // Tiles only where the stage is larger than one tile.
         let tile = plan.tile.filter(|&t| side as usize > t);
-        let objective = setup::build_objective(&args.objective, &vgg, &content, &style_imgs, tile)?;
+        let mut per_style = Vec::new();
+        for path in &args.objective.style {
+            per_style.push(styles.grams(args, vgg, path, &content_raw, (side, tile), limit)?);
+        }
+        let (term_weights, layers) = setup::weights_and_layers(&args.objective.terms, vgg);
+        let objective = Objective::from_style_grams(
+            vgg,
+            &content,
+            &per_style,
+            &blend,
+            layers,
+            term_weights,
+            tile,
+        )?;
         let x0 = match x.take() {
-            None => initial_image(
-                &Init::parse(&args.init),
-                &content,
-                &style_imgs[0],
-                args.seed,
-                limit,
-            )?,
+            None => {
+                let first_style = &args.objective.style[0];
+                let style0 = styles.stage_image(args, first_style, &content_raw, side, limit)?;
+                initial_image(
+                    &Init::parse(&run_args.init),
+                    &content,
+                    &style0,
+                    run_args.seed,
+                    limit,
+                )?
+            }
             Some(previous) => image_io::upsample_variable(&previous, w, h),
         };
         let at = Stage {
@@ -116,18 +289,19 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
             count: stages.len(),
             size: (w, h),
         };
-        let mut observe =
-            |r: &EvalRecord, x: &ArrayD<f32>| report.observe(&at, evals + r.eval, r, x, &content);
-        let outcome = run(&objective, x0, optimizer, budget, &mut observe, &interrupt)?;
+        let mut observe = |r: &EvalRecord, x: &ArrayD<f32>| {
+            report.observe(&at, evals + r.eval, r, x, &colour_source)
+        };
+        let outcome = run(&objective, x0, optimizer, budget, &mut observe, &stop.flag)?;
         evals += outcome.evals;
         if let Some(bad) = outcome.non_finite {
             report.finish();
             let mut kept = String::new();
-            if let Some(b) = outcome.best {
+            if let (Some(b), Partial::WriteBest) = (outcome.best, partial) {
                 let image = image_io::upsample_variable(&outcome.best_image, w, h);
                 image_io::save(
                     &args.output,
-                    &report.image_to_write(&image, &content, &args.output),
+                    &report.image_to_write(&image, &colour_source, &args.output),
                 )?;
                 kept = format!(
                     "; wrote the best finite image (evaluation {}) to {}",
@@ -146,33 +320,40 @@ pub fn transfer(args: TransferArgs) -> Result<Ended, CliError> {
         if outcome.interrupted {
             last = outcome.best;
             x = Some(outcome.best_image);
-            ended = Ended::Interrupted(signal.load(Ordering::SeqCst) as i32);
+            ended = stop.ended();
             break;
         }
         last = outcome.last;
         x = Some(outcome.final_image);
     }
     report.finish();
+    let rendered = Rendered {
+        loss: last.map(|r| r.total),
+        evals,
+        ended,
+    };
+    if matches!(rendered.ended, Ended::Interrupted(_)) && partial == Partial::Discard {
+        return Ok(rendered);
+    }
 
     // An interrupted coarse stage still gives an output of the requested size.
     let image =
         image_io::upsample_variable(&x.expect("at least one stage ran"), out_size.0, out_size.1);
-    if image.shape() != content.shape() {
-        let full = image_io::resize_longer_side(&content_raw, args.size);
-        content = image_io::to_variable(&full);
+    if image.shape() != colour_source.shape() {
+        let full = image_io::resize_longer_side(&content_raw, run_args.size);
+        colour_source = image_io::to_variable(&full);
     }
-    image_io::save(
-        &args.output,
-        &report.image_to_write(&image, &content, &args.output),
-    )?;
+    let written = report.image_to_write(&image, &colour_source, &args.output);
+    image_io::save(&args.output, &written)?;
+    report.write_pictures(&image, &colour_source, evals)?;
     say(summary_line(
-        &ended,
+        &rendered.ended,
         last,
         evals,
         report.elapsed_secs(),
         &args.output,
     ));
-    Ok(ended)
+    Ok(rendered)
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM (what Slurm, Kubernetes and systemd send) set the returned flag,
@@ -195,7 +376,7 @@ fn stop_on_signals() -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
 
 /// The coarse-to-fine stage sizes (`--scales`) and the evaluations each gets: at least one per
 /// stage, so with fewer evaluations than stages the coarsest stages are dropped.
-fn stages_and_budgets(args: &TransferArgs) -> Result<(Vec<u32>, Vec<usize>), CliError> {
+fn stages_and_budgets(args: &RunArgs) -> Result<(Vec<u32>, Vec<usize>), CliError> {
     let stages = scales::Scales::parse(&args.scales)?.stages(args.size)?;
     let stages = stages[stages.len().saturating_sub(args.iters)..].to_vec();
     let budgets = scales::split_budget(args.iters, stages.len());
@@ -252,26 +433,29 @@ fn plan_run(
     vgg: &nst_vgg::Vgg,
     final_evals: usize,
 ) -> Result<Planned, CliError> {
-    let out_size =
-        image_io::longer_side_size(image_io::dimensions(&args.objective.content)?, args.size);
-    let style_side = setup::style_side(&args.objective, args.size);
+    let out_size = image_io::longer_side_size(
+        image_io::dimensions(&args.objective.content)?,
+        args.run.size,
+    );
+    let style_side = setup::style_side(&args.objective.terms, args.run.size);
     let mut style_pixels = 0;
     for path in &args.objective.style {
         let (w, h) = image_io::longer_side_size(image_io::dimensions(path)?, style_side);
         style_pixels += w as usize * h as usize;
     }
-    let mut optimizer = optimizer_kind(args);
+    let mut optimizer = optimizer_kind(&args.run);
     // Unknown (no /proc, no cgroup) means unlimited: nothing to check against.
     let budget = args
+        .run
         .max_memory
         .or_else(memory::default_budget)
         .unwrap_or(u64::MAX);
     let shape = memory::RunShape {
-        content_layers: &args.objective.content_layers,
-        style_layers: &args.objective.style_layers,
+        content_layers: &args.objective.terms.content_layers,
+        style_layers: &args.objective.terms.style_layers,
         size: (out_size.0 as usize, out_size.1 as usize),
         style_pixels,
-        tile: args.tile.map(|t| t as usize),
+        tile: args.run.tile.map(|t| t as usize),
     };
     // The largest stage (the last) sets the peak; its L-BFGS keeps at most one pair per
     // evaluation it gets, and coarse-to-fine gives it only its share of --iters.
@@ -339,21 +523,22 @@ fn settings_line(args: &TransferArgs) -> String {
     format!(
         "styles: {} at scale {}; init {}; colours {}; layers content {} style {}; pooling {:?}",
         styles.join(" + "),
-        o.style_scale,
-        args.init,
-        if args.original_colors {
-            "the content's (--original-colors)"
-        } else {
-            "from the optimisation"
+        o.terms.style_scale,
+        args.run.init,
+        match args.run.colours() {
+            PreserveColors::None => "from the optimisation",
+            PreserveColors::Post => "the content's, after the transfer (post)",
+            PreserveColors::Luminance => "the content's, luminance-only transfer",
+            PreserveColors::Histogram => "the content's, styles' histograms matched",
         },
-        o.content_layers.join(","),
-        o.style_layers.join(","),
-        o.pooling
+        o.terms.content_layers.join(","),
+        o.terms.style_layers.join(","),
+        o.terms.pooling
     )
 }
 
 /// The optimizer and its settings, from the options.
-fn optimizer_kind(args: &TransferArgs) -> OptimizerKind {
+fn optimizer_kind(args: &RunArgs) -> OptimizerKind {
     match args.optimizer {
         OptimizerArg::Lbfgs => OptimizerKind::Lbfgs {
             history: args.history,
@@ -389,11 +574,42 @@ pub fn use_threads(threads: Option<usize>) -> Result<(), CliError> {
 fn validate(a: &TransferArgs) -> Result<(), CliError> {
     setup::validate_objective(&a.objective)?;
     OutputFormat::from_path(&a.output)?;
-    if let Some(dir) = a.output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            return Err(format!("--output: directory {} does not exist", dir.display()).into());
+    for (name, path) in [
+        ("--output", Some(&a.output)),
+        ("--progress-grid", a.progress_grid.as_ref()),
+        ("--plot", a.plot.as_ref()),
+        ("--log-json", a.log_json.as_ref()),
+    ] {
+        if let Some(dir) = path
+            .and_then(|p| p.parent())
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            if !dir.is_dir() {
+                return Err(format!("{name}: directory {} does not exist", dir.display()).into());
+            }
         }
     }
+    if let Some(grid) = &a.progress_grid {
+        if OutputFormat::from_path(grid).ok() != Some(OutputFormat::Png) {
+            return Err(format!("--progress-grid {}: must be a .png file", grid.display()).into());
+        }
+    }
+    if let Some(plot) = &a.plot {
+        if !plot
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+        {
+            return Err(format!("--plot {}: must be an .svg file", plot.display()).into());
+        }
+    }
+    if a.save_every == Some(0) {
+        return Err("--save-every must be at least 1".into());
+    }
+    validate_run(&a.run)
+}
+
+/// Checks the options of one run (shared with `nst batch`).
+pub fn validate_run(a: &RunArgs) -> Result<(), CliError> {
     if a.size == 0 {
         return Err("--size must be at least 1".into());
     }
@@ -415,14 +631,28 @@ fn validate(a: &TransferArgs) -> Result<(), CliError> {
                 .into(),
         );
     }
+    if a.original_colors
+        && !matches!(
+            a.preserve_colors,
+            PreserveColorsArg::None | PreserveColorsArg::Post
+        )
+    {
+        let name = a
+            .preserve_colors
+            .to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string());
+        return Err(format!(
+            "--original-colors is short for --preserve-colors post; it cannot be combined \
+             with --preserve-colors {name}"
+        )
+        .into());
+    }
     if a.print_every == Some(0) {
         return Err("--print-every must be at least 1".into());
-    }
-    if a.save_every == Some(0) {
-        return Err("--save-every must be at least 1".into());
     }
     if a.threads == Some(0) {
         return Err("--threads must be at least 1".into());
     }
+    stages_and_budgets(a)?;
     Ok(())
 }

@@ -58,6 +58,12 @@ impl ContactSheet {
         }
     }
 
+    /// Whether the image evaluated at evaluation `eval` (1-based) belongs in a cell.
+    pub fn wants(&self, eval: usize) -> bool {
+        let last = self.cells.len() - 1;
+        (0..last).any(|k| self.labels[k] + 1 == eval && self.cells[k].is_none())
+    }
+
     /// Keeps a thumbnail of `x` (1×3×H×W, any stage's size) if the image evaluated at
     /// evaluation `eval` (1-based) belongs in a cell other than the last.
     pub fn observe(&mut self, eval: usize, x: &ArrayD<f32>) {

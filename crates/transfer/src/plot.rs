@@ -44,7 +44,8 @@ pub enum PlotError {
 const SIZE: (u32, u32) = (960, 560);
 
 /// Draws `points` to the SVG file `path` (see the module documentation). Terms that are zero or
-/// not finite at an evaluation (a log scale cannot show them) leave a gap there.
+/// not finite at an evaluation (a log scale cannot show them) leave a gap there; lines are not
+/// joined across stages.
 pub fn write_loss_svg(points: &[LossPoint], path: &Path) -> Result<(), PlotError> {
     let svg = loss_svg(points)?;
     write_atomically(path, svg.as_bytes())?;
@@ -91,14 +92,20 @@ pub fn loss_svg(points: &[LossPoint]) -> Result<String, PlotError> {
             .configure_mesh()
             .x_desc("evaluation")
             .y_desc("loss (log scale)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_label_formatter(&|v| format!("{v:.0e}"))
             .draw()
             .map_err(|e| draw(e.to_string()))?;
         for (name, value, color) in terms {
-            // One line per run of consecutive drawable values.
+            // One line per run of consecutive drawable values within a stage (stages are
+            // different problems: their losses are not joined).
             let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
-            for p in points {
+            for (i, p) in points.iter().enumerate() {
                 let v = value(p);
+                let new_stage = i > 0 && points[i - 1].stage != p.stage;
+                if new_stage && !runs.last().expect("one run").is_empty() {
+                    runs.push(Vec::new());
+                }
                 if shown(v) {
                     runs.last_mut()
                         .expect("one run")
@@ -131,7 +138,7 @@ pub fn loss_svg(points: &[LossPoint]) -> Result<String, PlotError> {
             chart
                 .draw_series(std::iter::once(Text::new(
                     format!(" stage {} ({w}×{h})", pair[1].stage),
-                    (x, hi / 1.5),
+                    (x, hi / 4.0),
                     ("sans-serif", 14).into_font().color(&grey.color),
                 )))
                 .map_err(|e| draw(e.to_string()))?;
