@@ -8,32 +8,8 @@ use nst_transfer::image_io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn weights() -> PathBuf {
-    let dir = root().join("weights/vgg16");
-    assert!(
-        dir.join("manifest.json").is_file(),
-        "these tests need the real VGG16 weights in {}; fetch them with: python3 tools/fetch_weights.py",
-        dir.display()
-    );
-    dir
-}
-
-/// A fresh scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("e2e")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{root, scratch, stderr, weights};
 
 /// `nst transfer` of the demo Tübingen in the style of The Starry Night, plus `extra` options.
 fn nst(extra: &[&str]) -> Output {
@@ -64,10 +40,6 @@ fn nst_with(content: &Path, style: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn norm(a: &ArrayD<f32>) -> f64 {

@@ -4,8 +4,8 @@
 //! when `--shard` or the scheduler's environment says so (`nst_transfer::batch`).
 //!
 //! Every job appends one JSON line to `DIR/batch.jsonl`: `job`, `content`, `style`, `output`,
-//! `status` (`done`, `skipped`, `failed` or `interrupted`), `seconds`, `evals`, `loss` and
-//! `error`. The exit code is 1 if any job failed, 128 + signal if stopped by SIGINT/SIGTERM
+//! `status` (`done`, `skipped`, `failed` or `interrupted`), `seconds`, `evals`, `loss`,
+//! `error`, and `shard` (`[K, N]`, or null for the whole batch). The exit code is 1 if any job failed, 128 + signal if stopped by SIGINT/SIGTERM
 //! (the unfinished pair writes nothing and is redone by the next run).
 
 use crate::args::{BatchArgs, ObjectiveArgs, TransferArgs};
@@ -83,7 +83,7 @@ pub fn batch(args: BatchArgs) -> Result<Ended, CliError> {
         if job.output.exists() {
             skipped += 1;
             say(format!("{heading}: exists, skipped"));
-            append(&log, job, "skipped", 0.0, None, None)?;
+            append(&log, shard, job, "skipped", 0.0, None, None)?;
             continue;
         }
         say(heading);
@@ -100,6 +100,7 @@ pub fn batch(args: BatchArgs) -> Result<Ended, CliError> {
             Ok(r) if matches!(r.ended, Ended::Interrupted(_)) => {
                 append(
                     &log,
+                    shard,
                     job,
                     "interrupted",
                     secs,
@@ -114,7 +115,15 @@ pub fn batch(args: BatchArgs) -> Result<Ended, CliError> {
             }
             Ok(r) => {
                 done += 1;
-                append(&log, job, "done", secs, Some((r.evals, r.loss)), None)?;
+                append(
+                    &log,
+                    shard,
+                    job,
+                    "done",
+                    secs,
+                    Some((r.evals, r.loss)),
+                    None,
+                )?;
             }
             Err(e) => {
                 failed += 1;
@@ -123,7 +132,7 @@ pub fn batch(args: BatchArgs) -> Result<Ended, CliError> {
                     job.content.display(),
                     job.style.display()
                 );
-                append(&log, job, "failed", secs, None, Some(e.to_string()))?;
+                append(&log, shard, job, "failed", secs, None, Some(e.to_string()))?;
             }
         }
     }
@@ -167,6 +176,7 @@ fn job_args(args: &BatchArgs, job: &Job) -> TransferArgs {
 /// appending, so the lines of shards sharing a directory do not interleave.
 fn append(
     log: &Path,
+    shard: Option<Shard>,
     job: &Job,
     status: &str,
     seconds: f64,
@@ -184,6 +194,7 @@ fn append(
         "evals": evals,
         "loss": loss,
         "error": error,
+        "shard": shard.map(|s| [s.index, s.count]),
     });
     let io = |source| CliError::Log {
         path: log.to_path_buf(),
