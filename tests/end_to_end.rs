@@ -5,7 +5,7 @@
 
 use nst_tensor::ndarray::ArrayD;
 use nst_transfer::image_io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
