@@ -17,10 +17,13 @@ render() {
   printf '%s\t%.0f\tnst transfer --content %s/tubingen.jpg --size 384 --iters 250 %s --output %s.jpg\n' \
     "$name" "$secs" "$d" "$*" "$name" >> "$out/times.txt"
 }
-render starry_night --style "$d/starry_night.jpg"
+render starry_night --style "$d/starry_night.jpg" \
+  --progress-grid "$out/starry_night_grid.png" --plot "$out/starry_night_loss.svg"
 render the_scream --style "$d/the_scream.jpg"
 render shipwreck --style "$d/shipwreck.jpg"
 render starry_night_original_colors --style "$d/starry_night.jpg" --original-colors
+render starry_night_luminance --style "$d/starry_night.jpg" --preserve-colors luminance
+render starry_night_histogram --style "$d/starry_night.jpg" --preserve-colors histogram
 render blend_starry_scream --style "$d/starry_night.jpg" --style "$d/the_scream.jpg" --style-blend 0.5,0.5
 # One print-size result, coarse to fine (its own options, so not through render()).
 start=$(date +%s.%N)
