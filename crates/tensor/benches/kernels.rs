@@ -129,7 +129,7 @@ fn bench_conv(c: &mut Criterion) {
         // As in a run: filters prepared once (their transforms are cached), then each pass by
         // the algorithm the dispatcher picks.
         let f = Filters::new(&w, &g);
-        let _ = (f.winograd(), f.flipped().winograd());
+        let _ = f.winograd();
         group.bench_function(BenchmarkId::new("forward", name), |bench| {
             bench.iter(|| conv::conv2d_forward(&x, &f, Some(&b), false, &g))
         });

@@ -187,7 +187,8 @@ pub(crate) fn backward_op<'a>(
             }
             let gs = flat(&g);
             if needs(x) {
-                // dx, image by image (the flipped-filter convolution or col2im(Wᵀ · dY)).
+                // dx, image by image (the flipped convolution, or col2im(Wᵀ · dY); see
+                // `conv::input_grad_algorithm`).
                 let dx = join_images(
                     gs.chunks_exact(out_len)
                         .map(|dy| conv::conv2d_backward_input(dy, filters, &geo)),

@@ -15,8 +15,9 @@
 //! `pairs` the L-BFGS history actually kept. One evaluation's peak is in the backward pass of
 //! block 1: the incoming gradient, the outgoing one and the gradient already waiting at the
 //! style layer `relu1_1` — three maps of the largest size — while the content targets stay
-//! resident. The prepared filters are the Winograd-domain forms of each 3×3 layer, forward and
-//! flipped (4× the raw weights each, see `nst_tensor::kernels::conv`). The factor
+//! resident. The prepared filters are the Winograd-domain form of each 3×3 layer (4× the raw
+//! weights; the input gradient reads the same set transposed, see
+//! `nst_tensor::kernels::conv::winograd::input_gradient`). The factor
 //! [`FRAGMENTATION`] accounts for the allocator keeping freed blocks for reuse (the speed
 //! setting in the CLI's `main.rs`); it is calibrated against measured peaks (BENCHMARKS.md).
 
@@ -152,7 +153,8 @@ struct Maps {
     largest: u64,
     /// The content layers' maps together.
     content: u64,
-    /// The Winograd-domain filters, forward and flipped.
+    /// The prepared filters: Winograd-domain forms, and flipped ones where an input gradient
+    /// runs by im2col.
     filters: u64,
 }
 
@@ -186,11 +188,15 @@ fn maps(vgg: &Vgg, shape: &RunShape, (width, height): (usize, usize)) -> Result<
                     pad: 1,
                 };
                 let raw = 4 * (g.c_out * g.k()) as u64;
-                if conv::forward_algorithm(&g) == Algorithm::Winograd4x4 {
+                let (forward, input_grad) =
+                    (conv::forward_algorithm(&g), conv::input_grad_algorithm(&g));
+                // One Winograd-domain set serves both passes; an im2col input gradient keeps
+                // the flipped filters.
+                if forward == Algorithm::Winograd4x4 || input_grad == Algorithm::Winograd4x4 {
                     m.filters += 4 * raw;
                 }
-                if conv::input_grad_algorithm(&g) == Algorithm::Winograd4x4 {
-                    m.filters += 4 * raw;
+                if input_grad == Algorithm::Im2col {
+                    m.filters += raw;
                 }
                 channels = g.c_out;
             }

@@ -10,14 +10,17 @@
 //! | file | computes | how |
 //! |---|---|---|
 //! | [`im2col`] | forward, input gradient, weight gradient, any kernel | unroll receptive fields into a matrix, one GEMM per band of rows; col2im (its adjoint) for the input gradient |
-//! | [`winograd`] | forward of 3×3, padding 1 | Winograd F(4×4, 3×3): 36 GEMMs over channels per tile batch, 4× fewer multiplies |
+//! | [`winograd`] | forward and input gradient of 3×3, padding 1 | Winograd F(4×4, 3×3): 36 GEMMs over channels per tile batch, 4× fewer multiplies |
 //!
 //! The input gradient of a 3×3, padding-1 convolution is itself such a convolution — of `dy`
 //! with the flipped, transposed filters ([`flip_transpose`]) — so it runs through the forward
-//! algorithms (see [`Algorithm`] and [`input_grad_algorithm`]).
+//! algorithms (see [`Algorithm`] and [`input_grad_algorithm`]). Winograd computes it from the
+//! forward pass's own filters, on planes rotated by 180° ([`winograd::input_gradient`]), so no
+//! flipped set is kept.
 //!
 //! Filters are constants across a style-transfer run, so their transformed forms (Winograd
-//! domain, flipped) are computed once per [`Filters`] and kept there.
+//! domain; flipped, for an im2col input gradient) are computed once per [`Filters`] and kept
+//! there.
 //!
 //! Adding an algorithm: a file here with its kernel and tests, a variant of [`Algorithm`], and a
 //! rule in [`forward_algorithm`] / [`input_grad_algorithm`]; nothing outside this folder changes.
@@ -139,7 +142,8 @@ pub fn forward_algorithm(g: &ConvGeometry) -> Algorithm {
 /// [`FLIPPED_MIN_CHANNELS`] input channels, the gradient is the forward convolution of `dy`
 /// with the flipped filters, computed by that convolution's [`forward_algorithm`] (its GEMMs
 /// have inner dimension `C_out` or `9·C_out`, not col2im's thin `C_out`-by-pixels product
-/// followed by a scatter); otherwise GEMM + col2im.
+/// followed by a scatter) — for Winograd, from the forward filters read transposed on rotated
+/// planes ([`winograd::input_gradient`]); otherwise GEMM + col2im.
 pub fn input_grad_algorithm(g: &ConvGeometry) -> Algorithm {
     if g.is_3x3_same() && g.c_in >= FLIPPED_MIN_CHANNELS {
         forward_algorithm(&g.flipped())
@@ -174,13 +178,14 @@ pub fn flip_transpose(w: &[f32], c_out: usize, c_in: usize, taps: usize) -> Vec<
 }
 
 /// One layer's filters, `C_out×C_in×k_h×k_w`, with the derived forms the algorithms consume
-/// computed on first use and kept: the Winograd-domain filters of the forward pass, and the
-/// flipped filters (themselves a [`Filters`]) of the input gradient. Network weights are
-/// constants for a whole run, so the graph keeps one `Filters` per weight tensor and these
-/// transforms are paid once, not per evaluation.
+/// computed on first use and kept: the Winograd-domain filters (read by the forward pass and,
+/// transposed, by the input gradient), and, where the input gradient runs by im2col, the
+/// flipped filters (themselves a [`Filters`]). Network weights are constants for a whole run,
+/// so the graph keeps one `Filters` per weight tensor and these transforms are paid once, not
+/// per evaluation.
 ///
-/// Memory: the raw filters are the weight tensor itself, shared, not copied; flipped filters
-/// whose algorithm is Winograd keep only their Winograd form (4× the raw size for F(4×4, 3×3)).
+/// Memory: the raw filters are the weight tensor itself, shared, not copied; the Winograd form
+/// is 4× the raw size for F(4×4, 3×3), and there is one, not one per pass.
 #[derive(Debug)]
 pub struct Filters {
     /// The raw filters, flat; `None` for flipped filters that only Winograd reads.
@@ -315,7 +320,9 @@ pub fn conv2d_backward_input(dy: &[f32], f: &Filters, g: &ConvGeometry) -> Vec<f
     f.check(g);
     match input_grad_algorithm(g) {
         Algorithm::Col2im => im2col::backward_input(dy, f.raw(), g),
-        _ => conv2d_forward(dy, f.flipped(), None, false, &g.flipped()),
+        // The forward pass's own Winograd filters, read transposed, on the reversed planes.
+        Algorithm::Winograd4x4 => winograd::input_gradient(dy, f.winograd(), g),
+        Algorithm::Im2col => conv2d_forward(dy, f.flipped(), None, false, &g.flipped()),
     }
 }
 

@@ -259,6 +259,8 @@ struct Band {
     tile_cols: usize,
     c0: usize,
     c1: usize,
+    /// Read every input plane rotated by 180° (its values reversed), for [`input_gradient`].
+    reversed: bool,
 }
 
 /// See [`transform_input`]. The six input rows of a tile row are first split by column phase:
@@ -287,7 +289,16 @@ fn transform_input_body(x: &[f32], g: &ConvGeometry, b: Band, v: &mut [&mut [f32
                     rows.fill(0.0);
                     continue;
                 }
-                row[1..=g.w].copy_from_slice(&plane[iy as usize * g.w..(iy as usize + 1) * g.w]);
+                let src = if b.reversed {
+                    g.h - 1 - iy as usize
+                } else {
+                    iy as usize
+                };
+                let dst = &mut row[1..=g.w];
+                dst.copy_from_slice(&plane[src * g.w..(src + 1) * g.w]);
+                if b.reversed {
+                    dst.reverse();
+                }
                 // phase s, entry t = row[4·t + s] = x[·][4·t + s − 1].
                 let (p0, rest) = rows.split_at_mut(pl);
                 let (p1, rest) = rest.split_at_mut(pl);
@@ -456,6 +467,65 @@ pub fn forward_with(
     relu: bool,
     g: &ConvGeometry,
 ) -> Vec<f32> {
+    convolve(isa, x, false, DomainFilters::Forward(u), bias, relu, g)
+}
+
+/// The input gradient of [`forward`] for the geometry `g` of that forward pass: `dx: C_in×H×W`
+/// for `dy: C_out×H×W`, from the *forward* pass's Winograd filters `u`, so no second,
+/// flipped set of filters is prepared or kept (for VGG16 that set is as large as the first,
+/// 160 MB).
+///
+/// The input gradient of a 3×3 "same" correlation is the correlation of `dy` with the filters
+/// rotated by 180° and transposed (`C_in` and `C_out` swapped). Rotating the data instead of
+/// the filters gives the same result — for an `H×W` plane, `rot(dy ⋆ rot(g)) = rot(dy) ⋆ g`
+/// (substitute `i → H−1−i` in the sum) — and a rotation by 180° of a row-major plane is the
+/// reversal of its values. So `dx = rev(rev(dy) ⋆ gᵀ)`: the forward algorithm on the reversed
+/// planes, with each position's `U_e` read transposed (a change of strides, not a copy).
+#[track_caller]
+pub fn input_gradient(dy: &[f32], u: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    input_gradient_with(Isa::detect(), dy, u, g)
+}
+
+/// [`input_gradient`] with the transforms compiled for `isa` (see [`forward_with`]).
+#[track_caller]
+pub fn input_gradient_with(isa: Isa, dy: &[f32], u: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    // The input transform reads `dy`'s planes reversed as it loads their rows (no copy of
+    // `dy`); the result is reversed in place.
+    let mut dx = convolve(
+        isa,
+        dy,
+        true,
+        DomainFilters::Transposed(u),
+        None,
+        false,
+        &g.flipped(),
+    );
+    dx.chunks_exact_mut(g.h * g.w).for_each(|p| p.reverse());
+    dx
+}
+
+/// The Winograd-domain filters a pass multiplies by.
+#[derive(Clone, Copy)]
+enum DomainFilters<'a> {
+    /// `U` as [`transform_filters`] stores it for this pass's geometry: `[36][C_out][C_in]`.
+    Forward(&'a [f32]),
+    /// The `U` of the convolution with `C_in` and `C_out` swapped, `[36][C_in][C_out]`, each
+    /// position's matrix read transposed ([`input_gradient`]).
+    Transposed(&'a [f32]),
+}
+
+/// The F(4×4, 3×3) convolution of geometry `g` with the filters `u` of `x` (its planes read
+/// rotated by 180° if `reversed`): [`forward`]'s work, and [`input_gradient`]'s.
+#[track_caller]
+fn convolve(
+    isa: Isa,
+    x: &[f32],
+    reversed: bool,
+    u: DomainFilters,
+    bias: Option<&[f32]>,
+    relu: bool,
+    g: &ConvGeometry,
+) -> Vec<f32> {
     assert!(
         Isa::available().contains(&isa),
         "winograd: {isa:?} is not available here"
@@ -464,8 +534,9 @@ pub fn forward_with(
         g.is_3x3_same(),
         "winograd: needs a 3×3 kernel with padding 1"
     );
+    let (DomainFilters::Forward(u_all) | DomainFilters::Transposed(u_all)) = u;
     assert_eq!(
-        u.len(),
+        u_all.len(),
         E * g.c_out * g.c_in,
         "winograd: transformed filters have the wrong size"
     );
@@ -496,6 +567,7 @@ pub fn forward_with(
                         tile_cols,
                         c0,
                         c1: (c0 + CHANNEL_GROUP).min(g.c_in),
+                        reversed,
                     };
                     transform_input(isa, x, g, band, &mut vg);
                 });
@@ -505,13 +577,14 @@ pub fn forward_with(
                 .enumerate()
                 .for_each(|(e, (me, ve))| {
                     // M_e (C_out × n) = U_e (C_out × C_in) · V_e (C_in × n).
+                    let ue = &u_all[e * g.c_out * g.c_in..(e + 1) * g.c_out * g.c_in];
+                    let ue = match u {
+                        DomainFilters::Forward(_) => MatRef::row_major(ue, g.c_out, g.c_in),
+                        DomainFilters::Transposed(_) => MatRef::row_major(ue, g.c_in, g.c_out).t(),
+                    };
                     gemm(
                         1.0,
-                        MatRef::row_major(
-                            &u[e * g.c_out * g.c_in..(e + 1) * g.c_out * g.c_in],
-                            g.c_out,
-                            g.c_in,
-                        ),
+                        ue,
                         MatRef::row_major(ve, g.c_in, n),
                         0.0,
                         MatMut::row_major(me, g.c_out, n),
