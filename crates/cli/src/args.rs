@@ -66,7 +66,12 @@ pub struct BatchArgs {
     pub shard: Option<String>,
     /// Number of shards of a Kubernetes Indexed Job (its `completions`); the shard is
     /// JOB_COMPLETION_INDEX.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..),
+        conflicts_with = "shard"
+    )]
     pub shard_count: Option<u64>,
     /// Network, layers and weights, as for `nst transfer`.
     #[command(flatten)]
@@ -209,7 +214,13 @@ pub struct TransferArgs {
     #[arg(long, value_name = "FILE.png")]
     pub progress_grid: Option<PathBuf>,
     /// Rows and columns of --progress-grid.
-    #[arg(long, value_name = "RxC", default_value = "2x5", value_parser = parse_grid)]
+    #[arg(
+        long,
+        value_name = "RxC",
+        default_value = "2x5",
+        value_parser = parse_grid,
+        requires = "progress_grid"
+    )]
     pub grid: (u32, u32),
     /// Draw the loss curves (total, content, style, tv; log scale; stage boundaries) as SVG.
     #[arg(long, value_name = "FILE.svg")]
