@@ -11,7 +11,8 @@
 use crate::args::{BatchArgs, ObjectiveArgs, TransferArgs};
 use crate::error::CliError;
 use crate::setup;
-use crate::transfer_cmd::{render, use_threads, validate_run, Ended, Partial, Stop, StyleCache};
+use crate::setup::StyleCache;
+use crate::transfer_cmd::{render, use_threads, validate_run, Ended, Partial, Stop};
 use nst_transfer::batch::{all_pairs, expand, jobs, read_pairs, Job, Shard};
 use serde_json::json;
 use std::io::Write;
@@ -23,22 +24,16 @@ pub fn batch(args: BatchArgs) -> Result<Ended, CliError> {
     setup::validate_terms(&args.terms)?;
     validate_run(&args.run)?;
     let pairs = match &args.pairs {
-        Some(path) => read_pairs(path),
-        None => expand(&args.content)
-            .and_then(|contents| Ok(all_pairs(&contents, &expand(&args.style)?))),
-    }
-    .map_err(|e| CliError::Invalid(e.to_string()))?;
-    let all = jobs(&pairs, &args.out_dir, args.format.extension())
-        .map_err(|e| CliError::Invalid(e.to_string()))?;
+        Some(path) => read_pairs(path)?,
+        None => all_pairs(&expand(&args.content)?, &expand(&args.style)?),
+    };
+    let all = jobs(&pairs, &args.out_dir, args.format.extension())?;
     let shard = match &args.shard {
-        Some(text) => Some(Shard::parse(text)),
+        Some(text) => Some(Shard::parse(text)?),
         None => Shard::from_env(args.shard_count.map(|n| n as usize), |name| {
             std::env::var(name).ok()
-        })
-        .transpose(),
-    }
-    .transpose()
-    .map_err(|e| CliError::Invalid(e.to_string()))?;
+        })?,
+    };
     let mine: Vec<&Job> = all
         .iter()
         .filter(|j| shard.is_none_or(|s| s.takes(j.index)))

@@ -1,6 +1,7 @@
 //! How a command can fail: one enum, so that each cause keeps its type and source until `main`
 //! prints it (one line, `error: …`) and exits with 1.
 
+use nst_transfer::batch::BatchError;
 use nst_transfer::image_io::ImageIoError;
 use nst_transfer::memory::MemoryError;
 use nst_vgg::VggError;
@@ -30,6 +31,9 @@ pub enum CliError {
     /// The run does not fit the memory budget.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// A batch's inputs, outputs or shard cannot be set up.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
     /// The JSON log could not be created or written.
     #[error("the JSON log {path}: {source}")]
     Log {

@@ -3,8 +3,9 @@
 
 use crate::args::EvalArgs;
 use crate::error::CliError;
-use crate::setup;
+use crate::setup::{self, StyleCache};
 use crate::transfer_cmd::use_threads;
+use nst_transfer::color::PreserveColors;
 use nst_transfer::image_io::{self, OutputFormat};
 use serde_json::json;
 
@@ -33,9 +34,15 @@ pub fn eval(args: EvalArgs) -> Result<(), CliError> {
     let (h, w) = (x.shape()[2] as u32, x.shape()[3] as u32);
     let content_img = image_io::load(&o.content, limit)?;
     let content = image_io::to_variable(&image_io::resize_exact(&content_img, w, h));
-    let style_imgs = setup::load_styles(o, Some(setup::style_side(&o.terms, w.max(h))), limit)?;
-    let tile = args.tile.map(|t| t as usize);
-    let objective = setup::build_objective(o, &vgg, &content, &style_imgs, tile)?;
+    let objective = setup::build_objective(
+        o,
+        PreserveColors::None,
+        &vgg,
+        (&content, &content_img),
+        (w.max(h), args.tile.map(|t| t as usize)),
+        &mut StyleCache::default(),
+        limit,
+    )?;
     let (weights, layers) = (objective.weights(), objective.layers());
     let e = objective.evaluate(&x);
 

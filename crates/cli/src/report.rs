@@ -34,6 +34,7 @@ pub struct Reporter<'a> {
     plain: PlainProgress,
     started: Instant,
     sheet: Option<ContactSheet>,
+    /// Every evaluation's losses, kept only for `--plot`.
     points: Vec<LossPoint>,
 }
 
@@ -109,15 +110,17 @@ impl<'a> Reporter<'a> {
                     source,
                 })?;
         }
-        self.points.push(LossPoint {
-            eval,
-            total: r.total,
-            content: r.content,
-            style: r.style,
-            tv: r.tv,
-            stage: at.index + 1,
-            size: at.size,
-        });
+        if args.plot.is_some() {
+            self.points.push(LossPoint {
+                eval,
+                total: r.total,
+                content: r.content,
+                style: r.style,
+                tv: r.tv,
+                stage: at.index + 1,
+                size: at.size,
+            });
+        }
         if self.sheet.as_ref().is_some_and(|s| s.wants(eval)) {
             let shown = self.image_to_write(x, content, Path::new("cell.png"));
             self.sheet.as_mut().expect("checked").observe(eval, &shown);

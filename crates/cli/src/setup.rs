@@ -1,14 +1,17 @@
-//! What `nst transfer` and `nst eval` share: the network, the style images, and the objective's
-//! settings, all from [`ObjectiveArgs`].
+//! What `nst transfer`, `nst batch` and `nst eval` share: the network, the style images and
+//! their Grams, and the objective, all from [`ObjectiveArgs`].
 
 use crate::args::{ObjectiveArgs, PoolingArg, TermArgs};
 use crate::error::CliError;
 use image::Rgb32FImage;
 use nst_loss::{Layers, LossWeights, Objective};
 use nst_tensor::ndarray::ArrayD;
+use nst_transfer::color::PreserveColors;
 use nst_transfer::image_io;
 use nst_vgg::{Pooling, Vgg};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Loads the network the options name (`--weights`, `--pooling`), and a line describing it.
 pub fn load_network(o: &TermArgs) -> Result<(Vgg, String), CliError> {
@@ -84,43 +87,99 @@ pub fn style_side(o: &TermArgs, size: u32) -> u32 {
     ((size as f64 * o.style_scale as f64).round() as u32).max(1)
 }
 
-/// The style images, resized so their longer side is `side` (or as they are, for `None`), each
-/// decoded within `limit` bytes.
-pub fn load_styles(
-    o: &ObjectiveArgs,
-    side: Option<u32>,
-    limit: u64,
-) -> Result<Vec<Rgb32FImage>, CliError> {
-    o.style
-        .iter()
-        .map(|path| {
-            let img = image_io::load(path, limit)?;
-            Ok(match side {
-                Some(side) => image_io::resize_longer_side(&img, side),
-                None => img,
-            })
-        })
-        .collect()
+/// Style images decoded once and their Gram matrices computed once per size, so that
+/// `nst batch` pays for each style once, not once per pair. When the colour setting makes the
+/// styles depend on the content (`luminance`, `histogram`), Grams are computed per call.
+#[derive(Default)]
+pub struct StyleCache {
+    images: HashMap<PathBuf, Rgb32FImage>,
+    grams: HashMap<GramsKey, Grams>,
 }
 
-/// The objective of `content` (1×3×H×W) and the style images (blended by `--style-blend`,
-/// default equal), with the options' weights and layers, evaluated in tiles of `tile` pixels
-/// if given.
+/// A style's raw Gram matrices, one per style layer.
+type Grams = Vec<Arc<ArrayD<f32>>>;
+
+/// What a style's Grams depend on besides the run's settings: the style, the output's longer
+/// side, and the tile side they were computed with.
+type GramsKey = (PathBuf, u32, Option<usize>);
+
+impl StyleCache {
+    /// The decoded style image at `path`.
+    fn image(&mut self, path: &Path, limit: u64) -> Result<Rgb32FImage, CliError> {
+        if let Some(img) = self.images.get(path) {
+            return Ok(img.clone());
+        }
+        let img = image_io::load(path, limit)?;
+        self.images.insert(path.to_path_buf(), img.clone());
+        Ok(img)
+    }
+
+    /// The style at `path` as the optimisation sees it for `content` (the colour setting
+    /// applied), resized for an output of longer side `side` (`--style-scale`).
+    pub fn image_for(
+        &mut self,
+        (terms, colours): (&TermArgs, PreserveColors),
+        path: &Path,
+        content: &Rgb32FImage,
+        side: u32,
+        limit: u64,
+    ) -> Result<Rgb32FImage, CliError> {
+        let raw = self.image(path, limit)?;
+        let seen = colours.prepare(content, &raw);
+        Ok(image_io::resize_longer_side(&seen, style_side(terms, side)))
+    }
+
+    /// The raw Grams of the style at `path` for an output of longer side `side`.
+    fn grams(
+        &mut self,
+        (terms, colours): (&TermArgs, PreserveColors),
+        vgg: &Vgg,
+        path: &Path,
+        content: &Rgb32FImage,
+        (side, tile): (u32, Option<usize>),
+        limit: u64,
+    ) -> Result<Grams, CliError> {
+        let key = (path.to_path_buf(), side, tile);
+        let reusable = !colours.styles_depend_on_content();
+        if let Some(g) = self.grams.get(&key).filter(|_| reusable) {
+            return Ok(g.clone());
+        }
+        let img = self.image_for((terms, colours), path, content, side, limit)?;
+        let g =
+            nst_loss::style_grams(vgg, &image_io::to_variable(&img), &terms.style_layers, tile)?;
+        if reusable {
+            self.grams.insert(key, g.clone());
+        }
+        Ok(g)
+    }
+}
+
+/// The objective at `content` (1×3×H×W, as the optimisation sees it) for an output of longer
+/// side `side`: the style images (through `styles`, prepared from `content_raw` as `colours`
+/// says, resized by `--style-scale`) blended by `--style-blend` (default equal), the options'
+/// weights and layers, evaluated in tiles of `tile` pixels if given. What `nst transfer`
+/// (per stage), `nst batch` and `nst eval` build.
 pub fn build_objective<'v>(
     o: &ObjectiveArgs,
+    colours: PreserveColors,
     vgg: &'v Vgg,
-    content: &ArrayD<f32>,
-    style_imgs: &[Rgb32FImage],
-    tile: Option<usize>,
+    (content, content_raw): (&ArrayD<f32>, &Rgb32FImage),
+    (side, tile): (u32, Option<usize>),
+    styles: &mut StyleCache,
+    limit: u64,
 ) -> Result<Objective<'v>, CliError> {
-    let styles: Vec<ArrayD<f32>> = style_imgs.iter().map(image_io::to_variable).collect();
+    let mut per_style = Vec::new();
+    for path in &o.style {
+        let how = (&o.terms, colours);
+        per_style.push(styles.grams(how, vgg, path, content_raw, (side, tile), limit)?);
+    }
     let blend = o
         .style_blend
         .clone()
-        .unwrap_or_else(|| vec![1.0; styles.len()]);
+        .unwrap_or_else(|| vec![1.0; o.style.len()]);
     let (weights, layers) = weights_and_layers(&o.terms, vgg);
-    Ok(Objective::with_tiles(
-        vgg, content, &styles, &blend, layers, weights, tile,
+    Ok(Objective::from_style_grams(
+        vgg, content, &per_style, &blend, layers, weights, tile,
     )?)
 }
 

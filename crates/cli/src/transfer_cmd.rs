@@ -3,10 +3,8 @@
 use crate::args::{LineSearchArg, OptimizerArg, PreserveColorsArg, RunArgs, TransferArgs};
 use crate::error::CliError;
 use crate::report::{Reporter, Stage};
-use crate::setup;
+use crate::setup::{self, StyleCache};
 use clap::ValueEnum;
-use image::Rgb32FImage;
-use nst_loss::Objective;
 use nst_tensor::ndarray::ArrayD;
 use nst_transfer::color::PreserveColors;
 use nst_transfer::image_io::{self, OutputFormat};
@@ -15,8 +13,7 @@ use nst_transfer::memory;
 use nst_transfer::optim::LineSearch;
 use nst_transfer::run::{run, EvalRecord, OptimizerKind};
 use nst_transfer::scales;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -83,8 +80,20 @@ impl Stop {
     /// which stops the run after the current evaluation, and record which signal came (for the
     /// exit code 128 + signal). A second signal ends the process at once.
     pub fn on_signals() -> Self {
-        let (flag, signal) = stop_on_signals();
-        Stop { flag, signal }
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        use signal_hook::flag;
+        let stop = Stop {
+            flag: Arc::new(AtomicBool::new(false)),
+            signal: Arc::new(AtomicUsize::new(0)),
+        };
+        for sig in [SIGINT, SIGTERM] {
+            // Registration fails only for forbidden signals; these two are not. Should it fail
+            // anyway, the run loses its graceful stop, not its work.
+            let _ = flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&stop.flag));
+            let _ = flag::register_usize(sig, Arc::clone(&stop.signal), sig as usize);
+            let _ = flag::register(sig, Arc::clone(&stop.flag));
+        }
+        stop
     }
 
     /// Whether a signal came.
@@ -95,76 +104,6 @@ impl Stop {
     /// How a run that saw the signal ended.
     pub fn ended(&self) -> Ended {
         Ended::Interrupted(self.signal.load(Ordering::SeqCst) as i32)
-    }
-}
-
-/// Style images decoded once and their Gram matrices computed once per stage size, so that
-/// `nst batch` pays for each style once, not once per pair. When the colour setting makes the
-/// styles depend on the content (`luminance`, `histogram`), Grams are computed per run.
-#[derive(Default)]
-pub struct StyleCache {
-    images: HashMap<PathBuf, Rgb32FImage>,
-    grams: HashMap<GramsKey, Grams>,
-}
-
-/// A style's raw Gram matrices, one per style layer.
-type Grams = Vec<Arc<ArrayD<f32>>>;
-
-/// What a style's Grams depend on besides the run's settings: the style, the stage's longer
-/// side, and the tile side they were computed with.
-type GramsKey = (PathBuf, u32, Option<usize>);
-
-impl StyleCache {
-    /// The decoded style image at `path`.
-    fn image(&mut self, path: &Path, limit: u64) -> Result<Rgb32FImage, CliError> {
-        if let Some(img) = self.images.get(path) {
-            return Ok(img.clone());
-        }
-        let img = image_io::load(path, limit)?;
-        self.images.insert(path.to_path_buf(), img.clone());
-        Ok(img)
-    }
-
-    /// The style at `path` as the optimisation sees it for `content` (the colour setting
-    /// applied), resized for a stage of longer side `side`.
-    fn stage_image(
-        &mut self,
-        args: &TransferArgs,
-        path: &Path,
-        content: &Rgb32FImage,
-        side: u32,
-        limit: u64,
-    ) -> Result<Rgb32FImage, CliError> {
-        let raw = self.image(path, limit)?;
-        let seen = args.run.colours().prepare(content, &raw);
-        Ok(image_io::resize_longer_side(
-            &seen,
-            setup::style_side(&args.objective.terms, side),
-        ))
-    }
-
-    /// The raw Grams of the style at `path` for a stage of longer side `side`.
-    fn grams(
-        &mut self,
-        args: &TransferArgs,
-        vgg: &nst_vgg::Vgg,
-        path: &Path,
-        content: &Rgb32FImage,
-        (side, tile): (u32, Option<usize>),
-        limit: u64,
-    ) -> Result<Grams, CliError> {
-        let key = (path.to_path_buf(), side, tile);
-        let reusable = !args.run.colours().styles_depend_on_content();
-        if let Some(g) = self.grams.get(&key).filter(|_| reusable) {
-            return Ok(g.clone());
-        }
-        let img = self.stage_image(args, path, content, side, limit)?;
-        let layers = &args.objective.terms.style_layers;
-        let g = nst_loss::style_grams(vgg, &image_io::to_variable(&img), layers, tile)?;
-        if reusable {
-            self.grams.insert(key, g.clone());
-        }
-        Ok(g)
     }
 }
 
@@ -210,11 +149,6 @@ pub fn render(
     let content_raw = image_io::load(&args.objective.content, limit)?;
     let content_seen = colours.prepare_content(&content_raw);
     let (weights, _) = setup::weights_and_layers(&args.objective.terms, vgg);
-    let blend = args
-        .objective
-        .style_blend
-        .clone()
-        .unwrap_or_else(|| vec![1.0; args.objective.style.len()]);
     let stage_list = stages
         .iter()
         .zip(&budgets)
@@ -256,24 +190,20 @@ pub fn render(
         let (w, h) = (content.shape()[3] as u32, content.shape()[2] as u32);
         // Tiles only where the stage is larger than one tile.
         let tile = plan.tile.filter(|&t| side as usize > t);
-        let mut per_style = Vec::new();
-        for path in &args.objective.style {
-            per_style.push(styles.grams(args, vgg, path, &content_raw, (side, tile), limit)?);
-        }
-        let (term_weights, layers) = setup::weights_and_layers(&args.objective.terms, vgg);
-        let objective = Objective::from_style_grams(
+        let objective = setup::build_objective(
+            &args.objective,
+            colours,
             vgg,
-            &content,
-            &per_style,
-            &blend,
-            layers,
-            term_weights,
-            tile,
+            (&content, &content_raw),
+            (side, tile),
+            styles,
+            limit,
         )?;
         let x0 = match x.take() {
             None => {
+                let how = (&args.objective.terms, colours);
                 let first_style = &args.objective.style[0];
-                let style0 = styles.stage_image(args, first_style, &content_raw, side, limit)?;
+                let style0 = styles.image_for(how, first_style, &content_raw, side, limit)?;
                 initial_image(
                     &Init::parse(&run_args.init),
                     &content,
@@ -354,24 +284,6 @@ pub fn render(
         &args.output,
     ));
     Ok(rendered)
-}
-
-/// SIGINT (Ctrl-C) and SIGTERM (what Slurm, Kubernetes and systemd send) set the returned flag,
-/// which stops the run after the current evaluation with its best image written, and record
-/// which signal came (for the exit code 128 + signal). A second signal ends the process at once.
-fn stop_on_signals() -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    use signal_hook::flag;
-    let stop = Arc::new(AtomicBool::new(false));
-    let which = Arc::new(AtomicUsize::new(0));
-    for sig in [SIGINT, SIGTERM] {
-        // Registration fails only for forbidden signals; these two are not. Should it fail
-        // anyway, the run loses its graceful stop, not its work.
-        let _ = flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&stop));
-        let _ = flag::register_usize(sig, Arc::clone(&which), sig as usize);
-        let _ = flag::register(sig, Arc::clone(&stop));
-    }
-    (stop, which)
 }
 
 /// The coarse-to-fine stage sizes (`--scales`) and the evaluations each gets: at least one per

@@ -58,21 +58,28 @@ impl ContactSheet {
         }
     }
 
+    /// The cells, other than the last (the output's), still waiting for the image evaluated
+    /// at evaluation `eval` (1-based).
+    fn waiting_for(&self, eval: usize) -> Vec<usize> {
+        let last = self.cells.len() - 1;
+        (0..last)
+            .filter(|&k| self.labels[k] + 1 == eval && self.cells[k].is_none())
+            .collect()
+    }
+
     /// Whether the image evaluated at evaluation `eval` (1-based) belongs in a cell.
     pub fn wants(&self, eval: usize) -> bool {
-        let last = self.cells.len() - 1;
-        (0..last).any(|k| self.labels[k] + 1 == eval && self.cells[k].is_none())
+        !self.waiting_for(eval).is_empty()
     }
 
     /// Keeps a thumbnail of `x` (1×3×H×W, any stage's size) if the image evaluated at
     /// evaluation `eval` (1-based) belongs in a cell other than the last.
     pub fn observe(&mut self, eval: usize, x: &ArrayD<f32>) {
-        let last = self.cells.len() - 1;
-        let mut thumb = None;
-        for k in 0..last {
-            if self.labels[k] + 1 == eval && self.cells[k].is_none() {
-                let t = thumb.get_or_insert_with(|| self.thumbnail(x));
-                self.cells[k] = Some(t.clone());
+        let cells = self.waiting_for(eval);
+        if !cells.is_empty() {
+            let thumb = self.thumbnail(x);
+            for k in cells {
+                self.cells[k] = Some(thumb.clone());
             }
         }
     }
