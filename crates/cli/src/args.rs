@@ -273,8 +273,9 @@ pub struct RunArgs {
     #[arg(long, allow_hyphen_values = true, value_name = "F")]
     pub lr: Option<f32>,
     /// Coarse to fine: `auto` (from ~256 px, doubling up to --size), `none` (--size only) or
-    /// sizes `PX,PX,…` (each at most twice the previous). Each stage's result, upsampled
-    /// (bicubic), starts the next; each stage gets twice the evaluations of the next.
+    /// sizes `PX,PX,…` (each at most twice the previous). Each stage starts from the content at
+    /// its size plus the previous stage's change, upsampled (bicubic); each stage gets twice the
+    /// evaluations of the next.
     #[arg(long, value_name = "auto|none|PX,..", default_value = "none")]
     pub scales: String,
     /// L-BFGS history size.

@@ -175,6 +175,8 @@ pub fn render(
     let mut report = Reporter::new(args, out_size)?;
     let (mut evals, mut last) = (0, None);
     let mut x: Option<ArrayD<f32>> = None;
+    // The previous stage's content image: its result minus this is what the stage changed.
+    let mut previous_content = ArrayD::zeros(vec![0]);
     // The content at the current stage's size in its own colours: where the output's
     // chrominance comes from.
     let mut colour_source = ArrayD::zeros(vec![0]);
@@ -212,8 +214,9 @@ pub fn render(
                     limit,
                 )?
             }
-            Some(previous) => image_io::upsample_variable(&previous, w, h),
+            Some(previous) => scales::next_stage_start(&previous, &previous_content, &content),
         };
+        previous_content = content.clone();
         let at = Stage {
             index: stage,
             count: stages.len(),
@@ -266,9 +269,15 @@ pub fn render(
         return Ok(rendered);
     }
 
-    // An interrupted coarse stage still gives an output of the requested size.
-    let image =
-        image_io::upsample_variable(&x.expect("at least one stage ran"), out_size.0, out_size.1);
+    // An interrupted coarse stage still gives an output of the requested size, made the way the
+    // next stage would have started.
+    let x = x.expect("at least one stage ran");
+    let image = if x.shape()[2..] == [out_size.1 as usize, out_size.0 as usize] {
+        x
+    } else {
+        let full = image_io::resize_longer_side(&content_seen, run_args.size);
+        scales::next_stage_start(&x, &previous_content, &image_io::to_variable(&full))
+    };
     if image.shape() != colour_source.shape() {
         let full = image_io::resize_longer_side(&content_raw, run_args.size);
         colour_source = image_io::to_variable(&full);

@@ -2,7 +2,7 @@
 
 use nst_tensor::ndarray::{ArrayD, IxDyn};
 use nst_transfer::image_io::upsample_variable;
-use nst_transfer::scales::{split_budget, Scales};
+use nst_transfer::scales::{next_stage_start, split_budget, Scales};
 
 #[test]
 fn auto_halves_down_to_about_256_px() {
@@ -59,4 +59,37 @@ fn upsampling_keeps_a_constant_image_and_reaches_the_size() {
         lo < -0.5 && hi > 1.9 && lo >= -1.5 - 1e-4 && hi <= 2.0 + 1e-4,
         "{lo} {hi}"
     );
+}
+
+/// A deterministic "sharp" image: a checkerboard of 1-pixel squares over a gradient, detail no
+/// upsampling could invent.
+fn sharp(w: usize, h: usize) -> ArrayD<f32> {
+    ArrayD::from_shape_fn(IxDyn(&[1, 3, h, w]), |d| {
+        let (c, y, x) = (d[1], d[2], d[3]);
+        0.2 + 0.05 * c as f32 + 0.3 * x as f32 / w as f32 + 0.2 * ((x + y) % 2) as f32
+    })
+}
+
+#[test]
+fn the_next_stage_keeps_the_contents_detail_and_adds_the_upsampled_change() {
+    let (fine, coarse) = (sharp(14, 10), sharp(7, 5));
+    // A stage that changed nothing hands on the sharp content itself, not a blurred copy.
+    let same = next_stage_start(&coarse, &coarse, &fine);
+    assert_eq!(same.shape(), fine.shape());
+    assert!(same.iter().zip(&fine).all(|(a, b)| (a - b).abs() < 1e-6));
+    // A uniform change of +0.1 arrives as +0.1 everywhere on top of the content.
+    let shifted = coarse.mapv(|v| v + 0.1);
+    let next = next_stage_start(&shifted, &coarse, &fine);
+    assert!(next
+        .iter()
+        .zip(&fine)
+        .all(|(a, b)| (a - b - 0.1).abs() < 1e-5));
+    // The plain upsampling of the result would have lost the checkerboard.
+    let plain = upsample_variable(&shifted, 14, 10);
+    let err = plain
+        .iter()
+        .zip(&fine)
+        .map(|(a, b)| (a - b - 0.1).abs())
+        .fold(0.0f32, f32::max);
+    assert!(err > 0.05, "{err}");
 }
