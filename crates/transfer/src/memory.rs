@@ -350,13 +350,17 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Bytes for people: `1.5 GiB`, `734 MiB`.
+/// Bytes for people: `1.5 GiB`, `734 MiB`, `12 KiB`, `100 B` — never a budget of "0 MiB".
 pub fn format_bytes(b: u64) -> String {
     let gib = b as f64 / (1u64 << 30) as f64;
     if gib >= 1.0 {
         format!("{gib:.1} GiB")
-    } else {
+    } else if b >= 1 << 20 {
         format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64)
+    } else if b >= 1 << 10 {
+        format!("{:.0} KiB", b as f64 / (1u64 << 10) as f64)
+    } else {
+        format!("{b} B")
     }
 }
 

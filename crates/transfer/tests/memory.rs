@@ -27,4 +27,6 @@ fn bad_sizes_are_refused_with_the_expected_form() {
 fn bytes_format_for_people() {
     assert_eq!(format_bytes(734 << 20), "734 MiB");
     assert_eq!(format_bytes(3 << 29), "1.5 GiB");
+    assert_eq!(format_bytes(1 << 10), "1 KiB");
+    assert_eq!(format_bytes(100), "100 B");
 }

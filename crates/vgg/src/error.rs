@@ -72,7 +72,7 @@ pub enum VggError {
         valid: String,
     },
     /// The image is too small for the requested depth (a pooling would leave no pixel).
-    #[error("image of {h}×{w} pixels is too small to reach layer '{layer}': {pool} would pool a {ph}×{pw} map; use a larger --size or shallower layers")]
+    #[error("image of {w}×{h} pixels is too small to reach layer '{layer}': {pool} would pool a {pw}×{ph} map; use a larger --size or shallower layers")]
     ImageTooSmall {
         /// Image height.
         h: usize,

@@ -125,6 +125,8 @@ fn layer_errors_name_the_layer_and_list_the_valid_ones() {
     let err = vgg.features(small, &names(&["relu5_1"])).unwrap_err();
     assert!(matches!(err, VggError::ImageTooSmall { .. }));
     assert!(err.to_string().contains("pool4"), "{err}");
+    // Width × height, as everywhere else in the program.
+    assert!(err.to_string().contains("image of 40×15 pixels"), "{err}");
     assert!(vgg.features(small, &names(&["relu4_1"])).is_ok());
 }
 
