@@ -307,6 +307,26 @@ fn matmul_and_gram_match_the_triple_loop() {
     let got = matmul::matmul(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
     close(&got, &reference::matmul_naive(&a, &b, m, k, n), 1e-5);
 
+    // Wide: column blocks written in place into C, the last one narrower; B also read
+    // transposed (strided columns).
+    let (m, k, n) = (5, 7, 3 * 4096 + 77);
+    let a = random_vec(&mut r, &[m * k]);
+    let b = random_vec(&mut r, &[k * n]);
+    let want = reference::matmul_naive(&a, &b, m, k, n);
+    let got = matmul::matmul(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+    close(&got, &want, 1e-5);
+    let mut bt = vec![0.0; n * k];
+    for i in 0..k {
+        for j in 0..n {
+            bt[j * k + i] = b[i * n + j];
+        }
+    }
+    let got_t = matmul::matmul(
+        MatRef::row_major(&a, m, k),
+        MatRef::row_major(&bt, n, k).t(),
+    );
+    close(&got_t, &want, 1e-5);
+
     let (c, px) = (3, 2 * 8192 + 5); // several column blocks
     let f = random_vec(&mut r, &[c * px]);
     let mut ft = vec![0.0; px * c];
