@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end comparison with PyTorch on the same machine, in the same run.
 
-    python3 benches/compare_pytorch.py [--threads 2] [--quick]
+    python3 benches/compare_pytorch.py [--threads 2] [--quick] [--cases vgg16-256,vgg19-512]
 
 For each case — VGG16 at 256x192, 512x384 and 512x512, and VGG19 at 512x384 — it resizes the
 demo images (written as PNGs so that both sides read identical pixels), runs PyTorch's L-BFGS
@@ -71,15 +71,23 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="fewer evaluations (timing only)")
+    p.add_argument("--cases", default="vgg16-256,vgg16-512,vgg16-512sq,vgg19-512",
+                   help="which cases, comma-separated (a case may be listed twice to repeat it)")
     a = p.parse_args()
     if not os.path.exists(TORCH_PY):
         sys.exit("tools/.venv-torch is missing: run `python3 tools/torch_reference.py` once to create it")
     vgg16 = os.path.join(ROOT, "weights", "vgg16")
-    if not os.path.exists(os.path.join(VGG19_DIR, "manifest.json")):
-        sys.exit(f"{VGG19_DIR} is missing: run `python3 tools/test_tools.py` once to make it")
     # (network, weights, width, square, evaluations, evaluations with --quick)
-    cases = [("VGG16", vgg16, 256, False, 100, 20), ("VGG16", vgg16, 512, False, 100, 5),
-             ("VGG16", vgg16, 512, True, 30, 5), ("VGG19", VGG19_DIR, 512, False, 30, 5)]
+    known = {"vgg16-256": ("VGG16", vgg16, 256, False, 100, 20),
+             "vgg16-512": ("VGG16", vgg16, 512, False, 100, 5),
+             "vgg16-512sq": ("VGG16", vgg16, 512, True, 30, 5),
+             "vgg19-512": ("VGG19", VGG19_DIR, 512, False, 30, 5)}
+    unknown = [c for c in a.cases.split(",") if c not in known]
+    if unknown:
+        sys.exit(f"--cases: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+    cases = [known[c] for c in a.cases.split(",")]
+    if any(c[1] == VGG19_DIR for c in cases) and not os.path.exists(os.path.join(VGG19_DIR, "manifest.json")):
+        sys.exit(f"{VGG19_DIR} is missing: run `python3 tools/test_tools.py` once to make it")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for net, weights, width, square, evals, quick_evals in cases:
