@@ -183,9 +183,9 @@ pub fn render(
     let mut ended = Ended::Done;
     for (stage, (&side, &budget)) in stages.iter().zip(&budgets).enumerate() {
         // The content as the optimisation sees it.
-        let content = image_io::to_variable(&image_io::resize_longer_side(&content_seen, side));
+        let content = variable_at(&content_seen, side);
         colour_source = if colours == PreserveColors::Luminance {
-            image_io::to_variable(&image_io::resize_longer_side(&content_raw, side))
+            variable_at(&content_raw, side)
         } else {
             content.clone()
         };
@@ -231,10 +231,10 @@ pub fn render(
             report.finish();
             let mut kept = String::new();
             if let (Some(b), Partial::WriteBest) = (outcome.best, partial) {
-                let image = image_io::upsample_variable(&outcome.best_image, w, h);
+                let image = &outcome.best_image;
                 image_io::save(
                     &args.output,
-                    &report.image_to_write(&image, &colour_source, &args.output),
+                    &report.image_to_write(image, &colour_source, &args.output),
                 )?;
                 kept = format!(
                     "; wrote the best finite image (evaluation {}) to {}",
@@ -269,19 +269,16 @@ pub fn render(
         return Ok(rendered);
     }
 
-    // An interrupted coarse stage still gives an output of the requested size, made the way the
-    // next stage would have started.
     let x = x.expect("at least one stage ran");
     let image = if x.shape()[2..] == [out_size.1 as usize, out_size.0 as usize] {
         x
     } else {
-        let full = image_io::resize_longer_side(&content_seen, run_args.size);
-        scales::next_stage_start(&x, &previous_content, &image_io::to_variable(&full))
+        // An interrupted coarse stage still gives an output of the requested size, made the way
+        // the next stage would have started, with the colours of the content at that size.
+        colour_source = variable_at(&content_raw, run_args.size);
+        let full = variable_at(&content_seen, run_args.size);
+        scales::next_stage_start(&x, &previous_content, &full)
     };
-    if image.shape() != colour_source.shape() {
-        let full = image_io::resize_longer_side(&content_raw, run_args.size);
-        colour_source = image_io::to_variable(&full);
-    }
     let written = report.image_to_write(&image, &colour_source, &args.output);
     image_io::save(&args.output, &written)?;
     report.write_pictures(&image, &colour_source, evals)?;
@@ -293,6 +290,12 @@ pub fn render(
         &args.output,
     ));
     Ok(rendered)
+}
+
+/// `img` resized to a longer side of `side` px, as the 1×3×H×W variable: the content at one
+/// stage's size.
+fn variable_at(img: &image::Rgb32FImage, side: u32) -> ArrayD<f32> {
+    image_io::to_variable(&image_io::resize_longer_side(img, side))
 }
 
 /// The coarse-to-fine stage sizes (`--scales`) and the evaluations each gets: at least one per
