@@ -268,6 +268,45 @@ fn an_interrupted_run_keeps_its_best_image() {
     }
 }
 
+/// Interrupted in a coarse stage (`--scales 48,96`, stopped while still at 48 px), the run still
+/// writes an output of the requested size, started from the coarse result the way the next stage
+/// would have been, and exits 130.
+#[test]
+fn an_interrupted_coarse_stage_still_writes_the_full_size() {
+    let dir = scratch("interrupt_coarse");
+    let (out, log) = (dir.join("out.png"), dir.join("log.jsonl"));
+    let data = root().join("tests/data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nst"))
+        .args(["transfer", "--weights", weights().to_str().unwrap()])
+        .args(["--content", data.join("tubingen.jpg").to_str().unwrap()])
+        .args(["--style", data.join("the_scream.jpg").to_str().unwrap()])
+        .args(["--size", "96", "--scales", "48,96", "--iters", "100000"])
+        .args(["--output", out.to_str().unwrap()])
+        .args(["--log-json", log.to_str().unwrap(), "--quiet"])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 3 {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the run made no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        lines.lines().all(|l| l.contains("\"stage\":1")),
+        "the run left the coarse stage: {lines}"
+    );
+    let img = image::open(&out).expect("the output was written");
+    assert_eq!((img.width(), img.height()), (96, 72));
+}
+
 /// Bad input gets a clear message, exit code 1, no panic, and no output file.
 #[test]
 fn bad_input_is_a_clear_error_and_writes_nothing() {
