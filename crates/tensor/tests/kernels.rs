@@ -362,6 +362,20 @@ fn max_pool_ties_send_the_gradient_to_the_first_maximum_only() {
     assert_eq!(dx, vec![10.0, 0.0, 0.0, 20.0, 0.0, 0.0, 0.0, 0.0]);
 }
 
+/// The rule `max_pool2_forward` documents: a NaN never wins a window against a number, but a NaN
+/// in the first position stays (it compares false both ways); the gradient follows the winner.
+#[test]
+fn max_pool_nan_wins_only_from_the_first_position() {
+    let nan = f32::NAN;
+    // Windows (row-major): [NaN, 1, 2, 0] and [1, NaN, 0, 3]; a 2×5 plane drops its last column.
+    let x = [nan, 1.0, 1.0, nan, 9.0, 2.0, 0.0, 0.0, 3.0, 9.0];
+    let (y, arg) = pool::max_pool2_forward(&x, 1, 2, 5);
+    assert!(y[0].is_nan() && arg[0] == 0);
+    assert_eq!((y[1], arg[1]), (3.0, 3));
+    let dx = pool::max_pool2_backward(&[10.0, 20.0], &arg, 1, 2, 5);
+    assert_eq!(dx, vec![10.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 20.0, 0.0]);
+}
+
 /// The bit mask keeps exactly the positive outputs, across word and chunk boundaries (lengths
 /// that are not multiples of 64 or of the parallel chunk), zero and NaN counting as not positive.
 #[test]

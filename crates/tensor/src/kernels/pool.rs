@@ -21,31 +21,34 @@ pub fn max_pool2_forward(x: &[f32], c: usize, h: usize, w: usize) -> (Vec<f32>, 
         .enumerate()
         .for_each(|(ch, (yp, ap))| {
             let plane = &x[ch * h * w..(ch + 1) * h * w];
-            for i in 0..oh {
-                for j in 0..ow {
-                    let corner = 2 * i * w + 2 * j;
-                    let mut best = 0;
-                    for k in 1..4 {
+            for ((top, bottom), (yr, ar)) in plane
+                .chunks_exact(2 * w)
+                .map(|rows| rows.split_at(w))
+                .zip(yp.chunks_exact_mut(ow).zip(ap.chunks_exact_mut(ow)))
+            {
+                // The window's four values in row-major order, kept in registers: the winner is
+                // chosen by selects, not by branches on the data (which mispredict half the time)
+                // or by re-reading the input at the winner's index.
+                for (((t, b), y), a) in top
+                    .chunks_exact(2)
+                    .zip(bottom.chunks_exact(2))
+                    .zip(yr.iter_mut())
+                    .zip(ar.iter_mut())
+                {
+                    let (mut best, mut k) = (t[0], 0u8);
+                    for (v, idx) in [(t[1], 1u8), (b[0], 2), (b[1], 3)] {
                         // Strict `>`: the first maximum wins a tie. A NaN never wins, except
                         // that a NaN already in `best` stays (it compares false both ways).
-                        if plane[corner + window_offset(k, w)]
-                            > plane[corner + window_offset(best, w)]
-                        {
-                            best = k;
-                        }
+                        let wins = v > best;
+                        best = if wins { v } else { best };
+                        k = if wins { idx } else { k };
                     }
-                    yp[i * ow + j] = plane[corner + window_offset(best, w)];
-                    ap[i * ow + j] = best as u8;
+                    *y = best;
+                    *a = k;
                 }
             }
         });
     (y, arg)
-}
-
-/// Where the `k`-th element (0–3, row-major) of a 2×2 window lies from its top-left corner, in a
-/// plane of width `w`.
-fn window_offset(k: usize, w: usize) -> usize {
-    (k >> 1) * w + (k & 1)
 }
 
 /// Max pooling backward: each output gradient goes to the input that won its window.
@@ -59,9 +62,26 @@ pub fn max_pool2_backward(dy: &[f32], arg: &[u8], c: usize, h: usize, w: usize) 
         .enumerate()
         .for_each(|(ch, plane)| {
             let range = ch * oh * ow..(ch + 1) * oh * ow;
-            for (o, (g, &k)) in dy[range.clone()].iter().zip(&arg[range]).enumerate() {
-                let corner = 2 * (o / ow) * w + 2 * (o % ow);
-                plane[corner + window_offset(k as usize, w)] += *g;
+            // Every input of a window is written once — the gradient or zero — row pair by
+            // row pair (a dropped odd last row or column keeps its zero).
+            for ((rows, g), k) in plane
+                .chunks_exact_mut(2 * w)
+                .zip(dy[range.clone()].chunks_exact(ow))
+                .zip(arg[range].chunks_exact(ow))
+            {
+                let (top, bottom) = rows.split_at_mut(w);
+                for (((t, b), &g), &k) in top
+                    .chunks_exact_mut(2)
+                    .zip(bottom.chunks_exact_mut(2))
+                    .zip(g)
+                    .zip(k)
+                {
+                    let to = |idx: u8| if k == idx { g } else { 0.0 };
+                    t[0] = to(0);
+                    t[1] = to(1);
+                    b[0] = to(2);
+                    b[1] = to(3);
+                }
             }
         });
     dx
