@@ -511,7 +511,7 @@ fn bench_profiles_every_layer() {
         "rows add up to {sum} ms, the evaluation took {eval_ms} ms"
     );
     let row = |name: &str| layers.iter().find(|l| l["layer"] == name).unwrap();
-    assert_eq!(row("conv1_1+relu1_1")["algorithm"], "im2col / col2im");
+    assert_eq!(row("conv1_1+relu1_1")["algorithm"], "direct / direct");
     assert_eq!(
         row("conv1_2+relu1_2")["algorithm"],
         "winograd F(4x4,3x3) / winograd F(4x4,3x3)"

@@ -18,7 +18,8 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    // SAFETY: the first thing `main` does; no other thread exists yet.
+    unsafe { nst_tensor::keep_freed_memory() };
     die_quietly_on_broken_pipe();
     let cli = args::Cli::parse();
     let result = match cli.command {
@@ -37,26 +38,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// Tells glibc's allocator to keep freed memory for reuse instead of returning it to the system.
-///
-/// Every evaluation allocates and frees the same few hundred megabytes of feature maps and
-/// gradients. By default glibc serves blocks over 32 MB with fresh `mmap`s and unmaps them on
-/// free, so each evaluation page-faults all of it in again (and pays TLB shootdowns on unmap):
-/// measured, 15% of an evaluation at 512×384. Serving everything from the heap and never trimming
-/// it makes the second evaluation onwards reuse warm pages.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
-    // SAFETY: mallopt only sets allocator parameters; it is called before any other thread
-    // exists, and both values are valid for these options.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
 
 /// Restores the default action of SIGPIPE (Rust ignores it), so that `nst bench | head` ends
 /// quietly when `head` closes the pipe, as any Unix tool does, instead of panicking on the

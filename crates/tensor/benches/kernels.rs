@@ -4,14 +4,14 @@
 //! in FLOP/s ("elem/s" in criterion's words) where a FLOP count is meaningful: `2·M·K·N` for a
 //! GEMM and for each conv pass.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use nst_tensor::kernels::conv::{self, im2col, winograd, ConvGeometry, Filters};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use nst_tensor::kernels::conv::{self, direct, im2col, winograd, ConvGeometry, Filters};
 use nst_tensor::kernels::gemm::{gemm, MatMut, MatRef};
 use nst_tensor::kernels::{matmul, pool};
 use rayon::prelude::*;
 use std::time::Duration;
 
-/// The convolutions of VGG16 that the issue names, at 512×384 input.
+/// The convolutions of VGG16 that the profile singles out, at 512×384 input.
 fn layers() -> Vec<(&'static str, ConvGeometry)> {
     let g = |c_in, h, w, c_out| ConvGeometry {
         c_in,
@@ -23,6 +23,7 @@ fn layers() -> Vec<(&'static str, ConvGeometry)> {
         pad: 1,
     };
     vec![
+        ("conv1_1", g(3, 384, 512, 64)),
         ("conv1_2", g(64, 384, 512, 64)),
         ("conv2_2", g(128, 192, 256, 128)),
         ("conv3_2", g(256, 96, 128, 256)),
@@ -140,9 +141,20 @@ fn bench_conv(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("forward_im2col", name), |bench| {
             bench.iter(|| im2col::forward(&x, &w, Some(&b), false, &g))
         });
-        group.bench_function(BenchmarkId::new("forward_winograd4x4", name), |bench| {
-            bench.iter(|| winograd::forward(&x, f.winograd(), Some(&b), false, &g))
-        });
+        if g.c_in >= conv::WINOGRAD_MIN_IN_CHANNELS {
+            group.bench_function(BenchmarkId::new("forward_winograd4x4", name), |bench| {
+                bench.iter(|| winograd::forward(&x, f.winograd(), Some(&b), false, &g))
+            });
+        }
+        if g.c_in <= conv::DIRECT_MAX_CHANNELS {
+            group.bench_function(BenchmarkId::new("forward_direct", name), |bench| {
+                bench.iter(|| direct::forward(&x, &w, Some(&b), false, &g))
+            });
+            // The input gradient the other way: GEMM + col2im.
+            group.bench_function(BenchmarkId::new("input_grad_col2im", name), |bench| {
+                bench.iter(|| im2col::backward_input(&dy, &w, &g))
+            });
+        }
     }
     group.finish();
 }
@@ -183,4 +195,12 @@ criterion_group!(
     bench_conv,
     bench_pool_and_gram
 );
-criterion_main!(benches);
+/// `criterion_main!`, with the allocator set up as the CLI sets it: without it, every output over
+/// 32 MB (conv1_x maps at 512×384) would be a fresh `mmap`, and the figures would be mostly page
+/// faults that a real run never pays.
+fn main() {
+    // SAFETY: the first thing `main` does; no other thread exists yet.
+    unsafe { nst_tensor::keep_freed_memory() };
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -24,6 +24,7 @@
 //! assert_eq!(grads.get(x).unwrap().as_slice().unwrap(), &[2.0, -6.0]); // 2x
 //! ```
 
+mod allocator;
 mod array;
 mod backward;
 mod filter_cache;
@@ -31,5 +32,6 @@ mod graph;
 pub mod kernels;
 mod ops;
 
+pub use allocator::keep_freed_memory;
 pub use graph::{Gradients, Graph, OpTiming, Var};
 pub use ndarray;

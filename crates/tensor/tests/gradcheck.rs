@@ -19,6 +19,7 @@ fn conv_case(seed: u64, x: &[usize], w: &[usize], pad: usize) {
 
 #[test]
 fn conv2d_3x3_pad1_odd_sizes() {
+    // 3 input channels, like conv1_1: both passes by direct summation.
     conv_case(1, &[1, 3, 5, 7], &[4, 3, 3, 3], 1);
 }
 
@@ -45,8 +46,9 @@ fn conv2d_no_padding_and_1x1_kernel() {
 
 #[test]
 fn conv2d_sixteen_input_channels() {
-    // From 16 input channels the input gradient runs as a convolution with flipped filters.
-    conv_case(9, &[1, 16, 3, 4], &[2, 16, 3, 3], 1);
+    // From 16 input channels the input gradient runs as a convolution with flipped filters (by
+    // im2col here: 5 output channels are too many for direct summation, too few for Winograd).
+    conv_case(9, &[1, 16, 3, 4], &[5, 16, 3, 3], 1);
 }
 
 #[test]
@@ -99,8 +101,10 @@ fn conv2d_relu_fused_equals_conv2d_then_relu() {
 
 #[test]
 fn conv2d_many_bands() {
-    // 19 output rows: more than one band, so band seams and the col2im halo sum are exercised.
+    // 19 output rows: more than one band, so band seams are exercised — of direct summation
+    // (2 channels) and of im2col with the col2im halo sum (5 and 6 channels).
     conv_case(7, &[1, 2, 19, 4], &[2, 2, 3, 3], 1);
+    conv_case(11, &[1, 5, 19, 4], &[6, 5, 3, 3], 1);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{random, random_vec, rng};
-use nst_tensor::kernels::conv::{self, im2col, winograd, Algorithm, ConvGeometry, Filters};
+use nst_tensor::kernels::conv::{self, direct, im2col, winograd, Algorithm, ConvGeometry, Filters};
 use nst_tensor::kernels::gemm::{gemm, MatMut, MatRef};
 use nst_tensor::kernels::isa::Isa;
 use nst_tensor::kernels::{elementwise, matmul, pool, reference};
@@ -142,6 +142,49 @@ fn winograd_matches_direct_convolution() {
     );
 }
 
+/// Direct summation (VGG's conv1_1 and its input gradient) against the reference, for every
+/// instruction-set build the processor has: few input channels (the forward), few output
+/// channels (the flipped convolution of an input gradient), widths that leave 8-pixel tiles and
+/// single pixels, 1×1 maps, partial channel windows and groups, several bands; the fused ReLU.
+#[test]
+fn direct_summation_matches_direct_convolution() {
+    for (i, g) in [
+        geo(3, 5, 7, 4, 3, 1),    // narrower than one 8-pixel tile
+        geo(1, 1, 1, 2, 3, 1),    // 1×1 map
+        geo(3, 19, 61, 64, 3, 1), // conv1_1-like: 24- and 8-pixel tiles and a tail, 3 bands
+        geo(64, 9, 33, 3, 3, 1),  // its input gradient's shape: 16 windows, one group of 3
+        geo(6, 17, 24, 1, 3, 1),  // a partial window (4 + 2 channels), one output
+        geo(2, 2, 3, 5, 3, 1),    // a group of 4 and a group of 1
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(conv::forward_algorithm(g), Algorithm::Direct, "case {i}");
+        let mut r = rng(190 + i as u64);
+        let x = random_vec(&mut r, &[g.c_in * g.h * g.w]);
+        let w = random_vec(&mut r, &[g.c_out * g.k()]);
+        let b = random_vec(&mut r, &[g.c_out]);
+        let want = reference::conv2d_direct(&x, &w, Some(&b), g);
+        for isa in Isa::available() {
+            let y = direct::forward_with(isa, &x, &w, Some(&b), false, g);
+            close(&y, &want, 1e-5);
+            let relu: Vec<f32> = y.iter().map(|v| v.max(0.0)).collect();
+            let fused = direct::forward_with(isa, &x, &w, Some(&b), true, g);
+            assert_eq!(fused, relu, "case {i}: fused ReLU differs ({isa:?})");
+        }
+    }
+    // Through the dispatcher, conv1_1's input gradient is the flipped convolution by direct
+    // summation, and the adjoint of the forward.
+    let g = geo(3, 13, 29, 64, 3, 1);
+    assert_eq!(conv::input_grad_algorithm(&g), Algorithm::Direct);
+    let mut r = rng(199);
+    let x = random_vec(&mut r, &[g.c_in * g.h * g.w]);
+    let w = random_vec(&mut r, &[g.c_out * g.k()]);
+    let dy = random_vec(&mut r, &[g.c_out * g.h * g.w]);
+    let dx = conv::conv2d_backward_input(&dy, &Filters::new(&w, &g), &g);
+    assert_adjoint(&g, &x, &w, &dy, &dx, 0);
+}
+
 /// Winograd F(4×4, 3×3)'s agreement with the direct convolution (f64-accumulated): the largest
 /// error relative to the largest output magnitude. Its transforms amplify f32 rounding (measured
 /// up to 7e-6 on these cases, at 130 channels); a wrong transform coefficient gives errors of order 1.
@@ -171,13 +214,15 @@ fn close_to_scale(a: &[f32], b: &[f32], tol: f32) {
     );
 }
 
-/// Both input-gradient paths (Winograd for 3×3/pad 1, GEMM + col2im otherwise) are the adjoint
+/// Every input-gradient path the dispatcher takes (direct summation, the flipped convolution by
+/// im2col or Winograd, GEMM + col2im) and col2im on its own are the adjoint
 /// of the *direct* convolution: ⟨conv(x), dy⟩ = ⟨x, dx(dy)⟩ for random x and dy.
 #[test]
 fn input_gradients_are_the_adjoint_of_direct_convolution() {
     let cases = [
-        geo(3, 5, 7, 4, 3, 1),    // few input channels: col2im
-        geo(16, 7, 5, 3, 3, 1),   // 16 input channels: the flipped convolution (im2col)
+        geo(3, 5, 7, 4, 3, 1),    // few input channels: direct summation
+        geo(8, 7, 5, 6, 3, 1),    // too few for the flipped convolution by im2col: col2im
+        geo(16, 7, 5, 5, 3, 1),   // 16 input channels: the flipped convolution (im2col)
         geo(20, 9, 11, 40, 3, 1), // the flipped convolution by Winograd
         geo(1, 1, 1, 2, 3, 1),
         geo(4, 37, 9, 3, 3, 1),
@@ -422,7 +467,8 @@ fn results_do_not_depend_on_the_thread_count() {
             let g = Graph::new();
             let x = g.param(random(&mut r, &[1, 3, 40, 33]));
             let w = g.param(random(&mut r, &[32, 3, 3, 3]));
-            // A second layer wide enough for Winograd, its weights constant as a network's.
+            // The first layer runs by direct summation (3 input channels, like conv1_1); a second
+            // layer wide enough for Winograd, its weights constant as a network's.
             let w2 = g.constant(std::sync::Arc::new(
                 random(&mut r, &[40, 32, 3, 3]).mapv(|v| v * 0.1),
             ));

@@ -190,12 +190,12 @@ fn maps(vgg: &Vgg, shape: &RunShape, (width, height): (usize, usize)) -> Result<
                 let raw = 4 * (g.c_out * g.k()) as u64;
                 let (forward, input_grad) =
                     (conv::forward_algorithm(&g), conv::input_grad_algorithm(&g));
-                // One Winograd-domain set serves both passes; an im2col input gradient keeps
-                // the flipped filters.
+                // One Winograd-domain set serves both passes; an input gradient by im2col or
+                // direct summation keeps the flipped filters.
                 if forward == Algorithm::Winograd4x4 || input_grad == Algorithm::Winograd4x4 {
                     m.filters += 4 * raw;
                 }
-                if input_grad == Algorithm::Im2col {
+                if matches!(input_grad, Algorithm::Im2col | Algorithm::Direct) {
                     m.filters += raw;
                 }
                 channels = g.c_out;

@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | [`im2col`] | forward, input gradient, weight gradient, any kernel | unroll receptive fields into a matrix, one GEMM per band of rows; col2im (its adjoint) for the input gradient |
 //! | [`winograd`] | forward and input gradient of 3×3, padding 1 | Winograd F(4×4, 3×3): 36 GEMMs over channels per tile batch, 4× fewer multiplies |
+//! | [`direct`] | forward of 3×3, padding 1, with few input or output channels | the definition, summed in registers: 4 output channels × 24 pixels per tile |
 //!
 //! The input gradient of a 3×3, padding-1 convolution is itself such a convolution — of `dy`
 //! with the flipped, transposed filters ([`flip_transpose`]) — so it runs through the forward
@@ -25,6 +26,7 @@
 //! Adding an algorithm: a file here with its kernel and tests, a variant of [`Algorithm`], and a
 //! rule in [`forward_algorithm`] / [`input_grad_algorithm`]; nothing outside this folder changes.
 
+pub mod direct;
 pub mod im2col;
 pub mod winograd;
 
@@ -101,6 +103,8 @@ pub enum Algorithm {
     Winograd4x4,
     /// Input gradient as GEMM + col2im ([`im2col::backward_input`]).
     Col2im,
+    /// Direct summation ([`direct::forward`]).
+    Direct,
 }
 
 impl Algorithm {
@@ -110,6 +114,7 @@ impl Algorithm {
             Algorithm::Im2col => "im2col",
             Algorithm::Winograd4x4 => "winograd F(4x4,3x3)",
             Algorithm::Col2im => "col2im",
+            Algorithm::Direct => "direct",
         }
     }
 }
@@ -121,34 +126,48 @@ impl Algorithm {
 pub const WINOGRAD_MIN_IN_CHANNELS: usize = 32;
 /// See [`WINOGRAD_MIN_IN_CHANNELS`].
 pub const WINOGRAD_MIN_OUT_CHANNELS: usize = 16;
-/// Below this many input channels the input gradient uses col2im: the flipped convolution would
-/// have as few *output* channels, a GEMM too thin to run well (VGG's conv1_1, 3 channels: 50 ms
-/// that way, against 6 ms by col2im at 512×384).
+/// Below this many input channels the input gradient does not run as an im2col forward pass of
+/// the flipped convolution: that would have as few *output* channels, a GEMM too thin to run
+/// well (VGG's conv1_1, 3 channels: 50 ms that way, against 6 ms by col2im at 512×384). It runs
+/// by [`direct`] when that takes the flipped convolution, by col2im otherwise.
 pub const FLIPPED_MIN_CHANNELS: usize = 16;
+/// A 3×3, padding-1 layer with at most this many input *or* output channels runs by [`direct`]
+/// summation: VGG's conv1_1 (3 input channels; im2col's inner dimension would be 27) and the
+/// flipped convolution of its input gradient (3 output channels). At 512×384 the two passes took
+/// 30 + 31 ms by im2col and col2im (`BENCHMARKS.md`).
+pub const DIRECT_MAX_CHANNELS: usize = 4;
 
-/// The algorithm of the forward pass: Winograd F(4×4, 3×3) for 3×3, padding-1 layers with
-/// enough channels on both sides, im2col + GEMM otherwise. Depends on the channels and the
-/// kernel only, never on the map size, so filters prepared once serve every image size.
+/// The algorithm of the forward pass, for 3×3, padding-1 layers: direct summation when one side
+/// has at most [`DIRECT_MAX_CHANNELS`] channels, Winograd F(4×4, 3×3) when both sides have
+/// enough; im2col + GEMM for everything else. Depends on the channels and the kernel only,
+/// never on the map size, so filters prepared once serve every image size.
 pub fn forward_algorithm(g: &ConvGeometry) -> Algorithm {
-    if g.is_3x3_same() && g.c_in >= WINOGRAD_MIN_IN_CHANNELS && g.c_out >= WINOGRAD_MIN_OUT_CHANNELS
-    {
+    if !g.is_3x3_same() {
+        Algorithm::Im2col
+    } else if g.c_in.min(g.c_out) <= DIRECT_MAX_CHANNELS {
+        Algorithm::Direct
+    } else if g.c_in >= WINOGRAD_MIN_IN_CHANNELS && g.c_out >= WINOGRAD_MIN_OUT_CHANNELS {
         Algorithm::Winograd4x4
     } else {
         Algorithm::Im2col
     }
 }
 
-/// The algorithm of the input-gradient pass. For a 3×3, padding-1 layer with at least
-/// [`FLIPPED_MIN_CHANNELS`] input channels, the gradient is the forward convolution of `dy`
-/// with the flipped filters, computed by that convolution's [`forward_algorithm`] (its GEMMs
-/// have inner dimension `C_out` or `9·C_out`, not col2im's thin `C_out`-by-pixels product
-/// followed by a scatter) — for Winograd, from the forward filters read transposed on rotated
-/// planes ([`winograd::input_gradient`]); otherwise GEMM + col2im.
+/// The algorithm of the input-gradient pass. For a 3×3, padding-1 layer the gradient is the
+/// forward convolution of `dy` with the flipped filters, computed by that convolution's
+/// [`forward_algorithm`] — its GEMMs have inner dimension `C_out` or `9·C_out`, not col2im's
+/// thin `C_out`-by-pixels product followed by a scatter; for Winograd, from the forward filters
+/// read transposed on rotated planes ([`winograd::input_gradient`]) — when that algorithm is
+/// direct summation or the layer has at least [`FLIPPED_MIN_CHANNELS`] input channels;
+/// otherwise GEMM + col2im.
 pub fn input_grad_algorithm(g: &ConvGeometry) -> Algorithm {
-    if g.is_3x3_same() && g.c_in >= FLIPPED_MIN_CHANNELS {
-        forward_algorithm(&g.flipped())
-    } else {
-        Algorithm::Col2im
+    if !g.is_3x3_same() {
+        return Algorithm::Col2im;
+    }
+    match forward_algorithm(&g.flipped()) {
+        Algorithm::Direct => Algorithm::Direct,
+        flipped if g.c_in >= FLIPPED_MIN_CHANNELS => flipped,
+        _ => Algorithm::Col2im,
     }
 }
 
@@ -159,6 +178,7 @@ pub fn input_grad_algorithm(g: &ConvGeometry) -> Algorithm {
 pub fn forward_tasks(g: &ConvGeometry) -> usize {
     match forward_algorithm(g) {
         Algorithm::Winograd4x4 => winograd::tasks(g),
+        Algorithm::Direct => direct::tasks(g),
         _ => im2col::forward_tasks(g),
     }
 }
@@ -310,6 +330,7 @@ pub fn conv2d_forward(
     f.check(g);
     match forward_algorithm(g) {
         Algorithm::Winograd4x4 => winograd::forward(x, f.winograd(), bias, relu, g),
+        Algorithm::Direct => direct::forward(x, f.raw(), bias, relu, g),
         _ => im2col::forward(x, f.raw(), bias, relu, g),
     }
 }
@@ -322,7 +343,9 @@ pub fn conv2d_backward_input(dy: &[f32], f: &Filters, g: &ConvGeometry) -> Vec<f
         Algorithm::Col2im => im2col::backward_input(dy, f.raw(), g),
         // The forward pass's own Winograd filters, read transposed, on the reversed planes.
         Algorithm::Winograd4x4 => winograd::input_gradient(dy, f.winograd(), g),
-        Algorithm::Im2col => conv2d_forward(dy, f.flipped(), None, false, &g.flipped()),
+        Algorithm::Im2col | Algorithm::Direct => {
+            conv2d_forward(dy, f.flipped(), None, false, &g.flipped())
+        }
     }
 }
 

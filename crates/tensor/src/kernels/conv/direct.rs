@@ -1,0 +1,389 @@
+//! **Direct** 3×3 convolution (padding 1) for layers with very few channels on one side: VGG's
+//! conv1_1 (3 input channels) and the convolution that computes its input gradient (3 output
+//! channels, see [`super::input_grad_algorithm`]).
+//!
+//! There the GEMM-based algorithms have one thin dimension: im2col's product has an inner
+//! dimension of 27, and the flipped convolution's has 3 output rows — shapes a packed GEMM runs
+//! at a small fraction of its speed, after copying the image 9 times into `col`. Here each
+//! output is summed straight from the definition
+//! `y[o, i, j] = b[o] + Σ_{c,u,v} w[o,c,u,v] · x[c, i+u−1, j+v−1]`, with a register tile of
+//! 4 output channels × 24 pixels of a row: per tap, 3 vector loads of the input row and 4
+//! broadcast weights feed 12 fused multiply-adds (16 AVX2 registers).
+//!
+//! Work is split into groups of 4 output channels × bands of 8 output rows (a function of the
+//! shape alone, so results do not depend on the thread count). A task goes through the input
+//! channels 4 at a time: it copies their rows under the band (plus one above and below) into a
+//! small zero-padded window — so the tile needs no bounds tests, and reads 12 short rows that
+//! stay in cache instead of one row of every channel (whose planes, a multiple of 4 KB apart,
+//! would all compete for the same cache sets) — and adds their taps into the band's outputs.
+//! Bias and ReLU come last. The tile exists twice: AVX2 +
+//! FMA intrinsics, and plain loops for the baseline instruction set (chosen at run time, see
+//! [`Isa`]).
+
+use super::ConvGeometry;
+use crate::kernels::isa::Isa;
+use crate::kernels::scratch;
+use rayon::prelude::*;
+
+/// Lanes of one vector register of f32 (AVX2).
+const LANES: usize = 8;
+/// Output channels per register tile (and per task).
+const TILE_CHANNELS: usize = 4;
+/// Vectors of [`LANES`] pixels per register tile.
+const TILE_VECS: usize = 3;
+/// Output rows per task.
+const BAND_ROWS: usize = 8;
+
+/// Input channels per window (one pass of a task over its outputs).
+const WINDOW_CHANNELS: usize = 4;
+
+/// A few input channels' rows under one band of output rows, zero-padded: window row `r` of
+/// channel `c` (both relative) holds input row `y0 + r − 1` at columns `1..=W` and zeros around
+/// it, and starts at `data[c·plane + r·row]`.
+struct Window {
+    data: Vec<f32>,
+    row: usize,
+    plane: usize,
+}
+
+impl Window {
+    /// The window of channels `channels` for output rows `y0..y0 + rows` of `x` (geometry `g`),
+    /// in a buffer from this thread's scratch pool (see [`Window::give_back`]).
+    fn new(
+        x: &[f32],
+        g: &ConvGeometry,
+        channels: std::ops::Range<usize>,
+        y0: usize,
+        rows: usize,
+    ) -> Window {
+        let row = g.w + 2;
+        let plane = (rows + 2) * row;
+        let mut data = scratch::take(channels.len() * plane);
+        for (dst, c) in data.chunks_exact_mut(plane).zip(channels) {
+            for (r, dst_row) in dst.chunks_exact_mut(row).enumerate() {
+                // Input row y0 + r − 1, or zeros above and below the image.
+                match (y0 + r).checked_sub(1).filter(|&iy| iy < g.h) {
+                    Some(iy) => {
+                        let src = &x[(c * g.h + iy) * g.w..][..g.w];
+                        dst_row[0] = 0.0;
+                        dst_row[1..=g.w].copy_from_slice(src);
+                        dst_row[g.w + 1] = 0.0;
+                    }
+                    None => dst_row.fill(0.0),
+                }
+            }
+        }
+        Window { data, row, plane }
+    }
+
+    /// Window row `r` of channel `c` (relative to the window).
+    fn row(&self, c: usize, r: usize) -> &[f32] {
+        &self.data[c * self.plane + r * self.row..][..self.row]
+    }
+
+    /// Returns the buffer to this thread's scratch pool.
+    fn give_back(self) {
+        scratch::give(self.data);
+    }
+}
+
+/// Independent tasks of the forward pass: groups of 4 output channels × bands of 8 rows.
+pub fn tasks(g: &ConvGeometry) -> usize {
+    g.c_out.div_ceil(TILE_CHANNELS) * g.out_h().div_ceil(BAND_ROWS)
+}
+
+/// Forward convolution of one image (`x: C_in×H×W`, filters `w: C_out×C_in×3×3`, optional
+/// `bias`), `max(y, 0)` when `relu`, with the best instruction set the processor has.
+pub fn forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    g: &ConvGeometry,
+) -> Vec<f32> {
+    forward_with(Isa::detect(), x, w, bias, relu, g)
+}
+
+/// [`forward`] compiled for `isa` (tests run every level the processor has).
+pub fn forward_with(
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    g: &ConvGeometry,
+) -> Vec<f32> {
+    assert!(
+        g.is_3x3_same(),
+        "direct convolution: 3×3 kernels with padding 1 only"
+    );
+    assert_eq!(
+        x.len(),
+        g.c_in * g.h * g.w,
+        "direct convolution: input size"
+    );
+    assert_eq!(w.len(), g.c_out * g.k(), "direct convolution: filter size");
+    let (h, wd) = (g.h, g.w);
+    let mut y = vec![0.0; g.c_out * h * wd];
+    if y.is_empty() {
+        return y;
+    }
+    // One task per (channel group, band): the band's rows of each of the group's planes.
+    let mut tasks: Vec<(usize, usize, Vec<&mut [f32]>)> = Vec::new();
+    for (group, planes) in y.chunks_mut(TILE_CHANNELS * h * wd).enumerate() {
+        let first = tasks.len();
+        for plane in planes.chunks_mut(h * wd) {
+            for (band, rows) in plane.chunks_mut(BAND_ROWS * wd).enumerate() {
+                if first + band == tasks.len() {
+                    tasks.push((group * TILE_CHANNELS, band * BAND_ROWS, Vec::new()));
+                }
+                tasks[first + band].2.push(rows);
+            }
+        }
+    }
+    let job = Job {
+        x,
+        g,
+        w,
+        bias,
+        relu,
+    };
+    tasks
+        .into_par_iter()
+        .for_each(|(o0, y0, mut out)| job.band(isa, o0, y0, &mut out));
+    y
+}
+
+/// What every task of one forward pass shares.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    x: &'a [f32],
+    g: &'a ConvGeometry,
+    w: &'a [f32],
+    bias: Option<&'a [f32]>,
+    relu: bool,
+}
+
+impl Job<'_> {
+    /// Output rows from `y0` on (as many as `out[r]` holds) of channels `o0..o0 + out.len()`,
+    /// compiled for `isa`.
+    fn band(&self, isa: Isa, o0: usize, y0: usize, out: &mut [&mut [f32]]) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Isa::Avx2Fma` is only produced after the processor reported AVX2 and FMA.
+            Isa::Avx2Fma => unsafe { self.band_avx2(o0, y0, out) },
+            _ => self.band_channels::<false>(o0, y0, out),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn band_avx2(&self, o0: usize, y0: usize, out: &mut [&mut [f32]]) {
+        self.band_channels::<true>(o0, y0, out)
+    }
+
+    /// [`Job::band`] for the group's channel count (4, or fewer in the last group).
+    #[inline(always)]
+    fn band_channels<const AVX2: bool>(&self, o0: usize, y0: usize, out: &mut [&mut [f32]]) {
+        match out.len() {
+            4 => self.band_body::<4, AVX2>(o0, y0, out),
+            3 => self.band_body::<3, AVX2>(o0, y0, out),
+            2 => self.band_body::<2, AVX2>(o0, y0, out),
+            _ => self.band_body::<1, AVX2>(o0, y0, out),
+        }
+    }
+
+    /// The band, a window of input channels at a time: each row's 24-pixel tiles, then 8-pixel
+    /// tiles, then the last pixels one at a time, each adding the window's taps to the sums so
+    /// far; then bias and ReLU.
+    #[inline(always)]
+    fn band_body<const R: usize, const AVX2: bool>(
+        &self,
+        o0: usize,
+        y0: usize,
+        out: &mut [&mut [f32]],
+    ) {
+        let wd = self.g.w;
+        let rows = out[0].len() / wd;
+        let wide = wd / (TILE_VECS * LANES) * (TILE_VECS * LANES);
+        let full = wd / LANES * LANES;
+        for c0 in (0..self.g.c_in).step_by(WINDOW_CHANNELS) {
+            let channels = c0..(c0 + WINDOW_CHANNELS).min(self.g.c_in);
+            let win = Window::new(self.x, self.g, channels.clone(), y0, rows);
+            let taps = Taps::new(self.w, self.g.c_in, o0, R, channels);
+            for dy in 0..rows {
+                let at = |x: usize| dy * wd + x;
+                for x in (0..wide).step_by(TILE_VECS * LANES) {
+                    let sums = std::array::from_fn(|r| load(&out[r][at(x)..]));
+                    let acc = tile::<R, TILE_VECS, AVX2>(&win, &taps, dy, x, sums);
+                    for (r, acc_r) in acc.iter().enumerate() {
+                        out[r][at(x)..at(x) + TILE_VECS * LANES]
+                            .copy_from_slice(acc_r.as_flattened());
+                    }
+                }
+                for x in (wide..full).step_by(LANES) {
+                    let sums = std::array::from_fn(|r| load(&out[r][at(x)..]));
+                    let acc = tile::<R, 1, AVX2>(&win, &taps, dy, x, sums);
+                    for (r, acc_r) in acc.iter().enumerate() {
+                        out[r][at(x)..at(x) + LANES].copy_from_slice(acc_r.as_flattened());
+                    }
+                }
+                for x in full..wd {
+                    for (r, out_r) in out.iter_mut().enumerate() {
+                        for (c, u, v, wt) in taps.of(r) {
+                            out_r[at(x)] += wt * win.row(c, dy + u)[x + v];
+                        }
+                    }
+                }
+            }
+            win.give_back();
+        }
+        for (r, out_r) in out.iter_mut().enumerate() {
+            let b = self.bias.map_or(0.0, |b| b[o0 + r]);
+            for v in out_r.iter_mut() {
+                let s = *v + b;
+                *v = if self.relu { s.max(0.0) } else { s };
+            }
+        }
+    }
+}
+
+/// The first `V·8` values of `row`, as `V` vectors.
+#[inline(always)]
+fn load<const V: usize>(row: &[f32]) -> [[f32; LANES]; V] {
+    std::array::from_fn(|v| {
+        row[v * LANES..(v + 1) * LANES]
+            .try_into()
+            .expect("8 floats")
+    })
+}
+
+/// The filter taps one window contributes to one channel group, copied into a small array
+/// in the order the tile reads them: `w[o0 + r, c0 + c, u, v]` at `((c·3 + u)·3 + v)·4 + r`
+/// (window channel `c`, group output `r`), zero past the group's last output.
+struct Taps {
+    packed: [f32; WINDOW_CHANNELS * 9 * TILE_CHANNELS],
+    channels: usize,
+}
+
+impl Taps {
+    /// The taps of filters `w` (`C_out×C_in×3×3`, `C_in = c_in`) from input channels `channels`
+    /// to outputs `o0..o0 + outputs`.
+    fn new(
+        w: &[f32],
+        c_in: usize,
+        o0: usize,
+        outputs: usize,
+        channels: std::ops::Range<usize>,
+    ) -> Taps {
+        let mut packed = [0.0; WINDOW_CHANNELS * 9 * TILE_CHANNELS];
+        for (c, ch) in channels.clone().enumerate() {
+            for k in 0..9 {
+                for r in 0..outputs {
+                    packed[(c * 9 + k) * TILE_CHANNELS + r] = w[((o0 + r) * c_in + ch) * 9 + k];
+                }
+            }
+        }
+        Taps {
+            packed,
+            channels: channels.len(),
+        }
+    }
+
+    /// `w[o0 + r, c0 + c, u, v]`.
+    #[inline(always)]
+    fn at(&self, r: usize, c: usize, u: usize, v: usize) -> f32 {
+        self.packed[((c * 3 + u) * 3 + v) * TILE_CHANNELS + r]
+    }
+
+    /// Every tap of group output `r`: `(c, u, v, weight)`.
+    fn of(&self, r: usize) -> impl Iterator<Item = (usize, usize, usize, f32)> + '_ {
+        (0..self.channels)
+            .flat_map(|c| (0..9).map(move |k| (c, k / 3, k % 3)))
+            .map(move |(c, u, v)| (c, u, v, self.at(r, c, u, v)))
+    }
+}
+
+/// The register tile: `sums` plus the window's taps for output channels `o0..o0 + R` at band
+/// row `dy`, pixels `x..x + 8V`, added over channels, kernel rows and kernel columns in that
+/// order. `AVX2` says the caller runs with AVX2 + FMA (see [`tile_avx2`]).
+#[inline(always)]
+fn tile<const R: usize, const V: usize, const AVX2: bool>(
+    win: &Window,
+    taps: &Taps,
+    dy: usize,
+    x: usize,
+    sums: [[[f32; LANES]; V]; R],
+) -> [[[f32; LANES]; V]; R] {
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: `AVX2` is only set on the path `band_avx2` takes, which runs only after the
+        // processor reported AVX2 and FMA.
+        return unsafe { tile_avx2::<R, V>(win, taps, dy, x, sums) };
+    }
+    let mut acc = sums;
+    for c in 0..taps.channels {
+        for u in 0..3 {
+            let row = &win.row(c, dy + u)[x..x + V * LANES + 2];
+            for v in 0..3 {
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let wt = taps.at(r, c, u, v);
+                    for (vv, acc_rv) in acc_r.iter_mut().enumerate() {
+                        for (l, a) in acc_rv.iter_mut().enumerate() {
+                            *a += wt * row[vv * LANES + v + l];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// [`tile`] with AVX2 + FMA intrinsics (loops, not closures, around them: a closure would not
+/// inherit this function's target features).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn tile_avx2<const R: usize, const V: usize>(
+    win: &Window,
+    taps: &Taps,
+    dy: usize,
+    x: usize,
+    sums: [[[f32; LANES]; V]; R],
+) -> [[[f32; LANES]; V]; R] {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    for (acc_r, sums_r) in acc.iter_mut().zip(&sums) {
+        for (a, s) in acc_r.iter_mut().zip(sums_r) {
+            // SAFETY: `s` is 8 floats.
+            *a = unsafe { _mm256_loadu_ps(s.as_ptr()) };
+        }
+    }
+    for c in 0..taps.channels {
+        for u in 0..3 {
+            let row = &win.row(c, dy + u)[x..x + V * LANES + 2];
+            for v in 0..3 {
+                let mut xs = [_mm256_setzero_ps(); V];
+                for (vv, xs_v) in xs.iter_mut().enumerate() {
+                    // SAFETY: vv·8 + v + 8 ≤ 8V + 2, the length of `row`.
+                    *xs_v = unsafe { _mm256_loadu_ps(row.as_ptr().add(vv * LANES + v)) };
+                }
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let wt = _mm256_set1_ps(taps.at(r, c, u, v));
+                    for (acc_rv, xs_v) in acc_r.iter_mut().zip(xs) {
+                        *acc_rv = _mm256_fmadd_ps(wt, xs_v, *acc_rv);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = [[[0.0f32; LANES]; V]; R];
+    for (out_r, acc_r) in out.iter_mut().zip(acc) {
+        for (out_rv, acc_rv) in out_r.iter_mut().zip(acc_r) {
+            // SAFETY: `out_rv` is 8 floats.
+            unsafe { _mm256_storeu_ps(out_rv.as_mut_ptr(), acc_rv) };
+        }
+    }
+    out
+}
