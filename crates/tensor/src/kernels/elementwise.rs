@@ -6,9 +6,19 @@ use rayon::prelude::*;
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 16;
 
+/// A vector of `len` zeros, cleared by all threads. The large kernels allocate their outputs
+/// this way: `vec![0.0; len]` clears the memory on the calling thread alone (glibc's `calloc`
+/// must clear reused heap memory) while the other threads wait — 50 MB for one of conv1_2's
+/// maps at 512×384, a serial step that grows with the thread count's share of everything else.
+pub fn zeroed(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    v.par_extend(rayon::iter::repeat_n(0.0f32, len).with_min_len(CHUNK));
+    v
+}
+
 /// `y = max(x, 0)`.
 pub fn relu_forward(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
+    let mut y = zeroed(x.len());
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(yc, xc)| {

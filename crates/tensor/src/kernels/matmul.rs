@@ -2,6 +2,7 @@
 //! `F·Fᵀ`. Work is split into blocks whose size depends only on the shapes, so results do not
 //! depend on the thread count.
 
+use super::elementwise;
 use super::gemm::{gemm, MatMut, MatRef};
 use rayon::prelude::*;
 
@@ -34,7 +35,7 @@ fn col_block(n: usize, max: usize) -> usize {
 pub fn matmul(a: MatRef, b: MatRef) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
     let (m, n) = (a.rows, b.cols);
-    let mut c = vec![0.0; m * n];
+    let mut c = elementwise::zeroed(m * n);
     if n == 0 || m == 0 {
         return c;
     }

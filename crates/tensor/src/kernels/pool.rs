@@ -3,6 +3,7 @@
 //!
 //! Channels are independent, so each plane is a rayon task.
 
+use super::elementwise;
 use rayon::prelude::*;
 
 /// Max pooling. Returns the pooled planes and, for each output, which input of its 2×2 window
@@ -11,7 +12,7 @@ use rayon::prelude::*;
 /// only, as in PyTorch.
 pub fn max_pool2_forward(x: &[f32], c: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u8>) {
     let (oh, ow) = (h / 2, w / 2);
-    let mut y = vec![0.0; c * oh * ow];
+    let mut y = elementwise::zeroed(c * oh * ow);
     let mut arg = vec![0u8; c * oh * ow];
     if oh * ow == 0 {
         return (y, arg);
@@ -54,7 +55,7 @@ pub fn max_pool2_forward(x: &[f32], c: usize, h: usize, w: usize) -> (Vec<f32>, 
 /// Max pooling backward: each output gradient goes to the input that won its window.
 pub fn max_pool2_backward(dy: &[f32], arg: &[u8], c: usize, h: usize, w: usize) -> Vec<f32> {
     let (oh, ow) = (h / 2, w / 2);
-    let mut dx = vec![0.0; c * h * w];
+    let mut dx = elementwise::zeroed(c * h * w);
     if oh * ow == 0 {
         return dx;
     }
@@ -90,7 +91,7 @@ pub fn max_pool2_backward(dy: &[f32], arg: &[u8], c: usize, h: usize, w: usize) 
 /// Average pooling: the mean of each 2×2 window.
 pub fn avg_pool2_forward(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
     let (oh, ow) = (h / 2, w / 2);
-    let mut y = vec![0.0; c * oh * ow];
+    let mut y = elementwise::zeroed(c * oh * ow);
     if oh * ow == 0 {
         return y;
     }
@@ -110,7 +111,7 @@ pub fn avg_pool2_forward(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
 /// (nothing to a dropped odd row or column).
 pub fn avg_pool2_backward(dy: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
     let (oh, ow) = (h / 2, w / 2);
-    let mut dx = vec![0.0; c * h * w];
+    let mut dx = elementwise::zeroed(c * h * w);
     if oh * ow == 0 {
         return dx;
     }

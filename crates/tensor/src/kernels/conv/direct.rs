@@ -22,7 +22,7 @@
 
 use super::ConvGeometry;
 use crate::kernels::isa::Isa;
-use crate::kernels::scratch;
+use crate::kernels::{elementwise, scratch};
 use rayon::prelude::*;
 
 /// Lanes of one vector register of f32 (AVX2).
@@ -124,7 +124,7 @@ pub fn forward_with(
     );
     assert_eq!(w.len(), g.c_out * g.k(), "direct convolution: filter size");
     let (h, wd) = (g.h, g.w);
-    let mut y = vec![0.0; g.c_out * h * wd];
+    let mut y = elementwise::zeroed(g.c_out * h * wd);
     if y.is_empty() {
         return y;
     }

@@ -16,6 +16,7 @@
 //! any number of threads.
 
 use super::ConvGeometry;
+use crate::kernels::elementwise;
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use rayon::prelude::*;
 
@@ -183,7 +184,7 @@ pub fn forward(
             (y0 * ow, o0, o1, tile)
         })
         .collect();
-    let mut y = vec![0.0; g.c_out * p];
+    let mut y = elementwise::zeroed(g.c_out * p);
     y.par_chunks_mut(p).enumerate().for_each(|(o, plane)| {
         let b = bias.map_or(0.0, |b| b[o]);
         for (start, o0, o1, tile) in tiles.iter().filter(|t| (t.1..t.2).contains(&o)) {
@@ -226,7 +227,7 @@ pub fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
         })
         .collect();
     // Sum the overlapping band contributions per channel, in band order (deterministic).
-    let mut dx = vec![0.0; g.c_in * g.h * g.w];
+    let mut dx = elementwise::zeroed(g.c_in * g.h * g.w);
     dx.par_chunks_mut(g.h * g.w)
         .enumerate()
         .for_each(|(c, plane)| {

@@ -32,7 +32,7 @@
 use super::ConvGeometry;
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::kernels::isa::Isa;
-use crate::kernels::scratch;
+use crate::kernels::{elementwise, scratch};
 use rayon::prelude::*;
 
 /// Output tile side, `m`.
@@ -543,7 +543,7 @@ fn convolve(
     let (tile_rows, tile_cols) = (g.h.div_ceil(M), g.w.div_ceil(M));
     let (rows_per_band, band_list) = bands(tile_rows, tile_cols);
     let plane_len = g.h * g.w;
-    let mut y = vec![0.0; g.c_out * plane_len];
+    let mut y = elementwise::zeroed(g.c_out * plane_len);
     // Each band's rows of every output plane, so that bands write their outputs directly.
     let outs = group_chunks(&mut y, plane_len, M * rows_per_band * g.w);
     band_list
