@@ -16,6 +16,7 @@
 //! matrix's derivative, at the start of the pass), so the tape shrinks while the gradients grow.
 use crate::backward::{backward_op, Op};
 use crate::kernels::conv::ConvGeometry;
+use crate::kernels::elementwise;
 use ndarray::ArrayD;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -264,6 +265,13 @@ impl Graph {
             let needs = |i: usize| nodes[i].requires_grad;
             for (input, g) in backward_op(&op, grad, &value_of, &shape_of, &needs) {
                 match &mut grads[input] {
+                    // Same shape and both contiguous (always, in practice): add in parallel.
+                    Some(acc) if acc.shape() == g.shape() => {
+                        match (acc.as_slice_mut(), g.as_slice()) {
+                            (Some(a), Some(s)) => elementwise::add_assign(a, s),
+                            _ => *acc += &g,
+                        }
+                    }
                     Some(acc) => *acc += &g,
                     slot => *slot = Some(g),
                 }

@@ -444,6 +444,21 @@ fn relu_mask_passes_the_gradient_where_the_output_is_positive() {
     }
 }
 
+/// The parallel kernels that only move or add values: exact, across chunk boundaries.
+#[test]
+fn zeroed_and_add_assign_are_exact_across_chunks() {
+    let mut r = rng(420);
+    for n in [0, 1, 65_535, 65_536, (1 << 17) + 5] {
+        let z = elementwise::zeroed(n);
+        assert!(z.len() == n && z.iter().all(|&v| v == 0.0), "length {n}");
+        let (a, b) = (random_vec(&mut r, &[n]), random_vec(&mut r, &[n]));
+        let mut sum = a.clone();
+        elementwise::add_assign(&mut sum, &b);
+        let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        assert_eq!(sum, want, "length {n}");
+    }
+}
+
 #[test]
 fn avg_pool_drops_the_odd_row_and_column() {
     let x: Vec<f32> = (0..15).map(|v| v as f32).collect(); // 3×5

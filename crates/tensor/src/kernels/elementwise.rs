@@ -16,6 +16,20 @@ pub fn zeroed(len: usize) -> Vec<f32> {
     v
 }
 
+/// `acc += g`, elementwise, by all threads: how the tape sums the gradients of a value read by
+/// more than one op (each style layer's map feeds both the next convolution and its Gram matrix:
+/// 100 MB of them at 512×384, which one thread would add while the other waits).
+pub fn add_assign(acc: &mut [f32], g: &[f32]) {
+    assert_eq!(acc.len(), g.len(), "add_assign: lengths differ");
+    acc.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK))
+        .for_each(|(ac, gc)| {
+            for (a, &v) in ac.iter_mut().zip(gc) {
+                *a += v;
+            }
+        });
+}
+
 /// `y = max(x, 0)`.
 pub fn relu_forward(x: &[f32]) -> Vec<f32> {
     let mut y = zeroed(x.len());
