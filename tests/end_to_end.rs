@@ -734,8 +734,8 @@ fn eval_prints_the_objective_and_its_gradient() {
 }
 
 /// A loss that overflows (`--content-weight 1e38`) stops the run with exit 1 and a one-line
-/// message, keeping the best finite image (as an interrupt does) instead of finishing
-/// "successfully" with an infinite loss.
+/// message, keeping the best finite image (as an interrupt does, at the requested size even
+/// from a coarse stage) instead of finishing "successfully" with an infinite loss.
 #[test]
 fn a_non_finite_loss_stops_the_run() {
     let dir = scratch("non_finite");
@@ -759,6 +759,35 @@ fn a_non_finite_loss_stops_the_run() {
         "{msg}"
     );
     assert_eq!(image::open(&out).unwrap().width(), 64);
+
+    // Stopped in a coarse stage, the best image is still written at the requested size (made
+    // the way the next stage would have started), not at the stage's.
+    let log = dir.join("log.jsonl");
+    let o = nst(&[
+        "--size",
+        "96",
+        "--scales",
+        "48,96",
+        "--iters",
+        "40",
+        "--content-weight",
+        "1e38",
+        "--quiet",
+        "--log-json",
+        log.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let msg = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("best finite image"), "{msg}");
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        lines.lines().all(|l| l.contains("\"stage\":1")),
+        "the run left the coarse stage: {lines}"
+    );
+    let img = image::open(&out).unwrap();
+    assert_eq!((img.width(), img.height()), (96, 72), "{msg}");
 }
 
 /// Weights are found from any directory: `$NST_WEIGHTS`, then `./weights`, then the per-user

@@ -181,6 +181,19 @@ pub fn render(
     // chrominance comes from.
     let mut colour_source = ArrayD::zeros(vec![0]);
     let mut ended = Ended::Done;
+    // A stage's result as the image to write: as it is at the output size; from a coarse stage
+    // that did not finish (interrupted, or stopped by a non-finite loss), made full size the way
+    // the next stage would have started (`stage_content`: that stage's content), with the
+    // colours of the content at the output size.
+    let at_output_size =
+        |x: ArrayD<f32>, stage_content: &ArrayD<f32>, colour_source: &mut ArrayD<f32>| {
+            if x.shape()[2..] == [out_size.1 as usize, out_size.0 as usize] {
+                return x;
+            }
+            *colour_source = variable_at(&content_raw, run_args.size);
+            let full = variable_at(&content_seen, run_args.size);
+            scales::next_stage_start(&x, stage_content, &full)
+        };
     for (stage, (&side, &budget)) in stages.iter().zip(&budgets).enumerate() {
         // The content as the optimisation sees it.
         let content = variable_at(&content_seen, side);
@@ -231,10 +244,11 @@ pub fn render(
             report.finish();
             let mut kept = String::new();
             if let (Some(b), Partial::WriteBest) = (outcome.best, partial) {
-                let image = &outcome.best_image;
+                let image =
+                    at_output_size(outcome.best_image, &previous_content, &mut colour_source);
                 image_io::save(
                     &args.output,
-                    &report.image_to_write(image, &colour_source, &args.output),
+                    &report.image_to_write(&image, &colour_source, &args.output),
                 )?;
                 kept = format!(
                     "; wrote the best finite image (evaluation {}) to {}",
@@ -270,15 +284,7 @@ pub fn render(
     }
 
     let x = x.expect("at least one stage ran");
-    let image = if x.shape()[2..] == [out_size.1 as usize, out_size.0 as usize] {
-        x
-    } else {
-        // An interrupted coarse stage still gives an output of the requested size, made the way
-        // the next stage would have started, with the colours of the content at that size.
-        colour_source = variable_at(&content_raw, run_args.size);
-        let full = variable_at(&content_seen, run_args.size);
-        scales::next_stage_start(&x, &previous_content, &full)
-    };
+    let image = at_output_size(x, &previous_content, &mut colour_source);
     let written = report.image_to_write(&image, &colour_source, &args.output);
     image_io::save(&args.output, &written)?;
     report.write_pictures(&image, &colour_source, evals)?;
