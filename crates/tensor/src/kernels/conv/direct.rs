@@ -16,9 +16,10 @@
 //! small zero-padded window — so the tile needs no bounds tests, and reads 12 short rows that
 //! stay in cache instead of one row of every channel (whose planes, a multiple of 4 KB apart,
 //! would all compete for the same cache sets) — and adds their taps into the band's outputs.
-//! Bias and ReLU come last. The tile exists twice: AVX2 +
-//! FMA intrinsics, and plain loops for the baseline instruction set (chosen at run time, see
-//! [`Isa`]).
+//! Bias and ReLU come last.
+//!
+//! The tile exists twice: AVX2 + FMA intrinsics, and plain loops for the baseline instruction
+//! set (chosen at run time, see [`Isa`]).
 
 use super::ConvGeometry;
 use crate::kernels::isa::Isa;
