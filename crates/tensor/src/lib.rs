@@ -7,8 +7,9 @@
 //!   (`x.conv2d(w, Some(b), 1).relu().max_pool2()`), each checked, computed and recorded.
 //! - [`Graph::backward`] runs reverse mode once from a scalar and returns [`Gradients`].
 //! - Derivatives: all in one `match`, in `backward.rs`.
-//! - Kernels ([`kernels`]): im2col/col2im convolution over `matrixmultiply`'s packed SGEMM,
-//!   pooling, Gram, each with a naive twin for the tests. Parallel with rayon over fixed tiles.
+//! - Kernels ([`kernels`]): convolution by Winograd F(4×4, 3×3), direct summation or im2col over
+//!   `matrixmultiply`'s packed SGEMM (one chooser, `kernels::conv`), pooling, Gram, each with a
+//!   naive twin for the tests. Parallel with rayon over fixed tiles.
 //!
 //! Error policy: a shape mismatch between ops is a programming error and panics at the op's entry
 //! with the op's name and the shapes; user input is validated by the crates above and returned
