@@ -215,19 +215,10 @@ impl Job<'_> {
             for dy in 0..rows {
                 let at = |x: usize| dy * wd + x;
                 for x in (0..wide).step_by(TILE_VECS * LANES) {
-                    let sums = std::array::from_fn(|r| load(&out[r][at(x)..]));
-                    let acc = tile::<R, TILE_VECS, AVX2>(&win, &taps, dy, x, sums);
-                    for (r, acc_r) in acc.iter().enumerate() {
-                        out[r][at(x)..at(x) + TILE_VECS * LANES]
-                            .copy_from_slice(acc_r.as_flattened());
-                    }
+                    add_tile::<R, TILE_VECS, AVX2>(&win, &taps, dy, x, at(x), out);
                 }
                 for x in (wide..full).step_by(LANES) {
-                    let sums = std::array::from_fn(|r| load(&out[r][at(x)..]));
-                    let acc = tile::<R, 1, AVX2>(&win, &taps, dy, x, sums);
-                    for (r, acc_r) in acc.iter().enumerate() {
-                        out[r][at(x)..at(x) + LANES].copy_from_slice(acc_r.as_flattened());
-                    }
+                    add_tile::<R, 1, AVX2>(&win, &taps, dy, x, at(x), out);
                 }
                 for x in full..wd {
                     for (r, out_r) in out.iter_mut().enumerate() {
@@ -249,14 +240,28 @@ impl Job<'_> {
     }
 }
 
-/// The first `V·8` values of `row`, as `V` vectors.
+/// Adds one register tile's taps (band row `dy`, pixels `x..x + 8V`) to the sums so far in
+/// `out[r][at..at + 8V]`.
 #[inline(always)]
-fn load<const V: usize>(row: &[f32]) -> [[f32; LANES]; V] {
-    std::array::from_fn(|v| {
-        row[v * LANES..(v + 1) * LANES]
-            .try_into()
-            .expect("8 floats")
-    })
+fn add_tile<const R: usize, const V: usize, const AVX2: bool>(
+    win: &Window,
+    taps: &Taps,
+    dy: usize,
+    x: usize,
+    at: usize,
+    out: &mut [&mut [f32]],
+) {
+    let sums = std::array::from_fn(|r| {
+        std::array::from_fn(|v| {
+            out[r][at + v * LANES..at + (v + 1) * LANES]
+                .try_into()
+                .expect("8 floats")
+        })
+    });
+    let acc = tile::<R, V, AVX2>(win, taps, dy, x, sums);
+    for (out_r, acc_r) in out.iter_mut().zip(&acc) {
+        out_r[at..at + V * LANES].copy_from_slice(acc_r.as_flattened());
+    }
 }
 
 /// The filter taps one window contributes to one channel group, copied into a small array
