@@ -266,13 +266,11 @@ impl Graph {
             for (input, g) in backward_op(&op, grad, &value_of, &shape_of, &needs) {
                 match &mut grads[input] {
                     // Same shape and both contiguous (always, in practice): add in parallel.
-                    Some(acc) if acc.shape() == g.shape() => {
-                        match (acc.as_slice_mut(), g.as_slice()) {
-                            (Some(a), Some(s)) => elementwise::add_assign(a, s),
-                            _ => *acc += &g,
-                        }
-                    }
-                    Some(acc) => *acc += &g,
+                    Some(acc) => match (acc.shape() == g.shape(), acc.as_slice_mut(), g.as_slice())
+                    {
+                        (true, Some(a), Some(s)) => elementwise::add_assign(a, s),
+                        _ => *acc += &g,
+                    },
                     slot => *slot = Some(g),
                 }
             }
