@@ -24,7 +24,8 @@
 //! there.
 //!
 //! Adding an algorithm: a file here with its kernel and tests, a variant of [`Algorithm`], and a
-//! rule in [`forward_algorithm`] / [`input_grad_algorithm`]; nothing outside this folder changes.
+//! rule in [`forward_algorithm`] / [`input_grad_algorithm`]; outside this folder only the memory
+//! plan's count of prepared filters (`nst-transfer`'s `memory.rs`) may need to learn of it.
 
 pub mod direct;
 pub mod im2col;
