@@ -224,6 +224,48 @@ fn runs_are_deterministic() {
     assert!(a != c, "different seeds wrote the same image");
 }
 
+/// Starts `nst transfer` (Tübingen × The Scream, `--iters 100000`, plus `extra`) writing
+/// `out.png` and `log.jsonl` into `dir`, waits for three logged evaluations, checks that no
+/// output exists yet, sends `signal` (`-INT`, `-TERM`) and returns the exit code.
+#[cfg(unix)]
+fn interrupted_run(dir: &Path, extra: &[&str], signal: &str) -> Option<i32> {
+    let (out, log) = (dir.join("out.png"), dir.join("log.jsonl"));
+    let data = root().join("tests/data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nst"))
+        .args(["transfer", "--weights", weights().to_str().unwrap()])
+        .args(["--content", data.join("tubingen.jpg").to_str().unwrap()])
+        .args(["--style", data.join("the_scream.jpg").to_str().unwrap()])
+        .args(["--iters", "100000"])
+        .args(extra)
+        .args(["--output", out.to_str().unwrap()])
+        .args(["--log-json", log.to_str().unwrap(), "--quiet"])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 3 {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the run made no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!out.exists(), "output written before the run ended");
+    Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap().code()
+}
+
+/// Every evaluation in the JSON log at `log` belongs to the first (coarse) stage.
+fn assert_stayed_in_the_first_stage(log: &Path) {
+    let lines = std::fs::read_to_string(log).unwrap();
+    assert!(
+        lines.lines().all(|l| l.contains("\"stage\":1")),
+        "the run left the coarse stage: {lines}"
+    );
+}
+
 /// SIGINT stops the run after the current evaluation and writes the best image so far.
 #[cfg(unix)]
 #[test]
@@ -232,32 +274,9 @@ fn an_interrupted_run_keeps_its_best_image() {
     // the best image so far, and leaving no temporary file.
     for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
         let dir = scratch(&format!("interrupt{signal}"));
-        let (out, log) = (dir.join("out.png"), dir.join("log.jsonl"));
-        let data = root().join("tests/data");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nst"))
-            .args(["transfer", "--weights", weights().to_str().unwrap()])
-            .args(["--content", data.join("tubingen.jpg").to_str().unwrap()])
-            .args(["--style", data.join("the_scream.jpg").to_str().unwrap()])
-            .args(["--size", "64", "--iters", "100000"])
-            .args(["--output", out.to_str().unwrap()])
-            .args(["--log-json", log.to_str().unwrap(), "--quiet"])
-            .spawn()
-            .unwrap();
-        let started = std::time::Instant::now();
-        while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 3 {
-            assert!(
-                started.elapsed().as_secs() < 120,
-                "the run made no progress"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        assert!(!out.exists(), "output written before the run ended");
-        Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(code), "{signal}");
+        let out = dir.join("out.png");
+        let status = interrupted_run(&dir, &["--size", "64"], signal);
+        assert_eq!(status, Some(code), "{signal}");
         let img = image::open(&out).expect("the best image was written");
         assert_eq!(img.width(), 64);
         let files: Vec<_> = std::fs::read_dir(&dir)
@@ -271,39 +290,14 @@ fn an_interrupted_run_keeps_its_best_image() {
 /// Interrupted in a coarse stage (`--scales 48,96`, stopped while still at 48 px), the run still
 /// writes an output of the requested size, started from the coarse result the way the next stage
 /// would have been, and exits 130.
+#[cfg(unix)]
 #[test]
 fn an_interrupted_coarse_stage_still_writes_the_full_size() {
     let dir = scratch("interrupt_coarse");
-    let (out, log) = (dir.join("out.png"), dir.join("log.jsonl"));
-    let data = root().join("tests/data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nst"))
-        .args(["transfer", "--weights", weights().to_str().unwrap()])
-        .args(["--content", data.join("tubingen.jpg").to_str().unwrap()])
-        .args(["--style", data.join("the_scream.jpg").to_str().unwrap()])
-        .args(["--size", "96", "--scales", "48,96", "--iters", "100000"])
-        .args(["--output", out.to_str().unwrap()])
-        .args(["--log-json", log.to_str().unwrap(), "--quiet"])
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 3 {
-        assert!(
-            started.elapsed().as_secs() < 120,
-            "the run made no progress"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(130));
-    let lines = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        lines.lines().all(|l| l.contains("\"stage\":1")),
-        "the run left the coarse stage: {lines}"
-    );
-    let img = image::open(&out).expect("the output was written");
+    let status = interrupted_run(&dir, &["--size", "96", "--scales", "48,96"], "-INT");
+    assert_eq!(status, Some(130));
+    assert_stayed_in_the_first_stage(&dir.join("log.jsonl"));
+    let img = image::open(dir.join("out.png")).expect("the output was written");
     assert_eq!((img.width(), img.height()), (96, 72));
 }
 
@@ -781,11 +775,7 @@ fn a_non_finite_loss_stops_the_run() {
     let msg = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{msg}");
     assert!(msg.contains("best finite image"), "{msg}");
-    let lines = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        lines.lines().all(|l| l.contains("\"stage\":1")),
-        "the run left the coarse stage: {lines}"
-    );
+    assert_stayed_in_the_first_stage(&log);
     let img = image::open(&out).unwrap();
     assert_eq!((img.width(), img.height()), (96, 72), "{msg}");
 }
