@@ -522,6 +522,40 @@ fn bench_profiles_every_layer() {
     }
 }
 
+/// `NST_GEMM` picks the GEMM backend (`nst bench --json` reports which ran, and the two give the
+/// same loss up to rounding), and a value that names none is refused before any work.
+#[test]
+fn nst_gemm_picks_the_backend_and_refuses_a_typo() {
+    let bench = |backend: &str| {
+        Command::new(env!("CARGO_BIN_EXE_nst"))
+            .args(["bench", "--size", "40x32", "--evals", "1", "--json"])
+            .args(["--weights", weights().to_str().unwrap()])
+            .env("NST_GEMM", backend)
+            .output()
+            .unwrap()
+    };
+    let mut totals = Vec::new();
+    for backend in ["matrixmultiply", "gemm"] {
+        let o = bench(backend);
+        assert!(o.status.success(), "NST_GEMM={backend}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+        assert_eq!(v["gemm"], backend);
+        totals.push(v["loss"]["total"].as_f64().unwrap());
+    }
+    assert!(
+        (totals[0] - totals[1]).abs() <= 1e-4 * totals[0],
+        "the backends disagree: {totals:?}"
+    );
+    let o = bench("openblas");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    let err = stderr(&o);
+    assert!(
+        err.contains("NST_GEMM=\"openblas\"") && err.contains("matrixmultiply"),
+        "{err}"
+    );
+}
+
 /// `nst transfer` of `content` in the style of The Starry Night with `extra` options, under a
 /// 1 GiB address-space limit: an attempt to allocate more aborts it instead of succeeding.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

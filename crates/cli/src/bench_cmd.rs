@@ -12,6 +12,7 @@ use crate::setup::find_weights;
 use crate::transfer_cmd::use_threads;
 use nst_loss::{Layers, LossWeights, Objective};
 use nst_tensor::kernels::conv::{self, ConvGeometry};
+use nst_tensor::kernels::{gemm, isa::Isa};
 use nst_tensor::ndarray::{Array4, ArrayD};
 use nst_tensor::OpTiming;
 use nst_vgg::Vgg;
@@ -66,6 +67,8 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
         let out = json!({
             "size": [w, h],
             "threads": threads,
+            "gemm": gemm::backend().name(),
+            "simd": Isa::detect().name(),
             "network": vgg.arch().to_string(),
             "evals": args.evals,
             "evaluation_ms": evaluation_ms,
@@ -77,9 +80,12 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
         return Ok(());
     }
     println!(
-        "{} at {w}×{h}, {threads} threads, median of {} evaluations (after one warm-up)",
+        "{} at {w}×{h}, {threads} threads, median of {} evaluations (after one warm-up); \
+         GEMM {}, other kernels {}",
         vgg.arch(),
-        args.evals
+        args.evals,
+        gemm::backend().name(),
+        Isa::detect().name(),
     );
     println!(
         "{:<16} {:>10} {:>11}  {:<42} {:>8} {:>6} {:>6}",

@@ -22,13 +22,13 @@ fn main() -> ExitCode {
     unsafe { nst_tensor::keep_freed_memory() };
     die_quietly_on_broken_pipe();
     let cli = args::Cli::parse();
-    let result = match cli.command {
+    let result = check_environment().and_then(|()| match cli.command {
         args::Command::Transfer(a) => transfer_cmd::transfer(*a),
         args::Command::Eval(a) => eval_cmd::eval(*a).map(|()| transfer_cmd::Ended::Done),
         args::Command::Bench(a) => bench_cmd::bench(a).map(|()| transfer_cmd::Ended::Done),
         args::Command::Batch(a) => batch_cmd::batch(*a),
         args::Command::Plot(a) => plot_cmd::plot(a).map(|()| transfer_cmd::Ended::Done),
-    };
+    });
     match result {
         Ok(transfer_cmd::Ended::Done) => ExitCode::SUCCESS,
         Ok(transfer_cmd::Ended::Interrupted(signal)) => ExitCode::from(128 + signal as u8),
@@ -37,6 +37,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Refuses an environment the engine would panic on: `NST_GEMM` naming no GEMM backend.
+fn check_environment() -> Result<(), error::CliError> {
+    nst_tensor::kernels::gemm::backend_from_env()
+        .map(|_| ())
+        .map_err(error::CliError::Invalid)
 }
 
 /// Restores the default action of SIGPIPE (Rust ignores it), so that `nst bench | head` ends

@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use nst_tensor::kernels::conv::{self, direct, im2col, winograd, ConvGeometry, Filters};
-use nst_tensor::kernels::gemm::{gemm, MatMut, MatRef};
+use nst_tensor::kernels::gemm::{gemm_with, Backend, MatMut, MatRef};
 use nst_tensor::kernels::{matmul, pool};
 use rayon::prelude::*;
 use std::time::Duration;
@@ -50,8 +50,9 @@ fn quick<'c>(
     group
 }
 
-/// The GEMM alone, single-threaded, at each layer's im2col shape — in the orientation the
-/// convolution uses (pixels as M: P×K·K×C_out) and the textbook one (C_out×K·K×P).
+/// The GEMM alone, single-threaded, on each backend (`gemm.rs`), at each layer's im2col shape —
+/// in the orientation the convolution uses (pixels as M: P×K·K×C_out) and the textbook one
+/// (C_out×K·K×P).
 fn bench_sgemm(c: &mut Criterion) {
     let mut group = quick(c, "sgemm_1thread");
     for (name, g) in layers() {
@@ -59,28 +60,35 @@ fn bench_sgemm(c: &mut Criterion) {
         let (a, b) = (data(m * k), data(k * n));
         let mut out = vec![0.0; m * n];
         group.throughput(Throughput::Elements((2 * m * k * n) as u64));
-        group.bench_function(BenchmarkId::new("pixels_x_k_x_cout", name), |bench| {
-            bench.iter(|| {
-                gemm(
-                    1.0,
-                    MatRef::row_major(&a, m, k),
-                    MatRef::row_major(&b, k, n),
-                    0.0,
-                    MatMut::row_major(&mut out, m, n),
-                )
-            })
-        });
-        group.bench_function(BenchmarkId::new("cout_x_k_x_pixels", name), |bench| {
-            bench.iter(|| {
-                gemm(
-                    1.0,
-                    MatRef::row_major(&b, k, n).t(),
-                    MatRef::row_major(&a, m, k).t(),
-                    0.0,
-                    MatMut::row_major(&mut out, n, m),
-                )
-            })
-        });
+        for backend in Backend::ALL {
+            let id = |orientation: &str| {
+                BenchmarkId::new(format!("{orientation}/{}", backend.name()), name)
+            };
+            group.bench_function(id("pixels_x_k_x_cout"), |bench| {
+                bench.iter(|| {
+                    gemm_with(
+                        backend,
+                        1.0,
+                        MatRef::row_major(&a, m, k),
+                        MatRef::row_major(&b, k, n),
+                        0.0,
+                        MatMut::row_major(&mut out, m, n),
+                    )
+                })
+            });
+            group.bench_function(id("cout_x_k_x_pixels"), |bench| {
+                bench.iter(|| {
+                    gemm_with(
+                        backend,
+                        1.0,
+                        MatRef::row_major(&b, k, n).t(),
+                        MatRef::row_major(&a, m, k).t(),
+                        0.0,
+                        MatMut::row_major(&mut out, n, m),
+                    )
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::{random, random_vec, rng};
 use nst_tensor::kernels::conv::{self, direct, im2col, winograd, Algorithm, ConvGeometry, Filters};
-use nst_tensor::kernels::gemm::{gemm, MatMut, MatRef};
+use nst_tensor::kernels::gemm::{gemm_with, Backend, MatMut, MatRef};
 use nst_tensor::kernels::isa::Isa;
 use nst_tensor::kernels::{elementwise, matmul, pool, reference};
 use nst_tensor::Graph;
@@ -307,40 +307,101 @@ fn col2im_is_the_adjoint_of_im2col() {
     }
 }
 
+/// `v`'s rows of `cols` values, each followed by three 9s: a matrix inside a wider buffer.
+fn padded_rows(v: &[f32], cols: usize) -> Vec<f32> {
+    v.chunks(cols)
+        .flat_map(|row| row.iter().copied().chain([9.0; 3]))
+        .collect()
+}
+
+/// The `rows × cols` matrix that [`padded_rows`] laid out.
+fn padded_view(data: &[f32], rows: usize, cols: usize) -> MatRef<'_> {
+    MatRef {
+        data,
+        rows,
+        cols,
+        row_stride: cols + 3,
+        col_stride: 1,
+    }
+}
+
+/// Every backend, whichever this processor would pick: transposed and strided views, `alpha` and
+/// `beta` (`beta = 0` ignores NaN in C), sub-matrices of a larger buffer, and degenerate shapes.
 #[test]
-fn gemm_handles_transposed_and_strided_views() {
-    let mut r = rng(300);
-    let (m, k, n) = (7, 5, 3);
-    let a = random_vec(&mut r, &[m * k]);
-    let b = random_vec(&mut r, &[k * n]);
-    let want = reference::matmul_naive(&a, &b, m, k, n);
-    // Compute Cᵀ = Bᵀ·Aᵀ into a column-major C: the same numbers through every stride path.
-    let mut c = vec![0.0; m * n];
-    let cm = MatMut {
-        data: &mut c,
-        rows: n,
-        cols: m,
-        row_stride: 1,
-        col_stride: n,
-    };
-    gemm(
-        1.0,
-        MatRef::row_major(&b, k, n).t(),
-        MatRef::row_major(&a, m, k).t(),
-        0.0,
-        cm,
-    );
-    close(&c, &want, 1e-5);
-    // beta = 0 ignores NaN in C.
-    let mut c2 = vec![f32::NAN; m * n];
-    gemm(
-        1.0,
-        MatRef::row_major(&a, m, k),
-        MatRef::row_major(&b, k, n),
-        0.0,
-        MatMut::row_major(&mut c2, m, n),
-    );
-    close(&c2, &want, 1e-5);
+fn gemm_backends_handle_transposed_and_strided_views() {
+    for backend in Backend::ALL {
+        let mut r = rng(300);
+        for (m, k, n) in [(7, 5, 3), (1, 1, 1), (1, 9, 1), (33, 17, 65), (4, 300, 2)] {
+            let case = format!("{} on {m}×{k}×{n}", backend.name());
+            let a = random_vec(&mut r, &[m * k]);
+            let b = random_vec(&mut r, &[k * n]);
+            let want = reference::matmul_naive(&a, &b, m, k, n);
+            // Cᵀ = Bᵀ·Aᵀ into a column-major C: the same numbers through every stride path.
+            let mut c = vec![0.0; m * n];
+            let cm = MatMut {
+                data: &mut c,
+                rows: n,
+                cols: m,
+                row_stride: 1,
+                col_stride: n,
+            };
+            gemm_with(
+                backend,
+                1.0,
+                MatRef::row_major(&b, k, n).t(),
+                MatRef::row_major(&a, m, k).t(),
+                0.0,
+                cm,
+            );
+            close(&c, &want, 1e-5);
+            // beta = 0 ignores NaN in C.
+            let mut c = vec![f32::NAN; m * n];
+            gemm_with(
+                backend,
+                1.0,
+                MatRef::row_major(&a, m, k),
+                MatRef::row_major(&b, k, n),
+                0.0,
+                MatMut::row_major(&mut c, m, n),
+            );
+            close(&c, &want, 1e-5);
+            // C ← −0.5·A·B + 2·C, with A, B and C inside wider buffers (row stride > columns).
+            let (a_wide, b_wide) = (padded_rows(&a, k), padded_rows(&b, n));
+            let c0 = random_vec(&mut r, &[m * n]);
+            let mut c_wide = padded_rows(&c0, n);
+            gemm_with(
+                backend,
+                -0.5,
+                padded_view(&a_wide, m, k),
+                padded_view(&b_wide, k, n),
+                2.0,
+                MatMut {
+                    data: &mut c_wide,
+                    rows: m,
+                    cols: n,
+                    row_stride: n + 3,
+                    col_stride: 1,
+                },
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let (got, expected) = (
+                        c_wide[i * (n + 3) + j],
+                        -0.5 * want[i * n + j] + 2.0 * c0[i * n + j],
+                    );
+                    assert!(
+                        (got - expected).abs() <= 1e-5 * (1.0 + expected.abs()),
+                        "{case}: ({i}, {j}): {got} vs {expected}"
+                    );
+                }
+                assert_eq!(
+                    &c_wide[i * (n + 3) + n..i * (n + 3) + n + 3],
+                    &[9.0; 3],
+                    "{case}: past row {i}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

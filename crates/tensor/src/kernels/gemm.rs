@@ -1,9 +1,87 @@
 //! The one GEMM entry point: `C = alpha·A·B + beta·C` on strided f32 matrices.
 //!
-//! Every matrix product in the crate goes through [`gemm`], which wraps
-//! `matrixmultiply::sgemm` (a BLIS-style packed GEMM with AVX2/FMA micro-kernels chosen at run
-//! time). It is single-threaded on purpose: parallelism lives one level up, in rayon tasks over
-//! independent tiles, so the GEMM's own thread pool never nests inside rayon's.
+//! Every matrix product in the crate goes through [`gemm()`], which hands it to one of two
+//! BLIS-style packed GEMM libraries, the same for the whole process:
+//!
+//! - `matrixmultiply` (the default): AVX-512F, AVX2 + FMA, AVX or SSE2 micro-kernels, picked at
+//!   run time;
+//! - the `gemm` crate, chosen with `NST_GEMM=gemm` ([`BACKEND_VARIABLE`]): its own AVX-512F
+//!   (compiled with its `x86-v4` feature) or AVX2 + FMA micro-kernels, picked at run time.
+//!
+//! Why `matrixmultiply` stays the default everywhere (BENCHMARKS.md, "GEMM backends"): alone, on
+//! one thread, the `gemm` crate is faster on VGG's early-layer shapes (AMD EPYC: conv1_2 as
+//! C_out × K × pixels 53.8 against 43.2 GFLOP/s; on an Intel Xeon with AVX-512, issue 8 measured
+//! 1.2–1.7× on every shape), but inside a whole evaluation on two threads it was 12% slower on
+//! the AMD EPYC (512×384: 1597 against 1422 ms; on one thread 5% faster): its block sizes are
+//! derived from the whole shared L3. A whole evaluation has not yet been measured on an AVX-512
+//! processor; `NST_GEMM=gemm nst bench …` against `nst bench …` is that measurement.
+//!
+//! Both run single-threaded on purpose: parallelism lives one level up, in rayon tasks over
+//! independent tiles, so no GEMM thread pool nests inside rayon's, and each task's product (so
+//! every result) is the same for any thread count. The two backends are not bit-identical to each
+//! other; a process uses one.
+
+use std::sync::OnceLock;
+
+/// A GEMM library the products can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `matrixmultiply::sgemm`, the default.
+    MatrixMultiply,
+    /// `gemm::gemm` (the `gemm` crate), with `NST_GEMM=gemm`.
+    GemmCrate,
+}
+
+impl Backend {
+    /// Both backends, for tests and benchmarks that compare them.
+    pub const ALL: [Backend; 2] = [Backend::MatrixMultiply, Backend::GemmCrate];
+
+    /// The backend's name, as [`BACKEND_VARIABLE`] takes it and `nst bench` reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::MatrixMultiply => "matrixmultiply",
+            Backend::GemmCrate => "gemm",
+        }
+    }
+
+    /// The backend called `name` (see [`Backend::name`]), if any.
+    pub fn from_name(name: &str) -> Option<Backend> {
+        Backend::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+/// The environment variable that picks the backend: `NST_GEMM=gemm` or `NST_GEMM=matrixmultiply`
+/// (the default). For measuring one backend against the other on a given processor
+/// (`NST_GEMM=gemm nst bench …`), for running the tests on each, and for users whose processor
+/// measures faster with the `gemm` crate.
+pub const BACKEND_VARIABLE: &str = "NST_GEMM";
+
+/// The backend [`BACKEND_VARIABLE`] asks for: `Ok(None)` when it is unset or empty, an error
+/// naming the accepted values when it names no backend. The CLI checks it this way at start-up,
+/// so that a typo is an error message rather than the panic in [`backend`].
+pub fn backend_from_env() -> Result<Option<Backend>, String> {
+    let value = std::env::var(BACKEND_VARIABLE).unwrap_or_default();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    Backend::from_name(&value).map(Some).ok_or_else(|| {
+        format!("{BACKEND_VARIABLE}={value:?} names no GEMM backend; use \"matrixmultiply\" or \"gemm\", or unset it")
+    })
+}
+
+/// The backend [`gemm()`] uses: the one [`BACKEND_VARIABLE`] names, else `matrixmultiply`,
+/// decided at the first product and kept for the process (the two backends' results differ in
+/// their last bits, and a run's must not depend on when it looked).
+///
+/// Panics if [`BACKEND_VARIABLE`] is set to something else than a backend's name.
+pub fn backend() -> Backend {
+    static CHOSEN: OnceLock<Backend> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        backend_from_env()
+            .unwrap_or_else(|message| panic!("{message}"))
+            .unwrap_or(Backend::MatrixMultiply)
+    })
+}
 
 /// A read-only strided view of an `rows × cols` matrix: element `(i, j)` is at
 /// `data[i·row_stride + j·col_stride]`. Transposes are just swapped strides.
@@ -89,6 +167,12 @@ impl<'a> MatMut<'a> {
 /// so that the `unsafe` call below can rely on them.
 #[track_caller]
 pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) {
+    gemm_with(backend(), alpha, a, b, beta, c);
+}
+
+/// [`gemm()`] on the given backend rather than the process's.
+#[track_caller]
+pub fn gemm_with(backend: Backend, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) {
     assert!(
         a.cols == b.rows && a.rows == c.rows && b.cols == c.cols,
         "gemm: A is {}×{}, B is {}×{}, C is {}×{}",
@@ -111,26 +195,53 @@ pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) {
     if c.rows == 0 || c.cols == 0 {
         return;
     }
-    // SAFETY: the shapes agree (asserted above) and every index sgemm reads or writes,
+    // SAFETY (both calls): the shapes agree (asserted above) and every index read or written,
     // i·row_stride + j·col_stride for i < rows, j < cols, is below the extent checked against
     // each slice's length. `c` is a unique borrow, so it aliases neither `a` nor `b`. Strides fit
     // in isize because they index slices that exist.
-    unsafe {
-        matrixmultiply::sgemm(
-            a.rows,
-            a.cols,
-            b.cols,
-            alpha,
-            a.data.as_ptr(),
-            a.row_stride as isize,
-            a.col_stride as isize,
-            b.data.as_ptr(),
-            b.row_stride as isize,
-            b.col_stride as isize,
-            beta,
-            c.data.as_mut_ptr(),
-            c.row_stride as isize,
-            c.col_stride as isize,
-        );
+    match backend {
+        Backend::MatrixMultiply => unsafe {
+            matrixmultiply::sgemm(
+                a.rows,
+                a.cols,
+                b.cols,
+                alpha,
+                a.data.as_ptr(),
+                a.row_stride as isize,
+                a.col_stride as isize,
+                b.data.as_ptr(),
+                b.row_stride as isize,
+                b.col_stride as isize,
+                beta,
+                c.data.as_mut_ptr(),
+                c.row_stride as isize,
+                c.col_stride as isize,
+            );
+        },
+        // The gemm crate computes `dst ← alpha·dst + beta·lhs·rhs` (its names for our beta and
+        // alpha are swapped), reading `dst` only when asked to: `beta = 0` must not read a NaN.
+        Backend::GemmCrate => unsafe {
+            gemm::gemm(
+                a.rows,
+                b.cols,
+                a.cols,
+                c.data.as_mut_ptr(),
+                c.col_stride as isize,
+                c.row_stride as isize,
+                beta != 0.0,
+                a.data.as_ptr(),
+                a.col_stride as isize,
+                a.row_stride as isize,
+                b.data.as_ptr(),
+                b.col_stride as isize,
+                b.row_stride as isize,
+                beta,
+                alpha,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        },
     }
 }

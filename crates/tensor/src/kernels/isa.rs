@@ -29,6 +29,14 @@ impl Isa {
         })
     }
 
+    /// The level's name, as `nst bench` reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Baseline => "baseline",
+            Isa::Avx2Fma => "AVX2+FMA",
+        }
+    }
+
     /// Every level this processor can run, the baseline first (tests run each).
     pub fn available() -> Vec<Isa> {
         let mut levels = vec![Isa::Baseline];

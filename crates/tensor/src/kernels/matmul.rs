@@ -1,4 +1,4 @@
-//! Parallel dense products built on [`gemm`]: a general matrix product and the Gram product
+//! Parallel dense products built on [`gemm()`]: a general matrix product and the Gram product
 //! `F·Fᵀ`. Work is split into blocks whose size depends only on the shapes, so results do not
 //! depend on the thread count.
 
