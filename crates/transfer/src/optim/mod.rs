@@ -57,3 +57,47 @@ pub(crate) fn axpy(alpha: f64, x: &[f32], y: &mut [f32]) {
             }
         });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Several pieces and a short last one: the dot product equals the plain f64 sum to
+    /// rounding, and gives the same bits on 1 and 3 threads; axpy equals the loop it replaces.
+    #[test]
+    fn dot_and_axpy_in_pieces_match_the_serial_loops_on_any_thread_count() {
+        let n = 3 * PIECE + 123;
+        let a: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 997.0 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..n)
+            .map(|i| ((i * 104_729) % 991) as f32 / 991.0 - 0.3)
+            .collect();
+        let serial: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut y = b.clone();
+                axpy(-0.75, &a, &mut y);
+                (dot(&a, &b), y)
+            })
+        };
+        let (one, y_one) = on(1);
+        let (three, y_three) = on(3);
+        assert_eq!(one.to_bits(), three.to_bits());
+        assert!(
+            (one - serial).abs() <= 1e-12 * serial.abs(),
+            "{one} vs {serial}"
+        );
+        let want: Vec<f32> = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (*y as f64 - 0.75 * *x as f64) as f32)
+            .collect();
+        assert_eq!(y_one, want);
+        assert_eq!(y_three, want);
+    }
+}
