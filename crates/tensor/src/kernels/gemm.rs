@@ -65,7 +65,11 @@ pub fn backend_from_env() -> Result<Option<Backend>, String> {
         return Ok(None);
     }
     Backend::from_name(&value).map(Some).ok_or_else(|| {
-        format!("{BACKEND_VARIABLE}={value:?} names no GEMM backend; use \"matrixmultiply\" or \"gemm\", or unset it")
+        let names: Vec<String> = Backend::ALL.map(|b| format!("{:?}", b.name())).to_vec();
+        format!(
+            "{BACKEND_VARIABLE}={value:?} names no GEMM backend; use {}, or unset it",
+            names.join(" or ")
+        )
     })
 }
 
