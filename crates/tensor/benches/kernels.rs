@@ -93,6 +93,49 @@ fn bench_sgemm(c: &mut Criterion) {
     group.finish();
 }
 
+/// One Winograd position's product for one band of 128 tiles, single-threaded, on each backend:
+/// `U_e (C_out × C_in) · V_e (C_in × 128)` as the forward pass multiplies, and with `U_e` read
+/// transposed as the input gradient does. The filters are the large operand here, which is why
+/// a BLIS-style library packs them again on every call (BENCHMARKS.md, "Speed trials").
+fn bench_winograd_gemm(c: &mut Criterion) {
+    let mut group = quick(c, "winograd_gemm_1thread");
+    let n = 128;
+    for (name, g) in layers().into_iter().skip(1) {
+        let (m, k) = (g.c_out, g.c_in);
+        let (u, v) = (data(m * k), data(k * n));
+        let mut out = vec![0.0; m * n];
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        for backend in Backend::ALL {
+            let id = |pass: &str| BenchmarkId::new(format!("{pass}/{}", backend.name()), name);
+            group.bench_function(id("forward"), |bench| {
+                bench.iter(|| {
+                    gemm_with(
+                        backend,
+                        1.0,
+                        MatRef::row_major(&u, m, k),
+                        MatRef::row_major(&v, k, n),
+                        0.0,
+                        MatMut::row_major(&mut out, m, n),
+                    )
+                })
+            });
+            group.bench_function(id("input_gradient"), |bench| {
+                bench.iter(|| {
+                    gemm_with(
+                        backend,
+                        1.0,
+                        MatRef::row_major(&u, k, m).t(),
+                        MatRef::row_major(&v, k, n),
+                        0.0,
+                        MatMut::row_major(&mut out, m, n),
+                    )
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn bench_im2col_col2im(c: &mut Criterion) {
     let mut group = quick(c, "im2col_col2im");
     for (name, g) in layers() {
@@ -199,6 +242,7 @@ fn bench_pool_and_gram(c: &mut Criterion) {
 criterion_group!(
     benches,
     bench_sgemm,
+    bench_winograd_gemm,
     bench_im2col_col2im,
     bench_conv,
     bench_pool_and_gram
