@@ -2,6 +2,7 @@
 """End-to-end comparison with PyTorch on the same machine, in the same run.
 
     python3 benches/compare_pytorch.py [--threads 2] [--quick] [--cases vgg16-256,vgg19-512]
+                                       [--gemm matrixmultiply,gemm]
 
 For each case — VGG16 at 256x192, 512x384 and 512x512, and VGG19 at 512x384 — it resizes the
 demo images (written as PNGs so that both sides read identical pixels), runs PyTorch's L-BFGS
@@ -10,7 +11,9 @@ objective (alpha=5, beta=500, gamma=0, content init) and reports milliseconds pe
 (median of each run's evaluations) and the total loss each reaches in the same number of
 evaluations. VGG19 uses the full-size random weights in the torchvision layout that
 `python3 tools/test_tools.py` converts into tools/.cache/converted/vgg19-torchvision (the layer
-count, not the values, sets the cost).
+count, not the values, sets the cost). With `--gemm`, nst runs once per named GEMM backend
+(`NST_GEMM`, see crates/tensor/src/kernels/gemm.rs) after each PyTorch run, one row each: the
+measurement that decides the default backend on a new kind of processor.
 Needs the release binary (`cargo build --release -p nst-cli`) and tools/.venv-torch (made on
 first use by tools/torch_reference.py).
 """
@@ -56,13 +59,16 @@ def run_torch(content, style, evals, threads, weights):
     return json.loads(out)
 
 
-def run_nst(content, style, width, evals, threads, tmp, weights):
+def run_nst(content, style, width, evals, threads, tmp, weights, gemm):
     log = os.path.join(tmp, "log.jsonl")
+    env = dict(os.environ)
+    if gemm:
+        env["NST_GEMM"] = gemm
     subprocess.check_call([NST, "transfer", "--content", content, "--style", style, "--size", str(width),
                            "--iters", str(evals), "--threads", str(threads), "--content-weight", "5",
                            "--style-weight", "500", "--tv-weight", "0", "--init", "content",
                            "--output", os.path.join(tmp, "out.npy"), "--log-json", log, "--quiet",
-                           "--weights", weights])
+                           "--weights", weights], env=env)
     with open(log) as f:
         return [json.loads(line) for line in f]
 
@@ -73,6 +79,8 @@ def main():
     p.add_argument("--quick", action="store_true", help="fewer evaluations (timing only)")
     p.add_argument("--cases", default="vgg16-256,vgg16-512,vgg16-512sq,vgg19-512",
                    help="which cases, comma-separated (a case may be listed twice to repeat it)")
+    p.add_argument("--gemm", default="",
+                   help="GEMM backends for nst, comma-separated (default: nst's own choice)")
     a = p.parse_args()
     if not os.path.exists(TORCH_PY):
         sys.exit("tools/.venv-torch is missing: run `python3 tools/torch_reference.py` once to create it")
@@ -86,6 +94,7 @@ def main():
     if unknown:
         sys.exit(f"--cases: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
     cases = [known[c] for c in a.cases.split(",")]
+    backends = [b for b in a.gemm.split(",") if b] or [""]
     if any(c[1] == VGG19_DIR for c in cases) and not os.path.exists(os.path.join(VGG19_DIR, "manifest.json")):
         sys.exit(f"{VGG19_DIR} is missing: run `python3 tools/test_tools.py` once to make it")
     rows = []
@@ -93,20 +102,21 @@ def main():
         for net, weights, width, square, evals, quick_evals in cases:
             content, style = prepare(tmp, width, square)
             t = run_torch(content, style, quick_evals if a.quick else evals, a.threads, weights)
-            ours = run_nst(content, style, width, t["evals"], a.threads, tmp, weights)
             t_ms = statistics.median(e["ms"] for e in t["log"])
-            o_ms = statistics.median(e["ms"] for e in ours)
             # Our last logged loss is at our last evaluated point; PyTorch's final_total is at its
             # final iterate. Compare like with like: the best total each evaluated.
             t_best = min(e["total"] for e in t["log"])
-            o_best = min(e["total"] for e in ours)
             h = width if square else width * 3 // 4
-            rows.append((net, f"{width}×{h}", t["evals"], t_ms, o_ms, t_best, o_best))
+            for gemm in backends:
+                ours = run_nst(content, style, width, t["evals"], a.threads, tmp, weights, gemm)
+                o_ms = statistics.median(e["ms"] for e in ours)
+                o_best = min(e["total"] for e in ours)
+                rows.append((net, f"{width}×{h}", gemm or "default", t["evals"], t_ms, o_ms, t_best, o_best))
     print(f"threads: {a.threads}")
-    print("| network | size | evaluations | PyTorch ms/eval | nst ms/eval | nst time / PyTorch time | PyTorch best loss | nst best loss | nst/PyTorch loss |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for net, size, n, t_ms, o_ms, t_best, o_best in rows:
-        print(f"| {net} | {size} | {n} | {t_ms:.0f} | {o_ms:.0f} | {o_ms / t_ms:.2f} | {t_best:.4g} | {o_best:.4g} | {o_best / t_best:.3f} |")
+    print("| network | size | nst GEMM | evaluations | PyTorch ms/eval | nst ms/eval | nst time / PyTorch time | PyTorch best loss | nst best loss | nst/PyTorch loss |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for net, size, gemm, n, t_ms, o_ms, t_best, o_best in rows:
+        print(f"| {net} | {size} | {gemm} | {n} | {t_ms:.0f} | {o_ms:.0f} | {o_ms / t_ms:.2f} | {t_best:.4g} | {o_best:.4g} | {o_best / t_best:.3f} |")
 
 
 if __name__ == "__main__":
