@@ -522,8 +522,9 @@ fn bench_profiles_every_layer() {
     }
 }
 
-/// `NST_GEMM` picks the GEMM backend (`nst bench --json` reports which ran, and the two give the
-/// same loss up to rounding), and a value that names none is refused before any work.
+/// `NST_GEMM` picks the GEMM backend (`nst bench --json` reports which ran and the micro-kernels
+/// it picked, and the two give the same loss up to rounding), and a value that names none is
+/// refused before any work.
 #[test]
 fn nst_gemm_picks_the_backend_and_refuses_a_typo() {
     let bench = |backend: &str| {
@@ -534,12 +535,24 @@ fn nst_gemm_picks_the_backend_and_refuses_a_typo() {
             .output()
             .unwrap()
     };
+    // The micro-kernels either library picks: the widest this processor has.
+    #[cfg(target_arch = "x86_64")]
+    let kernels = if std::is_x86_feature_detected!("avx512f") {
+        "AVX-512F"
+    } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        "AVX2+FMA"
+    } else {
+        "baseline"
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let kernels = "baseline";
     let mut totals = Vec::new();
     for backend in ["matrixmultiply", "gemm"] {
         let o = bench(backend);
         assert!(o.status.success(), "NST_GEMM={backend}: {}", stderr(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
         assert_eq!(v["gemm"], backend);
+        assert_eq!(v["gemm_kernels"], kernels);
         totals.push(v["loss"]["total"].as_f64().unwrap());
     }
     assert!(

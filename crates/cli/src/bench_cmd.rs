@@ -68,6 +68,7 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
             "size": [w, h],
             "threads": threads,
             "gemm": gemm::backend().name(),
+            "gemm_kernels": gemm::kernel_level(),
             "simd": Isa::detect().name(),
             "network": vgg.arch().to_string(),
             "evals": args.evals,
@@ -81,10 +82,11 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
     }
     println!(
         "{} at {w}×{h}, {threads} threads, median of {} evaluations (after one warm-up); \
-         GEMM {}, other kernels {}",
+         GEMM {} ({} kernels), other kernels {}",
         vgg.arch(),
         args.evals,
         gemm::backend().name(),
+        gemm::kernel_level(),
         Isa::detect().name(),
     );
     println!(

@@ -325,6 +325,37 @@ fn padded_view(data: &[f32], rows: usize, cols: usize) -> MatRef<'_> {
     }
 }
 
+/// Both GEMM libraries are built with their AVX-512 micro-kernels, so that an AVX-512 processor
+/// runs them: `matrixmultiply` compiles its own only with its `avx512` feature, the `gemm` crate
+/// only with `x86-v4`. The workspace once turned `matrixmultiply`'s off with
+/// `default-features = false`, and nothing noticed on AVX2 machines. Asks Cargo for the features
+/// it resolves (`cargo tree`, offline).
+#[test]
+fn gemm_libraries_are_built_with_their_avx512_kernels() {
+    for (package, feature) in [("matrixmultiply", "avx512"), ("gemm", "x86-v4")] {
+        let out = std::process::Command::new(env!("CARGO"))
+            .args([
+                "tree",
+                "--offline",
+                "-e",
+                "features",
+                "-p",
+                "nst-tensor",
+                "-i",
+                package,
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo tree runs");
+        let tree = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && tree.contains(&format!("{package} feature \"{feature}\"")),
+            "{package} is built without its {feature:?} feature:\n{tree}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Every backend, whichever this processor would pick: transposed and strided views, `alpha` and
 /// `beta` (`beta = 0` ignores NaN in C), sub-matrices of a larger buffer, and degenerate shapes.
 #[test]

@@ -4,7 +4,8 @@
 //! BLIS-style packed GEMM libraries, the same for the whole process:
 //!
 //! - `matrixmultiply` (the default): AVX-512F, AVX2 + FMA, AVX or SSE2 micro-kernels, picked at
-//!   run time;
+//!   run time (the AVX-512F ones only exist with its `avx512` feature, which the workspace turns
+//!   on and a test checks);
 //! - the `gemm` crate, chosen with `NST_GEMM=gemm` ([`BACKEND_VARIABLE`]): its own AVX-512F
 //!   (compiled with its `x86-v4` feature) or AVX2 + FMA micro-kernels, picked at run time.
 //!
@@ -85,6 +86,23 @@ pub fn backend() -> Backend {
             .unwrap_or_else(|message| panic!("{message}"))
             .unwrap_or(Backend::MatrixMultiply)
     })
+}
+
+/// The micro-kernels both GEMM libraries pick on this processor: `"AVX-512F"`, `"AVX2+FMA"` or
+/// `"baseline"` (SSE2 or other architectures). Both are built with their AVX-512F kernels
+/// (`matrixmultiply`'s `avx512` feature, the `gemm` crate's `x86-v4`; a test checks the
+/// features) and choose the widest the processor has at run time; `nst bench` reports it.
+pub fn kernel_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            return "AVX-512F";
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return "AVX2+FMA";
+        }
+    }
+    "baseline"
 }
 
 /// A read-only strided view of an `rows × cols` matrix: element `(i, j)` is at
