@@ -13,6 +13,7 @@ use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits, Rgb32FImage};
 use npyz::WriterBuilder;
 use nst_tensor::ndarray::{ArrayD, IxDyn};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -135,18 +136,28 @@ pub fn decode(
         path: path.into(),
         reason: e.to_string(),
     };
+    let io = |source| ImageIoError::Io {
+        path: path.into(),
+        source,
+    };
+    let mut reader = reader;
+    let start = reader.stream_position().map_err(io)?;
+    if !jpeg_reaches_its_end(&mut reader).map_err(io)? {
+        return Err(ImageIoError::Decode {
+            path: path.into(),
+            reason: "the JPEG data stops before its end-of-image marker: the file is truncated \
+                     or damaged"
+                .into(),
+        });
+    }
+    reader.seek(std::io::SeekFrom::Start(start)).map_err(io)?;
     // The extension first (TGA has no magic number), then the content, which wins if it is
     // recognised (a PNG named .jpg is read as the PNG it is).
     let mut reader = ImageReader::new(reader);
     if let Ok(format) = image::ImageFormat::from_path(path) {
         reader.set_format(format);
     }
-    let mut reader = reader
-        .with_guessed_format()
-        .map_err(|source| ImageIoError::Io {
-            path: path.into(),
-            source,
-        })?;
+    let mut reader = reader.with_guessed_format().map_err(io)?;
     let mut limits = Limits::default();
     limits.max_alloc = Some(limit);
     reader.limits(limits);
@@ -176,6 +187,61 @@ pub fn decode(
         });
     }
     Ok(img.to_rgb32f())
+}
+
+/// Whether a stream that starts like a JPEG (`FF D8`) reaches its end-of-image marker (`FF D9`);
+/// `true` for anything else, which its own decoder judges. Reads the stream once, in constant
+/// memory.
+///
+/// Why: the `image` crate's JPEG decoder accepts a file cut short (an interrupted download or
+/// copy) and fills what is missing with grey, where every other format's decoder reports the
+/// truncation; a style transfer of a half-grey photo is not what anyone asked for. (PIL refuses
+/// such files too, unless told otherwise.)
+///
+/// How: walk the segments from the start-of-image marker. A marker is `FF` (repeatable as fill)
+/// and a code; header segments carry a 2-byte length and are skipped whole (so an EXIF thumbnail's
+/// own markers are never seen); a scan's entropy-coded data runs to the next marker, inside it
+/// `FF 00` is an escaped `FF` and `FF D0`–`FF D7` restart markers, neither of which has a length.
+/// The walk ends at the first end-of-image marker, so data appended after it is allowed.
+fn jpeg_reaches_its_end(reader: impl std::io::Read) -> std::io::Result<bool> {
+    let mut bytes = std::io::BufReader::new(reader).bytes();
+    let mut next = move || bytes.next().transpose();
+    if next()? != Some(0xFF) || next()? != Some(0xD8) {
+        return Ok(true);
+    }
+    loop {
+        // Up to the next marker's first FF (scan data in between), then past fill bytes.
+        loop {
+            match next()? {
+                None => return Ok(false),
+                Some(0xFF) => break,
+                Some(_) => {}
+            }
+        }
+        let code = loop {
+            match next()? {
+                None => return Ok(false),
+                Some(0xFF) => {}
+                Some(code) => break code,
+            }
+        };
+        match code {
+            0xD9 => return Ok(true),
+            // An escaped FF in scan data, TEM, restart markers: nothing to skip.
+            0x00 | 0x01 | 0xD0..=0xD7 => {}
+            _ => {
+                let (Some(high), Some(low)) = (next()?, next()?) else {
+                    return Ok(false);
+                };
+                // The length counts its own two bytes.
+                for _ in 2..u16::from_be_bytes([high, low]) {
+                    if next()?.is_none() {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// An image file's width and height, read from its header without decoding the pixels (to plan

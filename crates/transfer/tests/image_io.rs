@@ -120,6 +120,42 @@ fn bad_files_are_errors_not_panics() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
 }
 
+/// A JPEG cut short is an error naming the truncation — the JPEG decoder alone would fill the
+/// missing part with grey — while complete files decode: with an EXIF segment (whose bytes are
+/// skipped, not scanned), with data appended after the end-of-image marker, and the demo photo.
+#[test]
+fn a_truncated_jpeg_is_refused() {
+    let dir = scratch("truncated");
+    let img = RgbImage::from_fn(40, 30, |x, y| Rgb([(x * 6) as u8, (y * 8) as u8, 90]));
+    let whole = jpeg_with_orientation(&img, 1);
+    let demo = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/tubingen.jpg"),
+    )
+    .unwrap();
+    let mut appended = whole.clone();
+    appended.extend([0xFF, 0xDA, 0x00, 0x08, 0xFF, 0x12, 0x34]);
+    for (name, bytes) in [("whole", &whole), ("appended", &appended), ("demo", &demo)] {
+        let path = dir.join(format!("{name}.jpg"));
+        std::fs::write(&path, bytes).unwrap();
+        let loaded = image_io::load(&path, u64::MAX);
+        assert!(loaded.is_ok(), "{name}: {:?}", loaded.err());
+    }
+    for (name, bytes) in [
+        ("two thirds", &whole[..whole.len() * 2 / 3]),
+        ("all but the end marker", &whole[..whole.len() - 2]),
+        ("half the demo", &demo[..demo.len() / 2]),
+    ] {
+        let path = dir.join("cut.jpg");
+        std::fs::write(&path, bytes).unwrap();
+        match image_io::load(&path, u64::MAX) {
+            Err(ImageIoError::Decode { reason, .. }) => {
+                assert!(reason.contains("truncated"), "{name}: {reason}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
 /// A CMYK JPEG (made by PIL: left half red, right half blue) decodes to RGB.
 #[test]
 fn cmyk_jpeg_becomes_rgb() {
