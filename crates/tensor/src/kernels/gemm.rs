@@ -13,7 +13,9 @@
 //! one thread, the `gemm` crate is faster on VGG's early-layer shapes (AMD EPYC: conv1_2 as
 //! C_out × K × pixels 53.8 against 43.2 GFLOP/s; on an Intel Xeon with AVX-512, issue 8 measured
 //! 1.2–1.7× on every shape), but inside a whole evaluation on two threads it was 12% slower on
-//! the AMD EPYC (512×384: 1597 against 1422 ms; on one thread 5% faster). A whole evaluation
+//! the AMD EPYC (512×384: 1597 against 1422 ms; on one thread 5% faster): timed as a band runs
+//! them, 36 different filter matrices in turn, it loses on the input gradient's products, which
+//! read those matrices transposed (conv4_2: 38 against 60 GFLOP/s). A whole evaluation
 //! has not yet been measured on an AVX-512 processor; `NST_GEMM=gemm nst bench …` against
 //! `nst bench …`, run alternately, is that measurement.
 //!
