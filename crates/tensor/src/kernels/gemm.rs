@@ -24,6 +24,7 @@
 //! every result) is the same for any thread count. The two backends are not bit-identical to each
 //! other; a process uses one.
 
+use super::isa::Isa;
 use std::sync::OnceLock;
 
 /// A GEMM library the products can run on.
@@ -90,21 +91,17 @@ pub fn backend() -> Backend {
     })
 }
 
-/// The micro-kernels both GEMM libraries pick on this processor: `"AVX-512F"`, `"AVX2+FMA"` or
-/// `"baseline"` (SSE2 or other architectures). Both are built with their AVX-512F kernels
-/// (`matrixmultiply`'s `avx512` feature, the `gemm` crate's `x86-v4`; a test checks the
-/// features) and choose the widest the processor has at run time; `nst bench` reports it.
+/// The micro-kernels both GEMM libraries pick on this processor: `"AVX-512F"`, else the level
+/// [`Isa::detect`] names (`"AVX2+FMA"` or `"baseline"`: SSE2 or other architectures). Both are
+/// built with their AVX-512F kernels (`matrixmultiply`'s `avx512` feature, the `gemm` crate's
+/// `x86-v4`; a test checks the features) and choose the widest the processor has at run time;
+/// `nst bench` reports it.
 pub fn kernel_level() -> &'static str {
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            return "AVX-512F";
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return "AVX2+FMA";
-        }
+    if std::is_x86_feature_detected!("avx512f") {
+        return "AVX-512F";
     }
-    "baseline"
+    Isa::detect().name()
 }
 
 /// A read-only strided view of an `rows × cols` matrix: element `(i, j)` is at
