@@ -13,7 +13,6 @@ use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits, Rgb32FImage};
 use npyz::WriterBuilder;
 use nst_tensor::ndarray::{ArrayD, IxDyn};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -128,7 +127,7 @@ pub fn load(path: &Path, limit: u64) -> Result<Rgb32FImage, ImageIoError> {
 /// [`load`] from any reader (`path` names it in errors): the one decoding path, also what the
 /// fuzz targets drive with arbitrary bytes.
 pub fn decode(
-    reader: impl std::io::BufRead + std::io::Seek,
+    mut reader: impl std::io::BufRead + std::io::Seek,
     path: &Path,
     limit: u64,
 ) -> Result<Rgb32FImage, ImageIoError> {
@@ -140,7 +139,6 @@ pub fn decode(
         path: path.into(),
         source,
     };
-    let mut reader = reader;
     let start = reader.stream_position().map_err(io)?;
     if !jpeg_reaches_its_end(&mut reader).map_err(io)? {
         return Err(ImageIoError::Decode {
@@ -203,8 +201,8 @@ pub fn decode(
 /// own markers are never seen); a scan's entropy-coded data runs to the next marker, inside it
 /// `FF 00` is an escaped `FF` and `FF D0`–`FF D7` restart markers, neither of which has a length.
 /// The walk ends at the first end-of-image marker, so data appended after it is allowed.
-fn jpeg_reaches_its_end(reader: impl std::io::Read) -> std::io::Result<bool> {
-    let mut bytes = std::io::BufReader::new(reader).bytes();
+fn jpeg_reaches_its_end(reader: impl std::io::BufRead) -> std::io::Result<bool> {
+    let mut bytes = reader.bytes();
     let mut next = move || bytes.next().transpose();
     if next()? != Some(0xFF) || next()? != Some(0xD8) {
         return Ok(true);
