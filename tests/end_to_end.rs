@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
-use common::{root, scratch, stderr, weights};
+use common::{arg, data, root, scratch, stderr, weights};
 
 /// `nst transfer` of the demo Tübingen in the style of The Starry Night, plus `extra` options.
 fn nst(extra: &[&str]) -> Output {
@@ -772,6 +772,38 @@ fn eval_prints_the_objective_and_its_gradient() {
             "pixel {i}: finite difference {numeric:.4e}, gradient {analytic:.4e}"
         );
     }
+}
+
+/// An image at which the objective overflows float32 (one value of 1e30) is refused with exit 1
+/// and one line, and `--grad-out` writes nothing, instead of printing `NaN` (JSON `null`) and a
+/// NaN gradient with exit 0.
+#[test]
+fn eval_refuses_an_image_where_the_objective_overflows() {
+    let dir = scratch("eval_overflow");
+    let mut x = ArrayD::from_elem(nst_tensor::ndarray::IxDyn(&[1, 3, 40, 48]), 0.5f32);
+    x[[0, 1, 3, 3]] = 1e30;
+    let (image, grad) = (dir.join("x.npy"), dir.join("grad.npy"));
+    image_io::save(&image, &x).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nst"))
+        .args(["eval", "--weights", arg(&weights())])
+        .args(["--content", arg(&data("tubingen.jpg"))])
+        .args(["--style", arg(&data("starry_night.jpg"))])
+        .args(["--image", arg(&image), "--json", "--grad-out", arg(&grad)])
+        .output()
+        .unwrap();
+    let msg = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+    assert!(
+        msg.contains("not finite") && msg.contains("1.000e30"),
+        "{msg}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!grad.exists(), "a NaN gradient was written");
 }
 
 /// A loss that overflows (`--content-weight 1e38`) stops the run with exit 1 and a one-line

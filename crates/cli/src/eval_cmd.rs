@@ -45,6 +45,19 @@ pub fn eval(args: EvalArgs) -> Result<(), CliError> {
     )?;
     let (weights, layers) = (objective.weights(), objective.layers());
     let e = objective.evaluate(&x);
+    if !e.total.is_finite() || e.grad.iter().any(|g| !g.is_finite()) {
+        // An overflow in float32 (pixel values far outside [0,1], or huge weights): printing
+        // `inf`/`NaN` (or JSON `null`) and writing a NaN gradient would pass garbage on silently.
+        let reach = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        return Err(format!(
+            "{}: the objective is not finite at this image (float32 overflow: its values reach              {reach:.3e} where images are in [0,1], with α={} β={} γ={}); nothing written",
+            args.image.display(),
+            weights.content,
+            weights.style,
+            weights.tv
+        )
+        .into());
+    }
 
     if let Some(path) = &args.grad_out {
         image_io::save(path, &e.grad)?;
