@@ -217,4 +217,12 @@ fn plots_come_from_the_run_and_from_its_log() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("line 13"), "{}", stderr(&o));
     assert!(!dir.join("broken.svg").exists());
+
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    let o = nst_plot(&empty, &dir.join("empty.svg"));
+    assert_eq!(o.status.code(), Some(1));
+    let msg = stderr(&o);
+    assert!(msg.contains("empty.jsonl: no evaluations to plot"), "{msg}");
+    assert!(!dir.join("empty.svg").exists());
 }

@@ -333,6 +333,10 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         (vec!["--tv-weight", "-1"], "--tv-weight must be"),
         (vec!["--content-weight", "-2.5"], "--content-weight must be"),
         (vec!["--scales", "100"], "more than a doubling"),
+        (
+            vec!["--style-layers", "relu1_1,relu2_1,relu1_1"],
+            "--style-layers lists relu1_1 twice",
+        ),
     ];
     for (extra, expected) in cases {
         let mut args = vec!["--output", o_str];

@@ -19,6 +19,9 @@ pub fn plot(args: PlotArgs) -> Result<(), CliError> {
             .map_err(|why| format!("{}, line {}: {why}", args.log.display(), i + 1))?;
         points.push(point);
     }
+    if points.is_empty() {
+        return Err(format!("{}: no evaluations to plot", args.log.display()).into());
+    }
     write_loss_svg(&points, &args.output)
         .map_err(|e| CliError::Invalid(format!("{}: {e}", args.output.display())))
 }

@@ -238,6 +238,16 @@ pub fn validate_terms(o: &TermArgs) -> Result<(), CliError> {
     if o.content_layers.is_empty() || o.style_layers.is_empty() {
         return Err("--content-layers and --style-layers need at least one layer each".into());
     }
+    for (option, layers) in [
+        ("--content-layers", &o.content_layers),
+        ("--style-layers", &o.style_layers),
+    ] {
+        // A layer listed twice would silently count double in the mean over layers: a typo.
+        let repeated = (1..layers.len()).find(|&i| layers[..i].contains(&layers[i]));
+        if let Some(name) = repeated.map(|i| &layers[i]) {
+            return Err(format!("{option} lists {name} twice").into());
+        }
+    }
     Ok(())
 }
 
