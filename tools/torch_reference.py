@@ -210,6 +210,8 @@ def run_lbfgs(args):
     p.add_argument("--style-weight", type=float, default=500.0)
     p.add_argument("--tv-weight", type=float, default=0.0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--log-jsonl", help="also append each evaluation to this file as it is made "
+                   "(for runs too long to wait for the summary)")
     a = p.parse_args(args)
     torch.set_num_threads(a.threads)
     vgg = TorchVgg(a.weights)
@@ -228,6 +230,9 @@ def run_lbfgs(args):
         total.backward()
         log.append({"eval": len(log) + 1, "total": total.item(), "content": lc.item(),
                     "style": ls.item(), "tv": ltv.item(), "ms": 1e3 * (time.perf_counter() - t0)})
+        if a.log_jsonl:
+            with open(a.log_jsonl, "a") as f:
+                f.write(json.dumps(log[-1]) + "\n")
         return total
 
     opt.step(closure)
