@@ -25,6 +25,7 @@ use crate::run::OptimizerKind;
 use nst_tensor::kernels::conv::{self, Algorithm, ConvGeometry};
 use nst_vgg::arch::Layer;
 use nst_vgg::{Vgg, VggError};
+use std::path::Path;
 
 /// Resident memory a run needs beyond its data: code, thread stacks, allocator state (bytes).
 pub const BASE_BYTES: u64 = 24 << 20;
@@ -365,8 +366,8 @@ pub fn format_bytes(b: u64) -> String {
 }
 
 /// The default budget: the smaller of 80 % of the memory the kernel says is available
-/// (`MemAvailable`) and the limit of the cgroup the process runs in (Kubernetes and Slurm
-/// confine jobs to one). `None` where neither can be read.
+/// (`MemAvailable`) and the memory limit of the cgroup the process runs in (Kubernetes and Slurm
+/// confine jobs to one; see [`cgroup_limit`]). `None` where neither can be read.
 pub fn default_budget() -> Option<u64> {
     let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
         m.lines()
@@ -374,17 +375,56 @@ pub fn default_budget() -> Option<u64> {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map(|kib| kib * 1024 / 10 * 8)
     });
-    let cgroup = [
-        "/sys/fs/cgroup/memory.max",
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-    ]
-    .iter()
-    .find_map(|p| std::fs::read_to_string(p).ok())
-    .and_then(|v| v.trim().parse::<u64>().ok())
-    // cgroup v1 reports "no limit" as a huge number.
-    .filter(|&v| v < 1 << 60);
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|own| cgroup_limit(&own, Path::new("/sys/fs/cgroup")));
     match (available, cgroup) {
         (Some(a), Some(c)) => Some(a.min(c)),
         (a, c) => a.or(c),
     }
+}
+
+/// The memory limit that applies to the process whose `/proc/self/cgroup` text is `own`, with
+/// the cgroup file systems mounted under `root` (`/sys/fs/cgroup`): the smallest limit on the
+/// way from its own cgroup up to the root, since every ancestor's limit applies too. `None` if
+/// no level sets one.
+///
+/// Its own cgroup is not always the root one: a Slurm job's is a few levels down
+/// (`/system.slice/slurmstepd.scope/job_N/step_0/…`), seen from the host's hierarchy, while a
+/// container with its own cgroup namespace sees its cgroup as `/`. Both cgroup versions:
+/// v2's line `0::PATH` with `memory.max` (`max` when unlimited) under `root`; v1's line whose
+/// controllers include `memory`, with `memory.limit_in_bytes` (a huge number when unlimited)
+/// under `root/memory`. Levels that do not exist below the mount — a container may see its
+/// host-side path but only its own subtree — are skipped.
+pub fn cgroup_limit(own: &str, root: &Path) -> Option<u64> {
+    let mut best: Option<u64> = None;
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let (mount, file) = if controllers.is_empty() {
+            (root.to_path_buf(), "memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            (root.join("memory"), "memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        let mut dir = mount.join(path.trim_start_matches('/'));
+        loop {
+            let limit = std::fs::read_to_string(dir.join(file))
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                // cgroup v1 reports "no limit" as a huge number (v2 as "max", which does not parse).
+                .filter(|&v| v < 1 << 60);
+            if let Some(v) = limit {
+                best = Some(best.map_or(v, |b| b.min(v)));
+            }
+            if dir == mount || !dir.pop() {
+                break;
+            }
+        }
+    }
+    best
 }
