@@ -8,6 +8,7 @@
 
 use crate::args::BenchArgs;
 use crate::error::CliError;
+use crate::report::counted;
 use crate::setup::find_weights;
 use crate::transfer_cmd::use_threads;
 use nst_loss::{Layers, LossWeights, Objective};
@@ -81,10 +82,11 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
         return Ok(());
     }
     println!(
-        "{} at {w}×{h}, {threads} threads, median of {} evaluations (after one warm-up); \
+        "{} at {w}×{h}, {}, median of {} (after one warm-up); \
          GEMM {} ({} kernels), other kernels {}",
         vgg.arch(),
-        args.evals,
+        counted(threads, "thread"),
+        counted(args.evals as usize, "evaluation"),
         gemm::backend().name(),
         gemm::kernel_level(),
         Isa::detect().name(),

@@ -242,3 +242,12 @@ impl PlainProgress {
         }
     }
 }
+
+/// `n` and the noun, plural unless `n` is 1: "1 evaluation", "300 evaluations".
+pub fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}

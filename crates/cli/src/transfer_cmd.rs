@@ -2,7 +2,7 @@
 
 use crate::args::{LineSearchArg, OptimizerArg, PreserveColorsArg, RunArgs, TransferArgs};
 use crate::error::CliError;
-use crate::report::{Reporter, Stage};
+use crate::report::{counted, Reporter, Stage};
 use crate::setup::{self, StyleCache};
 use clap::ValueEnum;
 use nst_tensor::ndarray::ArrayD;
@@ -156,10 +156,10 @@ pub fn render(
         .collect::<Vec<_>>()
         .join(", ");
     say(format!(
-        "{}×{} px, {} evaluations of {} ({}), α={} β={} γ={}",
+        "{}×{} px, {} of {} ({}), α={} β={} γ={}",
         out_size.0,
         out_size.1,
-        run_args.iters,
+        counted(run_args.iters, "evaluation"),
         optimizer,
         if stages.len() > 1 {
             format!("coarse to fine: {stage_list}")
@@ -323,13 +323,15 @@ fn summary_line(
 ) -> String {
     match (ended, last) {
         (Ended::Interrupted(_), best) => format!(
-            "interrupted after {evals} evaluations; wrote the best image so far (loss {:.4e}) to {}",
+            "interrupted after {}; wrote the best image so far (loss {:.4e}) to {}",
+            counted(evals, "evaluation"),
             best.map_or(f32::NAN, |b| b.total),
             output.display()
         ),
         (Ended::Done, Some(r)) => format!(
-            "{evals} evaluations in {secs:.1} s ({:.0} ms each): loss {:.4e} (content {:.4e}, \
+            "{} in {secs:.1} s ({:.0} ms each): loss {:.4e} (content {:.4e}, \
              style {:.4e}, tv {:.4e}) → {}",
+            counted(evals, "evaluation"),
             1e3 * secs / evals.max(1) as f64,
             r.total,
             r.content,
