@@ -213,7 +213,9 @@ impl Shard {
     /// The shard the scheduler assigned through the environment (`var` reads a variable), or
     /// `None` outside an array job:
     /// - Slurm job arrays: `SLURM_ARRAY_TASK_ID` minus `SLURM_ARRAY_TASK_MIN` (arrays may
-    ///   start at 1) of `SLURM_ARRAY_TASK_COUNT`;
+    ///   start at 1), divided by `SLURM_ARRAY_TASK_STEP` (`--array=0-15:4` numbers its tasks
+    ///   0, 4, 8, 12), of `SLURM_ARRAY_TASK_COUNT`; a task outside that arithmetic range (an
+    ///   `--array` list with gaps) is refused rather than left to skip or repeat a shard;
     /// - Kubernetes Indexed Jobs: `JOB_COMPLETION_INDEX` of `shard_count` (`--shard-count`,
     ///   the Job's `completions`; Kubernetes does not put it in the environment).
     pub fn from_env(
@@ -235,14 +237,16 @@ impl Shard {
             number("SLURM_ARRAY_TASK_COUNT")?,
         ) {
             let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+            let step = number("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
             return id
                 .checked_sub(min)
-                .and_then(|k| Shard::new(k, count))
+                .filter(|k| k % step == 0)
+                .and_then(|k| Shard::new(k / step, count))
                 .map(Some)
                 .ok_or_else(|| {
                     BatchError::Shard(format!(
-                        "Slurm array task {id} (from {min}) is not one of {count} tasks; \
-                         use a contiguous --array range, or --shard K/N"
+                        "Slurm array task {id} is not one of {count} tasks from {min} in steps \
+                         of {step}; use an --array range (A-B or A-B:S), or --shard K/N"
                     ))
                 });
         }
@@ -317,6 +321,26 @@ mod tests {
             ("SLURM_ARRAY_TASK_COUNT", "3"),
         ];
         assert!(Shard::from_env(None, env(&outside)).is_err());
+        // --array=1-9:4 numbers its three tasks 1, 5, 9.
+        let stepped = |id| {
+            let vars = [
+                ("SLURM_ARRAY_TASK_ID", id),
+                ("SLURM_ARRAY_TASK_COUNT", "3"),
+                ("SLURM_ARRAY_TASK_MIN", "1"),
+                ("SLURM_ARRAY_TASK_STEP", "4"),
+            ];
+            Shard::from_env(None, env(&vars))
+        };
+        assert_eq!(stepped("5").unwrap(), want);
+        assert_eq!(stepped("9").unwrap(), Some(Shard { index: 2, count: 3 }));
+        // A list with gaps (--array=1,3,6: count 3, min 1) cannot be numbered 0..3.
+        let listed = [
+            ("SLURM_ARRAY_TASK_ID", "6"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+        ];
+        assert!(Shard::from_env(None, env(&listed)).is_err());
+        assert!(stepped("3").is_err(), "not on the step");
     }
 
     #[test]
