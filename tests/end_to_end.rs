@@ -228,7 +228,7 @@ fn runs_are_deterministic() {
 /// `out.png` and `log.jsonl` into `dir`, waits for three logged evaluations, checks that no
 /// output exists yet, sends `signal` (`-INT`, `-TERM`) and returns the exit code.
 #[cfg(unix)]
-fn interrupted_run(dir: &Path, extra: &[&str], signal: &str) -> Option<i32> {
+fn interrupted_run(dir: &Path, extra: &[&str], signal: &str, after_evals: usize) -> Option<i32> {
     let (out, log) = (dir.join("out.png"), dir.join("log.jsonl"));
     let data = root().join("tests/data");
     let mut child = Command::new(env!("CARGO_BIN_EXE_nst"))
@@ -242,7 +242,7 @@ fn interrupted_run(dir: &Path, extra: &[&str], signal: &str) -> Option<i32> {
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 3 {
+    while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < after_evals {
         assert!(
             started.elapsed().as_secs() < 120,
             "the run made no progress"
@@ -275,7 +275,7 @@ fn an_interrupted_run_keeps_its_best_image() {
     for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
         let dir = scratch(&format!("interrupt{signal}"));
         let out = dir.join("out.png");
-        let status = interrupted_run(&dir, &["--size", "64"], signal);
+        let status = interrupted_run(&dir, &["--size", "64"], signal, 3);
         assert_eq!(status, Some(code), "{signal}");
         let img = image::open(&out).expect("the best image was written");
         assert_eq!(img.width(), 64);
@@ -287,6 +287,26 @@ fn an_interrupted_run_keeps_its_best_image() {
     }
 }
 
+/// A tiled evaluation (`--tile 16`: 48 tiles per pass at 128×96, a few seconds) stops at the
+/// next tile when SIGTERM comes, instead of finishing first: a print's evaluation can take
+/// minutes, longer than the 30 s Slurm and Kubernetes leave before SIGKILL. The log keeps only
+/// the evaluation finished before the signal, and the best image is written.
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_a_tiled_evaluation_between_tiles() {
+    let dir = scratch("interrupt_tiled");
+    let status = interrupted_run(&dir, &["--size", "128", "--tile", "16"], "-TERM", 1);
+    assert_eq!(status, Some(143));
+    let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+    assert_eq!(
+        log.lines().count(),
+        1,
+        "the evaluation in progress ran to its end: {log}"
+    );
+    let img = image::open(dir.join("out.png")).expect("the best image was written");
+    assert_eq!((img.width(), img.height()), (128, 96));
+}
+
 /// Interrupted in a coarse stage (`--scales 48,96`, stopped while still at 48 px), the run still
 /// writes an output of the requested size, started from the coarse result the way the next stage
 /// would have been, and exits 130.
@@ -294,7 +314,7 @@ fn an_interrupted_run_keeps_its_best_image() {
 #[test]
 fn an_interrupted_coarse_stage_still_writes_the_full_size() {
     let dir = scratch("interrupt_coarse");
-    let status = interrupted_run(&dir, &["--size", "96", "--scales", "48,96"], "-INT");
+    let status = interrupted_run(&dir, &["--size", "96", "--scales", "48,96"], "-INT", 3);
     assert_eq!(status, Some(130));
     assert_stayed_in_the_first_stage(&dir.join("log.jsonl"));
     let img = image::open(dir.join("out.png")).expect("the output was written");

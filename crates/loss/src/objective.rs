@@ -151,9 +151,18 @@ impl<'n> Objective<'n> {
     /// `L(x)` and `∂L/∂x` for the image `x` (1×3×H×W, the content's size): one forward pass to
     /// the deepest layer needed, one backward pass. Only the image gets a gradient.
     pub fn evaluate(&self, x: &ArrayD<f32>) -> Evaluation {
+        self.evaluate_unless(x, &|| false)
+            .expect("an evaluation that is never stopped finishes")
+    }
+
+    /// [`evaluate`](Self::evaluate), or `None` if `stop` says yes before it is done. A tiled
+    /// evaluation asks `stop` before each tile and ends there (it can take minutes at print
+    /// sizes); a whole-image one asks once, before it starts.
+    pub fn evaluate_unless(&self, x: &ArrayD<f32>, stop: &dyn Fn() -> bool) -> Option<Evaluation> {
         match self.tile {
-            Some(side) => self.evaluate_tiled(x, side),
-            None => self.evaluate_on(&Graph::new(), x),
+            Some(side) => self.evaluate_tiled(x, side, stop),
+            None if stop() => None,
+            None => Some(self.evaluate_on(&Graph::new(), x)),
         }
     }
 

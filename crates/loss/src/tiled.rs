@@ -118,10 +118,14 @@ fn for_each_owned(
     names: &[String],
     geo: &TileGeometry,
     side: usize,
+    stop: &dyn Fn() -> bool,
     mut visit: impl FnMut(usize, Var, &Owned),
-) -> Result<(), VggError> {
+) -> Result<Pass, VggError> {
     let (h, w) = (image.shape()[2], image.shape()[3]);
     for t in tiles(h, w, side, geo) {
+        if stop() {
+            return Ok(Pass::Stopped);
+        }
         let g = Graph::new();
         let feats = vgg.features(g.constant(Arc::new(window_of(image, t.window))), names)?;
         for (l, f) in feats.into_iter().enumerate() {
@@ -132,7 +136,19 @@ fn for_each_owned(
             f.release();
         }
     }
-    Ok(())
+    Ok(Pass::Complete)
+}
+
+/// Whether a pass over the tiles visited them all, or was stopped between two of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    Complete,
+    Stopped,
+}
+
+/// The stop check of passes that always run to the end (the constant targets).
+fn never() -> bool {
+    false
 }
 
 /// The feature maps of `names` for a constant image, computed tile by tile and stitched.
@@ -145,7 +161,7 @@ pub(crate) fn tiled_features(
     let geo = vgg.tile_geometry(names)?;
     let (h, w) = (image.shape()[2], image.shape()[3]);
     let mut maps: Vec<Option<Array4<f32>>> = vec![None; names.len()];
-    for_each_owned(vgg, image, names, &geo, side, |l, f, o| {
+    for_each_owned(vgg, image, names, &geo, side, &never, |l, f, o| {
         let v = f.value();
         let c = v.shape()[1];
         let map = maps[l]
@@ -169,7 +185,7 @@ fn tiled_raw_grams(
     side: usize,
 ) -> Result<Vec<ArrayD<f64>>, VggError> {
     let mut sums: Vec<Option<ArrayD<f64>>> = vec![None; names.len()];
-    for_each_owned(vgg, image, names, geo, side, |l, f, _| {
+    for_each_owned(vgg, image, names, geo, side, &never, |l, f, _| {
         add_f64(&mut sums[l], &f.gram().value());
     })?;
     Ok(sums
@@ -208,8 +224,16 @@ pub(crate) fn tiled_grams(
 
 impl Objective<'_> {
     /// [`Objective::evaluate`] tile by tile (see the module documentation): the same loss and
-    /// gradient, up to rounding, with memory that follows tiles of `side` pixels.
-    pub(crate) fn evaluate_tiled(&self, x: &ArrayD<f32>, side: usize) -> Evaluation {
+    /// gradient, up to rounding, with memory that follows tiles of `side` pixels. `stop` is
+    /// asked before each tile of both passes; once it says yes the evaluation ends there and
+    /// gives `None` (a tiled evaluation of a print can take minutes, more than the grace period
+    /// a scheduler leaves between its SIGTERM and its SIGKILL).
+    pub(crate) fn evaluate_tiled(
+        &self,
+        x: &ArrayD<f32>,
+        side: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Evaluation> {
         let vgg = self.vgg;
         let names = &self.all_layers;
         let n_content = self.layers.content.len();
@@ -220,7 +244,7 @@ impl Objective<'_> {
         // First pass: content error sums and raw Gram sums over every tile's owned positions.
         let mut content_sums = vec![0.0f64; n_content];
         let mut grams: Vec<Option<ArrayD<f64>>> = vec![None; self.layers.style.len()];
-        for_each_owned(vgg, x, names, &geo, side, |l, f, o| {
+        let first = for_each_owned(vgg, x, names, &geo, side, stop, |l, f, o| {
             if l < n_content {
                 let target = part_of(&self.content_targets[l], o);
                 let v = f.value();
@@ -234,6 +258,9 @@ impl Objective<'_> {
             }
         })
         .expect("layers and size validated in new");
+        if first == Pass::Stopped {
+            return None;
+        }
 
         let content_sizes: Vec<f64> = (0..n_content)
             .map(|l| full_size(l, self.content_targets[l].shape()[1]) as f64)
@@ -265,6 +292,9 @@ impl Objective<'_> {
         let wts = self.weights;
         let mut grad = ArrayD::<f32>::zeros(x.raw_dim());
         for t in tiles(h, w, side, &geo) {
+            if stop() {
+                return None;
+            }
             let g = Graph::new();
             let window = g.param(window_of(x, t.window));
             let feats = vgg.features(window, names).expect("validated in new");
@@ -310,13 +340,13 @@ impl Objective<'_> {
         }
         let style = (style_layers.iter().sum::<f64>() / n_style) as f32;
         let content = content as f32;
-        Evaluation {
+        Some(Evaluation {
             total: wts.content * content + wts.style * style + wts.tv * tv,
             content,
             style,
             tv,
             style_layers: style_layers.iter().map(|&v| v as f32).collect(),
             grad,
-        }
+        })
     }
 }

@@ -107,3 +107,55 @@ fn tiles_cover_the_image_exactly_once() {
         assert!(count.iter().all(|&c| c == 1), "{h}×{w} by {side}");
     }
 }
+
+/// A tiled evaluation asks its stop check before every tile of both passes and ends at the first
+/// yes, with no result (a print's evaluation can outlast a scheduler's grace period); a
+/// whole-image one asks once, before it starts.
+#[test]
+fn a_tiled_evaluation_stops_between_tiles() {
+    let vgg = vgg16();
+    let weights = LossWeights::default_for(vgg.preprocessing());
+    let (h, w) = (97, 75);
+    let (content, styles, x) = (image(h, w, 0.0), [image(61, 83, 1.0)], image(h, w, 2.0));
+    let side = 48;
+    let objective = |tile| {
+        Objective::with_tiles(
+            &vgg,
+            &content,
+            &styles,
+            &[1.0],
+            Layers::default(),
+            weights,
+            tile,
+        )
+        .unwrap()
+    };
+    let tiled = objective(Some(side));
+    let geo = vgg.tile_geometry(&Layers::default().style).unwrap();
+    let per_pass = tiles(h, w, side, &geo).len();
+    assert_eq!(per_pass, 3 * 2);
+    let asked = std::cell::Cell::new(0);
+    // Says yes at its `at`-th question (never, for 0), counting them.
+    let stop_at = |at: usize| {
+        asked.set(0);
+        let asked = &asked;
+        move || {
+            asked.set(asked.get() + 1);
+            asked.get() == at
+        }
+    };
+    let whole = tiled.evaluate_unless(&x, &stop_at(0));
+    assert!(whole.is_some());
+    assert_eq!(asked.get(), 2 * per_pass, "once per tile of each pass");
+    for at in [1, 3, per_pass + 2, 2 * per_pass] {
+        assert!(
+            tiled.evaluate_unless(&x, &stop_at(at)).is_none(),
+            "stop at {at}"
+        );
+        assert_eq!(asked.get(), at, "asked again after the yes");
+    }
+    let untiled = objective(None);
+    assert!(untiled.evaluate_unless(&x, &stop_at(1)).is_none());
+    assert!(untiled.evaluate_unless(&x, &stop_at(2)).is_some());
+    assert_eq!(asked.get(), 1, "a whole-image evaluation asks once");
+}

@@ -95,8 +95,9 @@ pub type Observer<'a, E> = dyn FnMut(&EvalRecord, &ArrayD<f32>) -> Result<(), E>
 /// included). After each evaluation, `observe(record, image)` is called (for logging, progress
 /// and intermediate images); an error from it stops the run and is returned as it is (the
 /// observer's own error type `E`). Setting
-/// `interrupt` stops the run after the current evaluation, keeping the best image; so does an
-/// evaluation whose loss or gradient is not finite (see [`RunOutcome::non_finite`]).
+/// `interrupt` stops the run after the current evaluation — or, when evaluations are tiled,
+/// after the current tile, dropping the unfinished evaluation — keeping the best image; so does
+/// an evaluation whose loss or gradient is not finite (see [`RunOutcome::non_finite`]).
 pub fn run<E>(
     objective: &Objective,
     x0: ArrayD<f32>,
@@ -118,13 +119,13 @@ pub fn run<E>(
             if evals >= budget || failure.is_some() || non_finite.is_some() {
                 return None;
             }
-            if interrupt.load(Ordering::SeqCst) {
-                interrupted = true;
-                return None;
-            }
             let image = ArrayD::from_shape_vec(shape.clone(), xs.to_vec()).expect("image shape");
             let start = Instant::now();
-            let e = objective.evaluate(&image);
+            let Some(e) = objective.evaluate_unless(&image, &|| interrupt.load(Ordering::SeqCst))
+            else {
+                interrupted = true;
+                return None;
+            };
             evals += 1;
             let record = EvalRecord {
                 eval: evals,
