@@ -122,6 +122,9 @@ pub fn read_pairs(path: &Path) -> Result<Vec<(PathBuf, PathBuf)>, BatchError> {
         source,
     })?;
     let mut pairs = Vec::new();
+    // A spreadsheet's "CSV UTF-8" export starts with a byte-order mark; its line ends are CRLF
+    // (which `lines` already drops).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line.eq_ignore_ascii_case("content,style") {
@@ -405,6 +408,13 @@ mod tests {
                 ("b.jpg".into(), "y.jpg".into())
             ]
         );
+        // As a spreadsheet exports it: a byte-order mark and CRLF line ends.
+        std::fs::write(
+            &path,
+            "\u{feff}content,style\r\na.jpg,x.jpg\r\nb.jpg,y.jpg\r\n",
+        )
+        .unwrap();
+        assert_eq!(read_pairs(&path).unwrap(), pairs);
         std::fs::write(&path, "a.jpg,x.jpg\nb.jpg\n").unwrap();
         let err = read_pairs(&path).unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
