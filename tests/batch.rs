@@ -54,9 +54,14 @@ fn inputs(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     )
 }
 
-/// The lines of `DIR/batch.jsonl`.
+/// The lines of `DIR/batch.jsonl`, the log of an unsharded batch.
 fn log_lines(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("batch.jsonl"))
+    lines_of(&dir.join("batch.jsonl"))
+}
+
+/// The lines of a JSON-lines file (none if it does not exist).
+fn lines_of(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -95,7 +100,8 @@ fn ok(o: Output) -> Output {
 
 /// Three shards as three processes — one by `--shard`, one by Slurm's array variables, one by
 /// a Kubernetes Indexed Job's index — write every output exactly once, each shard the jobs
-/// `k mod 3`; a rerun of the whole batch then skips them all.
+/// `k mod 3` and its own log (`batch.shard-K-of-3.jsonl`: no file appended to by two
+/// processes); a rerun of the whole batch then skips them all.
 #[test]
 fn shards_cover_every_job_once_and_a_rerun_skips_all() {
     let dir = scratch("batch-shards");
@@ -116,7 +122,14 @@ fn shards_cover_every_job_once_and_a_rerun_skips_all() {
     for mut child in children {
         assert!(child.wait().unwrap().success());
     }
-    let lines = log_lines(&out);
+    assert!(
+        !out.join("batch.jsonl").exists(),
+        "a shard wrote the shared log"
+    );
+    let per_shard: Vec<Vec<Value>> = (0..3)
+        .map(|k| lines_of(&out.join(format!("batch.shard-{k}-of-3.jsonl"))))
+        .collect();
+    let lines: Vec<Value> = per_shard.concat();
     let done = statuses(&lines);
     assert_eq!(
         done,
@@ -129,10 +142,13 @@ fn shards_cover_every_job_once_and_a_rerun_skips_all() {
     );
     // Each process took the jobs k mod 3 of its shard: 0 by the option, 1 from Slurm (task 2
     // of an array from 1), 2 from Kubernetes.
-    for line in &lines {
-        let (job, shard) = (line["job"].as_u64().unwrap(), &line["shard"]);
-        assert_eq!(shard[1], 3, "{line}");
-        assert_eq!(shard[0].as_u64().unwrap(), job % 3, "{line}");
+    for (k, lines) in per_shard.iter().enumerate() {
+        for line in lines {
+            let (job, shard) = (line["job"].as_u64().unwrap(), &line["shard"]);
+            assert_eq!(shard[1], 3, "{line}");
+            assert_eq!(shard[0].as_u64().unwrap(), job % 3, "{line}");
+            assert_eq!(job % 3, k as u64, "a line in another shard's log: {line}");
+        }
     }
     let before: Vec<_> = outputs(&out)
         .iter()
@@ -141,7 +157,7 @@ fn shards_cover_every_job_once_and_a_rerun_skips_all() {
     ok(batch_cmd(&contents, &styles, &out, &["--quiet"])
         .output()
         .unwrap());
-    let rerun = &log_lines(&out)[8..];
+    let rerun = &log_lines(&out);
     assert_eq!(
         statuses(rerun),
         (0..8)

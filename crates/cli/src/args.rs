@@ -53,7 +53,7 @@ pub struct BatchArgs {
     #[arg(long, value_name = "FILE.csv", conflicts_with_all = ["content", "style"])]
     pub pairs: Option<PathBuf>,
     /// Where the outputs go, as `<content stem>__<style stem>.<format>`, with the job log
-    /// `batch.jsonl` (created if missing).
+    /// `batch.jsonl` (`batch.shard-K-of-N.jsonl` for a shard); created if missing.
     #[arg(long, value_name = "DIR")]
     pub out_dir: PathBuf,
     /// Output format.

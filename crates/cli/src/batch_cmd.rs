@@ -3,10 +3,11 @@
 //! written atomically), one failed pair never stops the rest, and one shard of a cluster job
 //! when `--shard` or the scheduler's environment says so (`nst_transfer::batch`).
 //!
-//! Every job appends one JSON line to `DIR/batch.jsonl`: `job`, `content`, `style`, `output`,
-//! `status` (`done`, `skipped`, `failed` or `interrupted`), `seconds`, `evals`, `loss`,
-//! `error`, and `shard` (`[K, N]`, or null for the whole batch). The exit code is 1 if any job failed, 128 + signal if stopped by SIGINT/SIGTERM
-//! (the unfinished pair writes nothing and is redone by the next run).
+//! Every job appends one JSON line to the batch's log (see [`log_path`]): `job`, `content`,
+//! `style`, `output`, `status` (`done`, `skipped`, `failed` or `interrupted`), `seconds`,
+//! `evals`, `loss`, `error`, and `shard` (`[K, N]`, or null for the whole batch). The exit code
+//! is 1 if any job failed, 128 + signal if stopped by SIGINT/SIGTERM (the unfinished pair
+//! writes nothing and is redone by the next run).
 
 use crate::args::{BatchArgs, ObjectiveArgs, TransferArgs};
 use crate::error::CliError;
@@ -16,7 +17,7 @@ use crate::transfer_cmd::{render, use_threads, validate_run, Ended, Partial, Sto
 use nst_transfer::batch::{all_pairs, expand, jobs, read_pairs, Job, Shard};
 use serde_json::json;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Runs `nst batch`.
@@ -59,7 +60,7 @@ pub fn batch(args: BatchArgs) -> Result<Ended, CliError> {
         args.out_dir.display()
     ));
 
-    let log = args.out_dir.join("batch.jsonl");
+    let log = log_path(&args.out_dir, shard);
     let stop = Stop::on_signals();
     let mut styles = StyleCache::default();
     let (mut done, mut skipped, mut failed) = (0, 0, 0);
@@ -167,8 +168,19 @@ fn job_args(args: &BatchArgs, job: &Job) -> TransferArgs {
     }
 }
 
-/// Appends one job's line to the log. One `write` of a whole line to a file opened for
-/// appending, so the lines of shards sharing a directory do not interleave.
+/// The log of a batch writing into `out_dir`: `batch.jsonl` for a whole batch, and one file
+/// per shard, `batch.shard-K-of-N.jsonl`, so that no two processes append to the same file —
+/// on NFS, where cluster jobs usually share their directory, appends from several machines
+/// can overwrite each other (open(2), `O_APPEND`). `cat DIR/batch*.jsonl` reads them all.
+pub fn log_path(out_dir: &Path, shard: Option<Shard>) -> PathBuf {
+    out_dir.join(match shard {
+        None => "batch.jsonl".to_string(),
+        Some(s) => format!("batch.shard-{}-of-{}.jsonl", s.index, s.count),
+    })
+}
+
+/// Appends one job's line to the log: one `write` of a whole line to a file opened for
+/// appending, which only this process writes (see [`log_path`]).
 fn append(
     log: &Path,
     shard: Option<Shard>,
