@@ -50,7 +50,8 @@ pub fn eval(args: EvalArgs) -> Result<(), CliError> {
         // `inf`/`NaN` (or JSON `null`) and writing a NaN gradient would pass garbage on silently.
         let reach = x.iter().fold(0f32, |m, v| m.max(v.abs()));
         return Err(format!(
-            "{}: the objective is not finite at this image (float32 overflow: its values reach              {reach:.3e} where images are in [0,1], with α={} β={} γ={}); nothing written",
+            "{}: the objective is not finite at this image (float32 overflow: its values reach \
+             {reach:.3e} where images are in [0,1], with α={} β={} γ={}); nothing written",
             args.image.display(),
             weights.content,
             weights.style,
