@@ -117,11 +117,33 @@ impl OutputFormat {
 /// any pixel is decoded — a 74-byte PNG claiming 100000×100000 pixels is an error, not a 30 GB
 /// allocation.
 pub fn load(path: &Path, limit: u64) -> Result<Rgb32FImage, ImageIoError> {
-    let file = std::fs::File::open(path).map_err(|source| ImageIoError::Io {
+    let (file, _) = open_regular(path)?;
+    decode(std::io::BufReader::new(file), path, limit)
+}
+
+/// Opens `path` for reading, with its size, if it is a regular file (or a link to one). A
+/// device such as `/dev/urandom` never ends — a decoder would read it forever, and reading it
+/// whole would fill the memory — and a pipe cannot be read twice (the JPEG end check, then the
+/// decoder), so both are refused here, before any reading.
+fn open_regular(path: &Path) -> Result<(std::fs::File, u64), ImageIoError> {
+    let io = |source| ImageIoError::Io {
         path: path.into(),
         source,
-    })?;
-    decode(std::io::BufReader::new(file), path, limit)
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if meta.is_file() {
+        return Ok((file, meta.len()));
+    }
+    let what = if meta.is_dir() {
+        "is a directory, not an image file"
+    } else {
+        "is not a regular file (a device or a pipe cannot be read as an image)"
+    };
+    Err(io(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        what,
+    )))
 }
 
 /// [`load`] from any reader (`path` names it in errors): the one decoding path, also what the
@@ -249,8 +271,12 @@ pub fn dimensions(path: &Path) -> Result<(u32, u32), ImageIoError> {
         path: path.into(),
         source,
     };
-    ImageReader::open(path)
-        .map_err(io)?
+    let (file, _) = open_regular(path)?;
+    let mut reader = ImageReader::new(std::io::BufReader::new(file));
+    if let Ok(format) = image::ImageFormat::from_path(path) {
+        reader.set_format(format);
+    }
+    reader
         .with_guessed_format()
         .map_err(io)?
         .into_dimensions()
@@ -353,13 +379,14 @@ pub fn load_npy(path: &Path, limit: u64) -> Result<ArrayD<f32>, ImageIoError> {
         path: path.into(),
         source,
     };
-    let size = std::fs::metadata(path).map_err(io)?.len();
+    let (mut file, size) = open_regular(path)?;
     if size > limit {
         return Err(bad(format!(
             "the file has {size} bytes, more than the {limit} allowed (half the memory budget)"
         )));
     }
-    let bytes = std::fs::read(path).map_err(io)?;
+    let mut bytes = Vec::with_capacity(size as usize);
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(io)?;
     npy_image(&bytes, path)
 }
 

@@ -183,3 +183,35 @@ fn npy_headers_with_nested_brackets_are_refused_before_parsing() {
     image_io::save(&path, &x).unwrap();
     assert_eq!(image_io::load_npy(&path, u64::MAX).unwrap(), x);
 }
+
+/// What is not a regular file is refused before a byte is read: `/dev/urandom` named `.jpg` or
+/// `.npy` never ends (the decoder would read it forever; the `.npy` reader would fill the
+/// memory) and `/dev/zero` likewise; a directory says so.
+#[cfg(unix)]
+#[test]
+fn devices_and_directories_are_refused_before_reading() {
+    let dir = scratch("devices");
+    let link = |name: &str, target: &str| {
+        let path = dir.join(name);
+        std::os::unix::fs::symlink(target, &path).unwrap();
+        path
+    };
+    let (jpg, png, npy) = (
+        link("random.jpg", "/dev/urandom"),
+        link("zero.png", "/dev/zero"),
+        link("zero.npy", "/dev/zero"),
+    );
+    let limit = 1 << 30;
+    let messages = [
+        image_io::load(&jpg, limit).map(|_| ()),
+        image_io::load(&png, limit).map(|_| ()),
+        image_io::dimensions(&jpg).map(|_| ()),
+        image_io::load_npy(&npy, limit).map(|_| ()),
+    ]
+    .map(|r| r.expect_err("a device was read as an image").to_string());
+    for msg in &messages {
+        assert!(msg.contains("is not a regular file"), "{msg}");
+    }
+    let msg = image_io::load(&dir, limit).unwrap_err().to_string();
+    assert!(msg.contains("is a directory"), "{msg}");
+}
