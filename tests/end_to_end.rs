@@ -393,6 +393,15 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         assert!(!out.exists(), "{extra:?} wrote an output");
     }
 
+    // An output that is an existing directory is refused before the run, not at its end.
+    let taken = dir.join("taken.png");
+    std::fs::create_dir_all(&taken).unwrap();
+    let o = nst(&["--output", taken.to_str().unwrap(), "--iters", "1000"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("taken.png: is a directory"), "{err}");
+    assert!(!err.contains("eval "), "the run started: {err}");
+
     // An output that cannot be created is found before the run, in well under a second's work.
     let started = std::time::Instant::now();
     let o = nst(&["--output", "/proc/nst-out.png", "--iters", "1000"]);

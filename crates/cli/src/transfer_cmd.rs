@@ -513,6 +513,10 @@ fn validate(a: &TransferArgs) -> Result<(), CliError> {
         ("--plot", a.plot.as_ref()),
         ("--log-json", a.log_json.as_ref()),
     ] {
+        // A directory of that name would make the final rename fail after the whole run.
+        if let Some(p) = path.filter(|p| p.is_dir()) {
+            return Err(format!("{name} {}: is a directory", p.display()).into());
+        }
         if let Some(dir) = path
             .and_then(|p| p.parent())
             .filter(|d| !d.as_os_str().is_empty())
