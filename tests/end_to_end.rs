@@ -740,6 +740,7 @@ fn the_memory_budget_is_checked_before_the_run() {
     let (plan, msg) = (String::from_utf8_lossy(&capped.stdout), stderr(&capped));
     assert!(capped.status.success(), "{msg}");
     assert!(msg.contains("L-BFGS history capped at"), "{msg}");
+    assert!(plan.contains("of a 3.0 GiB budget (--max-memory)"), "{plan}");
     let history: usize = plan
         .split("L-BFGS history ")
         .nth(1)

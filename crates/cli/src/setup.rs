@@ -77,7 +77,7 @@ fn user_data_dir() -> Option<PathBuf> {
 /// the default budget), so that a decoder bomb is refused instead of exhausting memory.
 pub fn decode_limit(max_memory: Option<u64>) -> u64 {
     max_memory
-        .or_else(nst_transfer::memory::default_budget)
+        .or_else(|| nst_transfer::memory::default_budget().map(|(b, _)| b))
         .map_or(u64::MAX, |b| b / 2)
 }
 

@@ -378,11 +378,12 @@ fn plan_run(
     }
     let mut optimizer = optimizer_kind(&args.run);
     // Unknown (no /proc, no cgroup) means unlimited: nothing to check against.
-    let budget = args
+    let (budget, source) = args
         .run
         .max_memory
+        .map(|b| (b, memory::BudgetSource::Option))
         .or_else(memory::default_budget)
-        .unwrap_or(u64::MAX);
+        .map_or((u64::MAX, None), |(b, s)| (b, Some(s)));
     let shape = memory::RunShape {
         content_layers: &args.objective.terms.content_layers,
         style_layers: &args.objective.terms.style_layers,
@@ -404,14 +405,17 @@ fn plan_run(
         ));
     }
     let plan_line = format!(
-        "plan: {}×{} px, estimated peak {} of a {} budget{}{}",
+        "plan: {}×{} px, estimated peak {} of {}{}{}",
         out_size.0,
         out_size.1,
         memory::format_bytes(plan.peak_bytes),
-        if budget == u64::MAX {
-            "unknown".to_string()
-        } else {
-            memory::format_bytes(budget)
+        match source {
+            Some(s) => format!(
+                "a {} budget ({})",
+                memory::format_bytes(budget),
+                s.describe()
+            ),
+            None => "an unknown budget".to_string(),
         },
         plan.tile
             .map_or(", whole-image evaluation".to_string(), |t| format!(

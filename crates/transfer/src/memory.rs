@@ -365,10 +365,34 @@ pub fn format_bytes(b: u64) -> String {
     }
 }
 
+/// Where a run's memory budget came from, said in the plan line (a job killed for memory is
+/// easier to understand when the plan names the limit it ran under).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetSource {
+    /// `--max-memory`.
+    Option,
+    /// 80 % of `MemAvailable`.
+    Available,
+    /// The cgroup's memory limit (a Kubernetes pod's or a Slurm job's).
+    Cgroup,
+}
+
+impl BudgetSource {
+    /// A few words for the plan line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BudgetSource::Option => "--max-memory",
+            BudgetSource::Available => "80% of available memory",
+            BudgetSource::Cgroup => "the cgroup's memory limit",
+        }
+    }
+}
+
 /// The default budget: the smaller of 80 % of the memory the kernel says is available
 /// (`MemAvailable`) and the memory limit of the cgroup the process runs in (Kubernetes and Slurm
-/// confine jobs to one; see [`cgroup_limit`]). `None` where neither can be read.
-pub fn default_budget() -> Option<u64> {
+/// confine jobs to one; see [`cgroup_limit`]), and which of the two it is. `None` where neither
+/// can be read.
+pub fn default_budget() -> Option<(u64, BudgetSource)> {
     let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
         m.lines()
             .find_map(|l| l.strip_prefix("MemAvailable:"))
@@ -378,8 +402,10 @@ pub fn default_budget() -> Option<u64> {
     let cgroup = std::fs::read_to_string("/proc/self/cgroup")
         .ok()
         .and_then(|own| cgroup_limit(&own, Path::new("/sys/fs/cgroup")));
+    let available = available.map(|a| (a, BudgetSource::Available));
+    let cgroup = cgroup.map(|c| (c, BudgetSource::Cgroup));
     match (available, cgroup) {
-        (Some(a), Some(c)) => Some(a.min(c)),
+        (Some(a), Some(c)) => Some(if c.0 < a.0 { c } else { a }),
         (a, c) => a.or(c),
     }
 }
