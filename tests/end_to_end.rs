@@ -740,7 +740,10 @@ fn the_memory_budget_is_checked_before_the_run() {
     let (plan, msg) = (String::from_utf8_lossy(&capped.stdout), stderr(&capped));
     assert!(capped.status.success(), "{msg}");
     assert!(msg.contains("L-BFGS history capped at"), "{msg}");
-    assert!(plan.contains("of a 3.0 GiB budget (--max-memory)"), "{plan}");
+    assert!(
+        plan.contains("of a 3.0 GiB budget (--max-memory)"),
+        "{plan}"
+    );
     let history: usize = plan
         .split("L-BFGS history ")
         .nth(1)
@@ -805,6 +808,41 @@ fn eval_prints_the_objective_and_its_gradient() {
             ((numeric - analytic) / analytic).abs() < 3e-2,
             "pixel {i}: finite difference {numeric:.4e}, gradient {analytic:.4e}"
         );
+    }
+}
+
+/// `--threads` must be 1 to 1024 in every command: rayon would read 0 as "one per core", and
+/// a typo of 100000 spent minutes starting threads before failing.
+#[test]
+fn thread_counts_out_of_range_are_refused_by_every_command() {
+    let (content, style) = (data("tubingen.jpg"), data("starry_night.jpg"));
+    let images = [
+        "--content",
+        arg(&content),
+        "--style",
+        arg(&style),
+        "--weights",
+    ];
+    let w = weights();
+    for (threads, expected) in [
+        ("0", "--threads must be at least 1"),
+        ("100000", "--threads 100000: at most 1024 worker threads"),
+    ] {
+        for command in ["transfer", "eval", "bench"] {
+            let mut args = vec![command, "--threads", threads];
+            match command {
+                "transfer" => args.extend(images.iter().chain(&[arg(&w), "--output", "x.png"])),
+                "eval" => args.extend(images.iter().chain(&[arg(&w), "--image", arg(&content)])),
+                _ => args.extend(["--size", "64x64", "--weights", arg(&w)]),
+            }
+            let o = Command::new(env!("CARGO_BIN_EXE_nst"))
+                .args(&args)
+                .output()
+                .unwrap();
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
     }
 }
 

@@ -493,8 +493,24 @@ fn optimizer_kind(args: &RunArgs) -> OptimizerKind {
     }
 }
 
+/// The most worker threads `--threads` accepts: far more than the cores of any server this
+/// runs on, and few enough to start at once (a typo of 100000 took minutes to fail).
+const MAX_THREADS: usize = 1024;
+
+/// Checks a `--threads` value: 1 to [`MAX_THREADS`] (rayon would read 0 as "the default").
+fn check_threads(threads: Option<usize>) -> Result<(), CliError> {
+    match threads {
+        Some(0) => Err("--threads must be at least 1".into()),
+        Some(n) if n > MAX_THREADS => {
+            Err(format!("--threads {n}: at most {MAX_THREADS} worker threads").into())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Sizes rayon's global pool to `threads` (`--threads`), or leaves its default, one per core.
 pub fn use_threads(threads: Option<usize>) -> Result<(), CliError> {
+    check_threads(threads)?;
     if let Some(n) = threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -591,9 +607,7 @@ pub fn validate_run(a: &RunArgs) -> Result<(), CliError> {
     if a.print_every == Some(0) {
         return Err("--print-every must be at least 1".into());
     }
-    if a.threads == Some(0) {
-        return Err("--threads must be at least 1".into());
-    }
+    check_threads(a.threads)?;
     stages_and_budgets(a)?;
     Ok(())
 }
