@@ -381,7 +381,7 @@ fn plan_run(
     let (budget, source) = args
         .run
         .max_memory
-        .map(|b| (b, memory::BudgetSource::Option))
+        .map(|b| (b, memory::BudgetSource::MaxMemory))
         .or_else(memory::default_budget)
         .map_or((u64::MAX, None), |(b, s)| (b, Some(s)));
     let shape = memory::RunShape {

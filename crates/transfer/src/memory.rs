@@ -370,7 +370,7 @@ pub fn format_bytes(b: u64) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BudgetSource {
     /// `--max-memory`.
-    Option,
+    MaxMemory,
     /// 80 % of `MemAvailable`.
     Available,
     /// The cgroup's memory limit (a Kubernetes pod's or a Slurm job's).
@@ -381,7 +381,7 @@ impl BudgetSource {
     /// A few words for the plan line.
     pub fn describe(self) -> &'static str {
         match self {
-            BudgetSource::Option => "--max-memory",
+            BudgetSource::MaxMemory => "--max-memory",
             BudgetSource::Available => "80% of available memory",
             BudgetSource::Cgroup => "the cgroup's memory limit",
         }
