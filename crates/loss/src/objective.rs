@@ -55,6 +55,14 @@ pub struct Evaluation {
     pub grad: ArrayD<f32>,
 }
 
+impl Evaluation {
+    /// Whether the total and every gradient entry are finite: float32 overflows (huge weights,
+    /// pixel values far outside [0, 1]) give `inf` or `NaN`, from which no step can be taken.
+    pub fn is_finite(&self) -> bool {
+        self.total.is_finite() && self.grad.iter().all(|g| g.is_finite())
+    }
+}
+
 /// The objective for one content image and one or more style images, with its targets — the
 /// content features `F_l(c)` and the blended style Grams `A_l` — computed once up front.
 pub struct Objective<'n> {

@@ -140,7 +140,7 @@ pub fn run<E>(
                 return None;
             }
             last = Some(record);
-            if !e.total.is_finite() || e.grad.iter().any(|v| !v.is_finite()) {
+            if !e.is_finite() {
                 non_finite = Some(evals);
                 return None;
             }
