@@ -171,13 +171,7 @@ pub fn decode(
         });
     }
     reader.seek(std::io::SeekFrom::Start(start)).map_err(io)?;
-    // The extension first (TGA has no magic number), then the content, which wins if it is
-    // recognised (a PNG named .jpg is read as the PNG it is).
-    let mut reader = ImageReader::new(reader);
-    if let Ok(format) = image::ImageFormat::from_path(path) {
-        reader.set_format(format);
-    }
-    let mut reader = reader.with_guessed_format().map_err(io)?;
+    let mut reader = image_reader(reader, path).map_err(io)?;
     let mut limits = Limits::default();
     limits.max_alloc = Some(limit);
     reader.limits(limits);
@@ -264,6 +258,20 @@ fn jpeg_reaches_its_end(reader: impl std::io::BufRead) -> std::io::Result<bool> 
     }
 }
 
+/// A reader of the image in `reader`, its format chosen as both [`decode`] and [`dimensions`]
+/// need: the extension of `path` first (TGA has no magic number), then the content, which wins
+/// if it is recognised (a PNG named .jpg is read as the PNG it is).
+fn image_reader<R: std::io::BufRead + std::io::Seek>(
+    reader: R,
+    path: &Path,
+) -> std::io::Result<ImageReader<R>> {
+    let mut reader = ImageReader::new(reader);
+    if let Ok(format) = image::ImageFormat::from_path(path) {
+        reader.set_format(format);
+    }
+    reader.with_guessed_format()
+}
+
 /// An image file's width and height, read from its header without decoding the pixels (to plan
 /// memory before anything large is allocated).
 pub fn dimensions(path: &Path) -> Result<(u32, u32), ImageIoError> {
@@ -272,12 +280,7 @@ pub fn dimensions(path: &Path) -> Result<(u32, u32), ImageIoError> {
         source,
     };
     let (file, _) = open_regular(path)?;
-    let mut reader = ImageReader::new(std::io::BufReader::new(file));
-    if let Ok(format) = image::ImageFormat::from_path(path) {
-        reader.set_format(format);
-    }
-    reader
-        .with_guessed_format()
+    image_reader(std::io::BufReader::new(file), path)
         .map_err(io)?
         .into_dimensions()
         .map_err(|e| ImageIoError::Decode {
