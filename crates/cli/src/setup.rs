@@ -76,9 +76,7 @@ fn user_data_dir() -> Option<PathBuf> {
 /// How many bytes decoding one image file may use: half the memory budget (`--max-memory`, or
 /// the default budget), so that a decoder bomb is refused instead of exhausting memory.
 pub fn decode_limit(max_memory: Option<u64>) -> u64 {
-    max_memory
-        .or_else(|| nst_transfer::memory::default_budget().map(|(b, _)| b))
-        .map_or(u64::MAX, |b| b / 2)
+    nst_transfer::memory::budget(max_memory).map_or(u64::MAX, |(b, _)| b / 2)
 }
 
 /// The longer side of the style images for an output whose longer side is `size`

@@ -378,12 +378,8 @@ fn plan_run(
     }
     let mut optimizer = optimizer_kind(&args.run);
     // Unknown (no /proc, no cgroup) means unlimited: nothing to check against.
-    let (budget, source) = args
-        .run
-        .max_memory
-        .map(|b| (b, memory::BudgetSource::MaxMemory))
-        .or_else(memory::default_budget)
-        .map_or((u64::MAX, None), |(b, s)| (b, Some(s)));
+    let (budget, source) =
+        memory::budget(args.run.max_memory).map_or((u64::MAX, None), |(b, s)| (b, Some(s)));
     let shape = memory::RunShape {
         content_layers: &args.objective.terms.content_layers,
         style_layers: &args.objective.terms.style_layers,

@@ -388,6 +388,14 @@ impl BudgetSource {
     }
 }
 
+/// A run's memory budget and where it came from: `max_memory` (`--max-memory`) if given, else
+/// [`default_budget`]. `None` where neither is known.
+pub fn budget(max_memory: Option<u64>) -> Option<(u64, BudgetSource)> {
+    max_memory
+        .map(|b| (b, BudgetSource::MaxMemory))
+        .or_else(default_budget)
+}
+
 /// The default budget: the smaller of 80 % of the memory the kernel says is available
 /// (`MemAvailable`) and the memory limit of the cgroup the process runs in (Kubernetes and Slurm
 /// confine jobs to one; see [`cgroup_limit`]), and which of the two it is. `None` where neither
