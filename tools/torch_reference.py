@@ -2,7 +2,7 @@
 """An independent PyTorch implementation of the objective, to cross-check the Rust one.
 
     python3 tools/torch_reference.py fixtures     # (re)write tests/fixtures/ from PyTorch
-    python3 tools/torch_reference.py lbfgs ...    # used by tools/compare_lbfgs.py
+    python3 tools/torch_reference.py lbfgs ...    # used by benches/*.py
 
 Installs PyTorch into a throw-away venv (tools/.venv-torch) on first use and re-runs itself
 there. The Rust tests never need PyTorch: they read the committed fixtures.
@@ -197,7 +197,14 @@ def write_converter_fixtures(out):
 
 
 def run_lbfgs(args):
-    """L-BFGS with strong Wolfe for a fixed number of evaluations; prints a JSON summary."""
+    """L-BFGS with strong Wolfe for a fixed number of evaluations; prints a JSON summary.
+
+    With --checkpoint the run can span several sittings: every --checkpoint-every iterations it
+    saves the image, the optimizer's state (its history included) and the log, and a run started
+    with an existing checkpoint goes on from there. The trajectory is the same as one sitting's:
+    torch's LBFGS re-evaluates the current point at the start of each step() call, and the
+    closure answers that from a small cache of the points it has evaluated, so no evaluation is
+    repeated or counted twice."""
     import argparse
     import time
 
@@ -212,6 +219,9 @@ def run_lbfgs(args):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-jsonl", help="also append each evaluation to this file as it is made "
                    "(for runs too long to wait for the summary)")
+    p.add_argument("--checkpoint", help="save the run to this file as it goes, and resume from it "
+                   "if it exists (for runs longer than a sitting)")
+    p.add_argument("--checkpoint-every", type=int, default=10, help="iterations between saves")
     a = p.parse_args(args)
     torch.set_num_threads(a.threads)
     vgg = TorchVgg(a.weights)
@@ -222,8 +232,21 @@ def run_lbfgs(args):
     opt = torch.optim.LBFGS([x], max_iter=a.evals, max_eval=a.evals, history_size=100,
                             line_search_fn="strong_wolfe", tolerance_grad=0, tolerance_change=0)
     log = []
+    # (point, loss, gradient) of the latest evaluations, newest last: a line search may end on a
+    # point it evaluated before its last one.
+    seen = []
+    if a.checkpoint and os.path.exists(a.checkpoint):
+        saved = torch.load(a.checkpoint)
+        with torch.no_grad():
+            x.copy_(saved["x"])
+        opt.load_state_dict(saved["optimizer"])
+        log, seen = saved["log"], [saved["current"]]
 
     def closure():
+        for point, loss, grad in reversed(seen):
+            if torch.equal(point, x.detach()):
+                x.grad = grad.clone()
+                return loss
         t0 = time.perf_counter()
         opt.zero_grad()
         total, lc, ls, ltv = obj.terms(x)
@@ -233,9 +256,26 @@ def run_lbfgs(args):
         if a.log_jsonl:
             with open(a.log_jsonl, "a") as f:
                 f.write(json.dumps(log[-1]) + "\n")
+        seen.append((x.detach().clone(), total.detach(), x.grad.clone()))
+        del seen[:-4]
         return total
 
-    opt.step(closure)
+    if not a.checkpoint:
+        opt.step(closure)
+    while a.checkpoint and len(log) < a.evals:
+        # step() counts its first evaluation of the current point, answered from `seen` after
+        # the first call: allow for it so the run stops where one long call would.
+        first_is_new = not seen
+        opt.param_groups[0]["max_iter"] = a.checkpoint_every
+        opt.param_groups[0]["max_eval"] = a.evals - len(log) + (0 if first_is_new else 1)
+        n_iter = opt.state[x].get("n_iter", 0)
+        opt.step(closure)
+        current = next(s for s in reversed(seen) if torch.equal(s[0], x.detach()))
+        tmp = a.checkpoint + ".tmp"
+        torch.save({"x": x.detach(), "optimizer": opt.state_dict(), "log": log, "current": current}, tmp)
+        os.replace(tmp, a.checkpoint)
+        if opt.state[x]["n_iter"] - n_iter < a.checkpoint_every:
+            break  # stopped by its own criteria (budget reached, or no progress possible)
     with torch.no_grad():
         final = obj.terms(x)
     print(json.dumps({"evals": len(log), "final_total": final[0].item(), "final_content": final[1].item(),
