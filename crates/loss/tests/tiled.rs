@@ -25,6 +25,28 @@ fn image(h: usize, w: usize, seed: f32) -> ArrayD<f32> {
     })
 }
 
+/// The objective of the default layers for `content` and one style, tiled by `tile` (`None`: whole
+/// images).
+fn objective<'n>(
+    vgg: &'n Vgg,
+    content: &ArrayD<f32>,
+    style: &ArrayD<f32>,
+    weights: LossWeights,
+    tile: Option<usize>,
+) -> Objective<'n> {
+    let styles = [style.clone()];
+    Objective::with_tiles(
+        vgg,
+        content,
+        &styles,
+        &[1.0],
+        Layers::default(),
+        weights,
+        tile,
+    )
+    .unwrap()
+}
+
 #[test]
 fn tiled_evaluation_equals_the_untiled_one() {
     let vgg = vgg16();
@@ -34,26 +56,14 @@ fn tiled_evaluation_equals_the_untiled_one() {
     };
     let (h, w) = (97, 75);
     let content = image(h, w, 0.0);
-    let styles = [image(61, 83, 1.0)];
+    let style = image(61, 83, 1.0);
     let x = image(h, w, 2.0);
-    let whole = Objective::new(&vgg, &content, &styles, &[1.0], Layers::default(), weights)
-        .unwrap()
-        .evaluate(&x);
+    let whole = objective(&vgg, &content, &style, weights, None).evaluate(&x);
     let scale = whole.grad.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     assert!(scale > 0.0 && whole.content > 0.0 && whole.style > 0.0);
     // 16 and 48 px are smaller than the 64 px halo; 48 and 80 do not divide 97×75; 128 is one tile.
     for side in [16, 48, 80, 128] {
-        let tiled = Objective::with_tiles(
-            &vgg,
-            &content,
-            &styles,
-            &[1.0],
-            Layers::default(),
-            weights,
-            Some(side),
-        )
-        .unwrap()
-        .evaluate(&x);
+        let tiled = objective(&vgg, &content, &style, weights, Some(side)).evaluate(&x);
         for (name, a, b) in [
             ("total", tiled.total, whole.total),
             ("content", tiled.content, whole.content),
@@ -116,21 +126,9 @@ fn a_tiled_evaluation_stops_between_tiles() {
     let vgg = vgg16();
     let weights = LossWeights::default_for(vgg.preprocessing());
     let (h, w) = (97, 75);
-    let (content, styles, x) = (image(h, w, 0.0), [image(61, 83, 1.0)], image(h, w, 2.0));
+    let (content, style, x) = (image(h, w, 0.0), image(61, 83, 1.0), image(h, w, 2.0));
     let side = 48;
-    let objective = |tile| {
-        Objective::with_tiles(
-            &vgg,
-            &content,
-            &styles,
-            &[1.0],
-            Layers::default(),
-            weights,
-            tile,
-        )
-        .unwrap()
-    };
-    let tiled = objective(Some(side));
+    let tiled = objective(&vgg, &content, &style, weights, Some(side));
     let geo = vgg.tile_geometry(&Layers::default().style).unwrap();
     let per_pass = tiles(h, w, side, &geo).len();
     assert_eq!(per_pass, 3 * 2);
@@ -154,7 +152,7 @@ fn a_tiled_evaluation_stops_between_tiles() {
         );
         assert_eq!(asked.get(), at, "asked again after the yes");
     }
-    let untiled = objective(None);
+    let untiled = objective(&vgg, &content, &style, weights, None);
     assert!(untiled.evaluate_unless(&x, &stop_at(1)).is_none());
     assert!(untiled.evaluate_unless(&x, &stop_at(2)).is_some());
     assert_eq!(asked.get(), 1, "a whole-image evaluation asks once");
