@@ -266,7 +266,7 @@ fn assert_stayed_in_the_first_stage(log: &Path) {
     );
 }
 
-/// SIGINT stops the run after the current evaluation and writes the best image so far.
+/// SIGINT stops the run and writes the best image so far.
 #[cfg(unix)]
 #[test]
 fn an_interrupted_run_keeps_its_best_image() {
@@ -287,24 +287,34 @@ fn an_interrupted_run_keeps_its_best_image() {
     }
 }
 
-/// A tiled evaluation (`--tile 16`: 48 tiles per pass at 128×96, a few seconds) stops at the
-/// next tile when SIGTERM comes, instead of finishing first: a print's evaluation can take
-/// minutes, longer than the 30 s Slurm and Kubernetes leave before SIGKILL. The log keeps only
-/// the evaluation finished before the signal, and the best image is written.
+/// SIGTERM stops the evaluation in progress within a layer instead of letting it finish: a
+/// print's evaluation can take minutes, longer than the 30 s Slurm and Kubernetes leave before
+/// SIGKILL. Tried on a tiled evaluation (`--tile 16`: 48 tiles per pass at 128×96, a few seconds)
+/// and on a whole one long enough to be caught in the middle (1024×768, seconds). The log keeps
+/// only the evaluation finished before the signal, and the best image is written.
 #[cfg(unix)]
 #[test]
-fn sigterm_stops_a_tiled_evaluation_between_tiles() {
-    let dir = scratch("interrupt_tiled");
-    let status = interrupted_run(&dir, &["--size", "128", "--tile", "16"], "-TERM", 1);
-    assert_eq!(status, Some(143));
-    let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
-    assert_eq!(
-        log.lines().count(),
-        1,
-        "the evaluation in progress ran to its end: {log}"
-    );
-    let img = image::open(dir.join("out.png")).expect("the best image was written");
-    assert_eq!((img.width(), img.height()), (128, 96));
+fn sigterm_stops_an_evaluation_part_way() {
+    for (name, extra, size) in [
+        ("tiled", &["--size", "128", "--tile", "16"], (128, 96)),
+        (
+            "whole",
+            &["--size", "1024", "--max-memory", "8G"],
+            (1024, 768),
+        ),
+    ] {
+        let dir = scratch(&format!("interrupt_{name}"));
+        let status = interrupted_run(&dir, extra, "-TERM", 1);
+        assert_eq!(status, Some(143), "{name}");
+        let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+        assert_eq!(
+            log.lines().count(),
+            1,
+            "{name}: the evaluation in progress ran to its end: {log}"
+        );
+        let img = image::open(dir.join("out.png")).expect("the best image was written");
+        assert_eq!((img.width(), img.height()), size, "{name}");
+    }
 }
 
 /// Interrupted in a coarse stage (`--scales 48,96`, stopped while still at 48 px), the run still

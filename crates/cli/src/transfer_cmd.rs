@@ -77,9 +77,9 @@ pub struct Stop {
 
 impl Stop {
     /// SIGINT (Ctrl-C) and SIGTERM (what Slurm, Kubernetes and systemd send) set the flag,
-    /// which stops the run after the current evaluation (a tiled one at its next tile), and
-    /// record which signal came (for the
-    /// exit code 128 + signal). A second signal ends the process at once.
+    /// which stops the run, dropping the evaluation in progress at its next layer, and record
+    /// which signal came (for the exit code 128 + signal). A second signal ends the process at
+    /// once.
     pub fn on_signals() -> Self {
         use signal_hook::consts::{SIGINT, SIGTERM};
         use signal_hook::flag;

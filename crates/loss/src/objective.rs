@@ -163,14 +163,15 @@ impl<'n> Objective<'n> {
             .expect("an evaluation that is never stopped finishes")
     }
 
-    /// [`evaluate`](Self::evaluate), or `None` if `stop` says yes before it is done. A tiled
-    /// evaluation asks `stop` before each tile and ends there (it can take minutes at print
-    /// sizes); a whole-image one asks once, before it starts.
+    /// [`evaluate`](Self::evaluate), or `None` if `stop` says yes before it is done. `stop` is
+    /// asked before every layer of the forward pass and every op of the backward pass (of every
+    /// tile, when tiled), so an evaluation ends within a layer of being told to: one can take
+    /// tens of seconds to minutes at print sizes, more than the grace period a scheduler leaves
+    /// between its SIGTERM and its SIGKILL.
     pub fn evaluate_unless(&self, x: &ArrayD<f32>, stop: &dyn Fn() -> bool) -> Option<Evaluation> {
         match self.tile {
             Some(side) => self.evaluate_tiled(x, side, stop),
-            None if stop() => None,
-            None => Some(self.evaluate_on(&Graph::new(), x)),
+            None => self.evaluate_on(&Graph::new(), x, stop),
         }
     }
 
@@ -178,16 +179,23 @@ impl<'n> Objective<'n> {
     /// (network layers labelled by name), its forward and backward wall time.
     pub fn evaluate_profiled(&self, x: &ArrayD<f32>) -> (Evaluation, Vec<OpTiming>) {
         let g = Graph::profiled();
-        let e = self.evaluate_on(&g, x);
+        let e = self
+            .evaluate_on(&g, x, &|| false)
+            .expect("an evaluation that is never stopped finishes");
         (e, g.profile())
     }
 
-    fn evaluate_on(&self, g: &Graph, x: &ArrayD<f32>) -> Evaluation {
+    fn evaluate_on(
+        &self,
+        g: &Graph,
+        x: &ArrayD<f32>,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Evaluation> {
         let image = g.param(x.clone());
         let feats = self
             .vgg
-            .features(image, &self.all_layers)
-            .expect("layers and size validated in new");
+            .features_unless(image, &self.all_layers, stop)
+            .expect("layers and size validated in new")?;
         let (content_feats, style_feats) = feats.split_at(self.layers.content.len());
         let lc = content_loss(content_feats, &self.content_targets);
         let per_layer = style_layer_losses(style_feats, &self.style_targets);
@@ -200,18 +208,18 @@ impl<'n> Objective<'n> {
         feats.iter().for_each(|f| f.release());
         // The backward pass frees the tape as it goes: read the terms first.
         let (total_v, content, style, tv) = (total.item(), lc.item(), ls.item(), ltv.item());
-        let mut grads = g.backward(total);
+        let mut grads = g.backward_unless(total, stop)?;
         let grad = grads
             .take(image)
             .unwrap_or_else(|| ArrayD::zeros(x.raw_dim()));
-        Evaluation {
+        Some(Evaluation {
             total: total_v,
             content,
             style,
             tv,
             style_layers,
             grad,
-        }
+        })
     }
 }
 

@@ -123,11 +123,11 @@ fn for_each_owned(
 ) -> Result<Pass, VggError> {
     let (h, w) = (image.shape()[2], image.shape()[3]);
     for t in tiles(h, w, side, geo) {
-        if stop() {
-            return Ok(Pass::Stopped);
-        }
         let g = Graph::new();
-        let feats = vgg.features(g.constant(Arc::new(window_of(image, t.window))), names)?;
+        let window = g.constant(Arc::new(window_of(image, t.window)));
+        let Some(feats) = vgg.features_unless(window, names, stop)? else {
+            return Ok(Pass::Stopped);
+        };
         for (l, f) in feats.into_iter().enumerate() {
             let o = owned_at(&t, geo.scales[l]);
             if o.rows > 0 && o.cols > 0 {
@@ -139,7 +139,7 @@ fn for_each_owned(
     Ok(Pass::Complete)
 }
 
-/// Whether a pass over the tiles visited them all, or was stopped between two of them.
+/// Whether a pass over the tiles visited them all, or was stopped part-way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pass {
     Complete,
@@ -225,9 +225,8 @@ pub(crate) fn tiled_grams(
 impl Objective<'_> {
     /// [`Objective::evaluate`] tile by tile (see the module documentation): the same loss and
     /// gradient, up to rounding, with memory that follows tiles of `side` pixels. `stop` is
-    /// asked before each tile of both passes; once it says yes the evaluation ends there and
-    /// gives `None` (a tiled evaluation of a print can take minutes, more than the grace period
-    /// a scheduler leaves between its SIGTERM and its SIGKILL).
+    /// asked before each layer and backward op of every tile of both passes; once it says yes
+    /// the evaluation ends there and gives `None` (see [`Objective::evaluate_unless`]).
     pub(crate) fn evaluate_tiled(
         &self,
         x: &ArrayD<f32>,
@@ -292,12 +291,11 @@ impl Objective<'_> {
         let wts = self.weights;
         let mut grad = ArrayD::<f32>::zeros(x.raw_dim());
         for t in tiles(h, w, side, &geo) {
-            if stop() {
-                return None;
-            }
             let g = Graph::new();
             let window = g.param(window_of(x, t.window));
-            let feats = vgg.features(window, names).expect("validated in new");
+            let feats = vgg
+                .features_unless(window, names, stop)
+                .expect("validated in new")?;
             let mut terms: Vec<Var> = Vec::new();
             for (l, f) in feats.iter().enumerate() {
                 let o = owned_at(&t, geo.scales[l]);
@@ -320,7 +318,7 @@ impl Objective<'_> {
             let Some(surrogate) = terms.into_iter().reduce(|a, b| a + b) else {
                 continue;
             };
-            if let Some(dw) = g.backward(surrogate).take(window) {
+            if let Some(dw) = g.backward_unless(surrogate, stop)?.take(window) {
                 let r = t.window;
                 let mut rows = grad.slice_axis_mut(Axis(2), Slice::from(r.top..r.bottom));
                 let mut dst = rows.slice_axis_mut(Axis(3), Slice::from(r.left..r.right));

@@ -118,20 +118,16 @@ fn tiles_cover_the_image_exactly_once() {
     }
 }
 
-/// A tiled evaluation asks its stop check before every tile of both passes and ends at the first
-/// yes, with no result (a print's evaluation can outlast a scheduler's grace period); a
-/// whole-image one asks once, before it starts.
+/// An evaluation asks its stop check before every layer and backward op — of every tile of both
+/// passes, when tiled — and ends at the first yes with no result: an evaluation of a print can
+/// outlast the grace period between a scheduler's SIGTERM and its SIGKILL.
 #[test]
-fn a_tiled_evaluation_stops_between_tiles() {
+fn an_evaluation_stops_within_a_layer_of_being_told() {
     let vgg = vgg16();
     let weights = LossWeights::default_for(vgg.preprocessing());
     let (h, w) = (97, 75);
     let (content, style, x) = (image(h, w, 0.0), image(61, 83, 1.0), image(h, w, 2.0));
-    let side = 48;
-    let tiled = objective(&vgg, &content, &style, weights, Some(side));
     let geo = vgg.tile_geometry(&Layers::default().style).unwrap();
-    let per_pass = tiles(h, w, side, &geo).len();
-    assert_eq!(per_pass, 3 * 2);
     let asked = std::cell::Cell::new(0);
     // Says yes at its `at`-th question (never, for 0), counting them.
     let stop_at = |at: usize| {
@@ -142,18 +138,22 @@ fn a_tiled_evaluation_stops_between_tiles() {
             asked.get() == at
         }
     };
-    let whole = tiled.evaluate_unless(&x, &stop_at(0));
-    assert!(whole.is_some());
-    assert_eq!(asked.get(), 2 * per_pass, "once per tile of each pass");
-    for at in [1, 3, per_pass + 2, 2 * per_pass] {
+    for tile in [Some(48), None] {
+        let objective = objective(&vgg, &content, &style, weights, tile);
+        assert!(objective.evaluate_unless(&x, &stop_at(0)).is_some());
+        let questions = asked.get();
+        // A forward pass to relu5_1 runs 26 layers: dozens of questions per tile and pass.
+        let passes = 2 * tile.map_or(1, |side| tiles(h, w, side, &geo).len());
         assert!(
-            tiled.evaluate_unless(&x, &stop_at(at)).is_none(),
-            "stop at {at}"
+            questions >= 26 * passes,
+            "{tile:?}: asked {questions} times in {passes} tile passes"
         );
-        assert_eq!(asked.get(), at, "asked again after the yes");
+        for at in [1, 2, questions / 2, questions] {
+            assert!(
+                objective.evaluate_unless(&x, &stop_at(at)).is_none(),
+                "{tile:?}: stop at {at}"
+            );
+            assert_eq!(asked.get(), at, "{tile:?}: asked again after the yes");
+        }
     }
-    let untiled = objective(&vgg, &content, &style, weights, None);
-    assert!(untiled.evaluate_unless(&x, &stop_at(1)).is_none());
-    assert!(untiled.evaluate_unless(&x, &stop_at(2)).is_some());
-    assert_eq!(asked.get(), 1, "a whole-image evaluation asks once");
 }

@@ -227,6 +227,19 @@ impl Graph {
     /// If `loss` is not a single-element tensor or belongs to another graph.
     #[track_caller]
     pub fn backward(&self, loss: Var) -> Gradients {
+        self.backward_unless(loss, &|| false)
+            .expect("a pass that is never stopped ends")
+    }
+
+    /// [`Graph::backward`], asking `stop` before each op's derivative and ending at the first
+    /// yes with `None`, the tape half consumed (drop the graph). An evaluation of a large image
+    /// takes tens of seconds; this is how a run told to stop (SIGTERM, with a scheduler's SIGKILL
+    /// 30 s behind it) gets out of one within an op.
+    ///
+    /// # Panics
+    /// As [`Graph::backward`].
+    #[track_caller]
+    pub fn backward_unless(&self, loss: Var, stop: &dyn Fn() -> bool) -> Option<Gradients> {
         assert!(
             std::ptr::eq(loss.graph, self),
             "backward: the loss belongs to another graph"
@@ -240,7 +253,7 @@ impl Graph {
         );
         let mut grads: Vec<Option<ArrayD<f32>>> = vec![None; nodes.len()];
         if !nodes[loss.id].requires_grad {
-            return Gradients { grads };
+            return Some(Gradients { grads });
         }
         grads[loss.id] = Some(ArrayD::ones(loss_shape));
         for id in (0..=loss.id).rev() {
@@ -254,6 +267,9 @@ impl Graph {
                 release_read_values(&mut nodes, &reads);
                 continue;
             };
+            if stop() {
+                return None;
+            }
             let start = Instant::now();
             let value_of = |i: usize| -> &ArrayD<f32> {
                 nodes[i]
@@ -280,7 +296,7 @@ impl Graph {
                 t.backward = start.elapsed();
             }
         }
-        Gradients { grads }
+        Some(Gradients { grads })
     }
 }
 

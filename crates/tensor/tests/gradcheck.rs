@@ -330,3 +330,35 @@ fn release_frees_only_what_no_derivative_reads() {
     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| relu.value()));
     assert!(read.is_err(), "a released value must not be readable");
 }
+
+/// `backward_unless` asks its stop check once before each derivative and ends at the first yes
+/// with nothing; never told to stop, it gives what `backward` gives.
+#[test]
+fn backward_unless_stops_before_the_next_derivative() {
+    let x0 = random(&mut rng(25), &[1, 2, 5, 4]);
+    // The gradient, and how often `stop` was asked, when it says yes at its `at`-th question
+    // (never, for 0).
+    let run = |at: usize| {
+        let g = Graph::new();
+        let x = g.param(x0.clone());
+        let loss = x.relu().max_pool2().gram().square().mean();
+        let asked = std::cell::Cell::new(0);
+        let grads = g.backward_unless(loss, &|| {
+            asked.set(asked.get() + 1);
+            asked.get() == at
+        });
+        (asked.get(), grads.map(|mut d| d.take(x).unwrap()))
+    };
+    let g = Graph::new();
+    let x = g.param(x0.clone());
+    let want = g
+        .backward(x.relu().max_pool2().gram().square().mean())
+        .take(x)
+        .unwrap();
+    let (ops, all) = run(0);
+    assert_eq!(ops, 5, "once per op: mean, square, gram, pool, relu");
+    assert_eq!(all, Some(want));
+    for at in 1..=ops {
+        assert_eq!(run(at), (at, None), "stop at question {at}");
+    }
+}

@@ -94,10 +94,10 @@ pub type Observer<'a, E> = dyn FnMut(&EvalRecord, &ArrayD<f32>) -> Result<(), E>
 /// Minimises `objective` from `x0` for at most `budget` evaluations (line-search evaluations
 /// included). After each evaluation, `observe(record, image)` is called (for logging, progress
 /// and intermediate images); an error from it stops the run and is returned as it is (the
-/// observer's own error type `E`). Setting
-/// `interrupt` stops the run after the current evaluation — or, when evaluations are tiled,
-/// after the current tile, dropping the unfinished evaluation — keeping the best image; so does
-/// an evaluation whose loss or gradient is not finite (see [`RunOutcome::non_finite`]).
+/// observer's own error type `E`). Setting `interrupt` stops the run, dropping the evaluation in
+/// progress at its next layer or backward op (`Objective::evaluate_unless`), and keeps the best
+/// image; so does an evaluation whose loss or gradient is not finite (see
+/// [`RunOutcome::non_finite`]).
 pub fn run<E>(
     objective: &Objective,
     x0: ArrayD<f32>,

@@ -182,6 +182,19 @@ impl Vgg {
     /// `(x·scale − mean)/std` — and only then zero-padded by the first convolution, as in the
     /// frameworks the weights come from.
     pub fn features<'g>(&self, image: Var<'g>, names: &[String]) -> Result<Vec<Var<'g>>, VggError> {
+        self.features_unless(image, names, &|| false)
+            .map(|maps| maps.expect("a pass that is never stopped ends"))
+    }
+
+    /// [`Vgg::features`], asking `stop` before each layer and ending at the first yes with
+    /// `Ok(None)` (the tape is then of no use: drop its graph). Lets a run told to stop get out
+    /// of a long evaluation within a layer (see `Graph::backward_unless` for the other half).
+    pub fn features_unless<'g>(
+        &self,
+        image: Var<'g>,
+        names: &[String],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<Var<'g>>>, VggError> {
         let shape = image.shape();
         assert!(
             shape.len() == 4 && shape[1] == 3,
@@ -201,6 +214,9 @@ impl Vgg {
         for (i, &layer) in layers.iter().enumerate() {
             if remaining == 0 {
                 break;
+            }
+            if stop() {
+                return Ok(None);
             }
             if fused_relu {
                 // This ReLU already ran inside the convolution before it.
@@ -243,10 +259,11 @@ impl Vgg {
                 }
             }
         }
-        Ok(out
-            .into_iter()
-            .map(|v| v.expect("every resolved layer is reached"))
-            .collect())
+        Ok(Some(
+            out.into_iter()
+                .map(|v| v.expect("every resolved layer is reached"))
+                .collect(),
+        ))
     }
 
     /// `(reorder(x)·scale − mean)/std`, as one channel gather and one per-channel affine map.
