@@ -98,6 +98,46 @@ fn round_trip_and_feature_shapes() {
     assert!(f.iter().all(|v| v.requires_grad()));
 }
 
+/// `features_unless` asks its stop check before each layer it runs and ends at the first yes
+/// with `Ok(None)`; never told to stop, it gives what `features` gives.
+#[test]
+fn features_unless_stops_before_the_next_layer() {
+    let dir = scratch("features_unless");
+    write(&dir, Architecture::Vgg16);
+    let vgg = Vgg::load(&dir).unwrap();
+    let want = names(&["relu2_1"]);
+    // The maps' values, and how often `stop` was asked, when it says yes at its `at`-th
+    // question (never, for 0).
+    let run = |at: usize| {
+        let g = Graph::new();
+        let asked = std::cell::Cell::new(0);
+        let maps = vgg
+            .features_unless(g.param(image(21, 19)), &want, &|| {
+                asked.set(asked.get() + 1);
+                asked.get() == at
+            })
+            .unwrap();
+        let values = maps.map(|m| m.iter().map(|v| v.value().as_ref().clone()).collect());
+        (asked.get(), values)
+    };
+    let g = Graph::new();
+    let whole: Vec<ArrayD<f32>> = vgg
+        .features(g.param(image(21, 19)), &want)
+        .unwrap()
+        .iter()
+        .map(|v| v.value().as_ref().clone())
+        .collect();
+    let (layers, all) = run(0);
+    assert_eq!(
+        layers, 7,
+        "conv1_1 relu1_1 conv1_2 relu1_2 pool1 conv2_1 relu2_1"
+    );
+    assert_eq!(all, Some(whole));
+    for at in 1..=layers {
+        assert_eq!(run(at), (at, None), "stop at question {at}");
+    }
+}
+
 #[test]
 fn layer_errors_name_the_layer_and_list_the_valid_ones() {
     let dir = scratch("layer_errors");
