@@ -225,8 +225,10 @@ fn runs_are_deterministic() {
 }
 
 /// Starts `nst transfer` (Tübingen × The Scream, `--iters 100000`, plus `extra`) writing
-/// `out.png` and `log.jsonl` into `dir`, waits for three logged evaluations, checks that no
-/// output exists yet, sends `signal` (`-INT`, `-TERM`) and returns the exit code.
+/// `out.png` and `log.jsonl` into `dir`, waits for `after_evals` logged evaluations, checks that
+/// no output exists yet, sends `signal` (`-INT`, `-TERM`) a third of an evaluation's time later
+/// (so that it lands inside the next evaluation, not in the milliseconds before it starts) and
+/// returns the exit code.
 #[cfg(unix)]
 fn interrupted_run(dir: &Path, extra: &[&str], signal: &str, after_evals: usize) -> Option<i32> {
     let (out, log) = (dir.join("out.png"), dir.join("log.jsonl"));
@@ -249,6 +251,12 @@ fn interrupted_run(dir: &Path, extra: &[&str], signal: &str, after_evals: usize)
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    let ms = last["ms"]
+        .as_f64()
+        .expect("the log gives each evaluation's ms");
+    std::thread::sleep(std::time::Duration::from_secs_f64(ms / 3e3));
     assert!(!out.exists(), "output written before the run ended");
     Command::new("kill")
         .args([signal, &child.id().to_string()])
