@@ -260,21 +260,22 @@ def run_lbfgs(args):
         del seen[:-4]
         return total
 
-    if not a.checkpoint:
-        opt.step(closure)
-    while a.checkpoint and len(log) < a.evals:
+    # Without a checkpoint, one step() call does the whole run.
+    every = a.checkpoint_every if a.checkpoint else a.evals
+    while len(log) < a.evals:
         # step() counts its first evaluation of the current point, answered from `seen` after
         # the first call: allow for it so the run stops where one long call would.
         first_is_new = not seen
-        opt.param_groups[0]["max_iter"] = a.checkpoint_every
+        opt.param_groups[0]["max_iter"] = every
         opt.param_groups[0]["max_eval"] = a.evals - len(log) + (0 if first_is_new else 1)
         n_iter = opt.state[x].get("n_iter", 0)
         opt.step(closure)
-        current = next(s for s in reversed(seen) if torch.equal(s[0], x.detach()))
-        tmp = a.checkpoint + ".tmp"
-        torch.save({"x": x.detach(), "optimizer": opt.state_dict(), "log": log, "current": current}, tmp)
-        os.replace(tmp, a.checkpoint)
-        if opt.state[x]["n_iter"] - n_iter < a.checkpoint_every:
+        if a.checkpoint:
+            current = next(s for s in reversed(seen) if torch.equal(s[0], x.detach()))
+            tmp = a.checkpoint + ".tmp"
+            torch.save({"x": x.detach(), "optimizer": opt.state_dict(), "log": log, "current": current}, tmp)
+            os.replace(tmp, a.checkpoint)
+        if opt.state[x]["n_iter"] - n_iter < every:
             break  # stopped by its own criteria (budget reached, or no progress possible)
     with torch.no_grad():
         final = obj.terms(x)
