@@ -244,14 +244,18 @@ fn interrupted_run(dir: &Path, extra: &[&str], signal: &str, after_evals: usize)
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < after_evals {
+    // The log as it was when it first held `after_evals` evaluations.
+    let lines = loop {
+        let lines = std::fs::read_to_string(&log).unwrap_or_default();
+        if lines.lines().count() >= after_evals {
+            break lines;
+        }
         assert!(
             started.elapsed().as_secs() < 120,
             "the run made no progress"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let lines = std::fs::read_to_string(&log).unwrap();
+    };
     let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
     let ms = last["ms"]
         .as_f64()
