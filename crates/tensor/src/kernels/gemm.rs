@@ -3,21 +3,27 @@
 //! Every matrix product in the crate goes through [`gemm()`], which hands it to one of two
 //! BLIS-style packed GEMM libraries, the same for the whole process:
 //!
-//! - `matrixmultiply` (the default): AVX-512F, AVX2 + FMA, AVX or SSE2 micro-kernels, picked at
-//!   run time (the AVX-512F ones only exist with its `avx512` feature, which the workspace turns
-//!   on and a test checks);
-//! - the `gemm` crate, chosen with `NST_GEMM=gemm` ([`BACKEND_VARIABLE`]): its own AVX-512F
-//!   (compiled with its `x86-v4` feature) or AVX2 + FMA micro-kernels, picked at run time.
+//! - `matrixmultiply`: AVX-512F, AVX2 + FMA, AVX or SSE2 micro-kernels, picked at run time (the
+//!   AVX-512F ones only exist with its `avx512` feature, which the workspace turns on and a test
+//!   checks);
+//! - the `gemm` crate: its own AVX-512F (compiled with its `x86-v4` feature) or AVX2 + FMA
+//!   micro-kernels, picked at run time.
 //!
-//! Why `matrixmultiply` stays the default everywhere (BENCHMARKS.md, "GEMM backends"): alone, on
-//! one thread, the `gemm` crate is faster on VGG's early-layer shapes (AMD EPYC: conv1_2 as
-//! C_out × K × pixels 53.8 against 43.2 GFLOP/s; on an Intel Xeon with AVX-512, issue 8 measured
-//! 1.2–1.7× on every shape), but inside a whole evaluation on two threads it was 12% slower on
-//! the AMD EPYC (512×384: 1597 against 1422 ms; on one thread 5% faster): timed as a band runs
-//! them, 36 different filter matrices in turn, it loses on the input gradient's products, which
-//! read those matrices transposed (conv4_2: 38 against 60 GFLOP/s). A whole evaluation
-//! has not yet been measured on an AVX-512 processor; `NST_GEMM=gemm nst bench …` against
-//! `nst bench …`, run alternately, is that measurement.
+//! Which one runs is decided by measurement, per kind of processor
+//! ([`Backend::for_this_processor`]; BENCHMARKS.md, "GEMM backends"): whole evaluations, the two
+//! backends run alternately, 2 threads.
+//!
+//! - **With AVX-512F, the `gemm` crate**: on an AMD EPYC (Zen 5) a 512×384 evaluation took 413
+//!   against 476 ms, every convolution faster (conv4_2 26 against 37 ms, conv5_1 7.5 against
+//!   12.6); against PyTorch 0.54× its time instead of 0.61×.
+//! - **Without it, `matrixmultiply`**: on an AMD EPYC (Zen 3, AVX2 + FMA) the `gemm` crate was
+//!   12% slower (512×384: 1597 against 1422 ms): timed as a band runs them, 36 different filter
+//!   matrices in turn, it loses on the input gradient's products, which read those matrices
+//!   transposed (conv4_2: 38 against 60 GFLOP/s).
+//!
+//! `NST_GEMM` ([`BACKEND_VARIABLE`]) overrides the choice, for measuring one backend against the
+//! other on a new processor (`NST_GEMM=gemm nst bench …` against `NST_GEMM=matrixmultiply nst
+//! bench …`) and for running the tests on each.
 //!
 //! Both run single-threaded on purpose: parallelism lives one level up, in rayon tasks over
 //! independent tiles, so no GEMM thread pool nests inside rayon's, and each task's product (so
@@ -30,9 +36,9 @@ use std::sync::OnceLock;
 /// A GEMM library the products can run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// `matrixmultiply::sgemm`, the default.
+    /// `matrixmultiply::sgemm`, the default without AVX-512F.
     MatrixMultiply,
-    /// `gemm::gemm` (the `gemm` crate), with `NST_GEMM=gemm`.
+    /// `gemm::gemm` (the `gemm` crate), the default with AVX-512F.
     GemmCrate,
 }
 
@@ -48,16 +54,26 @@ impl Backend {
         }
     }
 
+    /// The faster backend on this processor, as measured (see the module's documentation): the
+    /// `gemm` crate where the processor has AVX-512F, `matrixmultiply` otherwise.
+    pub fn for_this_processor() -> Backend {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            return Backend::GemmCrate;
+        }
+        Backend::MatrixMultiply
+    }
+
     /// The backend called `name` (see [`Backend::name`]), if any.
     pub fn from_name(name: &str) -> Option<Backend> {
         Backend::ALL.into_iter().find(|b| b.name() == name)
     }
 }
 
-/// The environment variable that picks the backend: `NST_GEMM=gemm` or `NST_GEMM=matrixmultiply`
-/// (the default). For measuring one backend against the other on a given processor
-/// (`NST_GEMM=gemm nst bench …`), for running the tests on each, and for users whose processor
-/// measures faster with the `gemm` crate.
+/// The environment variable that overrides the backend: `NST_GEMM=gemm` or
+/// `NST_GEMM=matrixmultiply` (unset: [`Backend::for_this_processor`]). For measuring one backend
+/// against the other on a given processor (`NST_GEMM=gemm nst bench …`), for running the tests on
+/// each, and for users whose processor measures faster with the other one.
 pub const BACKEND_VARIABLE: &str = "NST_GEMM";
 
 /// The backend [`BACKEND_VARIABLE`] asks for: `Ok(None)` when it is unset or empty, an error
@@ -77,9 +93,10 @@ pub fn backend_from_env() -> Result<Option<Backend>, String> {
     })
 }
 
-/// The backend [`gemm()`] uses: the one [`BACKEND_VARIABLE`] names, else `matrixmultiply`,
-/// decided at the first product and kept for the process (the two backends' results differ in
-/// their last bits, and a run's must not depend on when it looked).
+/// The backend [`gemm()`] uses: the one [`BACKEND_VARIABLE`] names, else
+/// [`Backend::for_this_processor`], decided at the first product and kept for the process (the
+/// two backends' results differ in their last bits, and a run's must not depend on when it
+/// looked).
 ///
 /// Panics if [`BACKEND_VARIABLE`] is set to something else than a backend's name.
 pub fn backend() -> Backend {
@@ -87,7 +104,7 @@ pub fn backend() -> Backend {
     *CHOSEN.get_or_init(|| {
         backend_from_env()
             .unwrap_or_else(|message| panic!("{message}"))
-            .unwrap_or(Backend::MatrixMultiply)
+            .unwrap_or_else(Backend::for_this_processor)
     })
 }
 
