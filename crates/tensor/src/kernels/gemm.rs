@@ -13,8 +13,8 @@
 //! ([`Backend::for_this_processor`]; BENCHMARKS.md, "GEMM backends"): whole evaluations, the two
 //! backends run alternately, 2 threads.
 //!
-//! - **With AVX-512F, the `gemm` crate**: on an AMD EPYC (Zen 5) a 512×384 evaluation took 413
-//!   against 476 ms, every convolution faster (conv4_2 26 against 37 ms, conv5_1 7.5 against
+//! - **With AVX-512F, the `gemm` crate**: on an AMD EPYC (Zen 5) a 512×384 evaluation took 414
+//!   against 477 ms, every convolution faster (conv4_2 26 against 37 ms, conv5_1 7.5 against
 //!   12.6); against PyTorch 0.54× its time instead of 0.61×.
 //! - **Without it, `matrixmultiply`**: on an AMD EPYC (Zen 3, AVX2 + FMA) the `gemm` crate was
 //!   12% slower (512×384: 1597 against 1422 ms): timed as a band runs them, 36 different filter
