@@ -57,11 +57,11 @@ impl Backend {
     /// The faster backend on this processor, as measured (see the module's documentation): the
     /// `gemm` crate where the processor has AVX-512F, `matrixmultiply` otherwise.
     pub fn for_this_processor() -> Backend {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            return Backend::GemmCrate;
+        if has_avx512f() {
+            Backend::GemmCrate
+        } else {
+            Backend::MatrixMultiply
         }
-        Backend::MatrixMultiply
     }
 
     /// The backend called `name` (see [`Backend::name`]), if any.
@@ -114,11 +114,21 @@ pub fn backend() -> Backend {
 /// `x86-v4`; a test checks the features) and choose the widest the processor has at run time;
 /// `nst bench` reports it.
 pub fn kernel_level() -> &'static str {
+    if has_avx512f() {
+        "AVX-512F"
+    } else {
+        Isa::detect().name()
+    }
+}
+
+/// Whether the processor has AVX-512F: what both GEMM libraries' widest micro-kernels need, so
+/// what decides [`kernel_level`] and [`Backend::for_this_processor`].
+fn has_avx512f() -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
-        return "AVX-512F";
+        return true;
     }
-    Isa::detect().name()
+    false
 }
 
 /// A read-only strided view of an `rows × cols` matrix: element `(i, j)` is at
