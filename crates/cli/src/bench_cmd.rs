@@ -71,6 +71,7 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
             "gemm": gemm::backend().name(),
             "gemm_kernels": gemm::kernel_level(),
             "simd": Isa::detect().name(),
+            "conv_simd": Isa::detect().at_most_avx2().name(),
             "network": vgg.arch().to_string(),
             "evals": args.evals,
             "evaluation_ms": evaluation_ms,
@@ -83,13 +84,14 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
     }
     println!(
         "{} at {w}×{h}, {}, median of {} (after one warm-up); \
-         GEMM {} ({} kernels), other kernels {}",
+         GEMM {} ({} kernels), Gram {}, convolution transforms {}",
         vgg.arch(),
         counted(threads, "thread"),
         counted(args.evals as usize, "evaluation"),
         gemm::backend().name(),
         gemm::kernel_level(),
         Isa::detect().name(),
+        Isa::detect().at_most_avx2().name(),
     );
     println!(
         "{:<16} {:>10} {:>11}  {:<42} {:>8} {:>6} {:>6}",

@@ -7,7 +7,7 @@
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use nst_tensor::kernels::conv::{self, direct, im2col, winograd, ConvGeometry, Filters};
 use nst_tensor::kernels::gemm::{gemm_with, Backend, MatMut, MatRef};
-use nst_tensor::kernels::{matmul, pool};
+use nst_tensor::kernels::{gram, matmul, pool};
 use rayon::prelude::*;
 use std::time::Duration;
 
@@ -226,12 +226,19 @@ fn bench_pool_and_gram(c: &mut Criterion) {
     group.bench_function("max_pool_backward/64x384x512", |bench| {
         bench.iter(|| pool::max_pool2_backward(&y, &arg, ch, h, w))
     });
-    for (name, c_, m) in [("relu1_1", 64, 384 * 512), ("relu4_1", 512, 48 * 64)] {
+    let style_layers = [
+        ("relu1_1", 64, 384 * 512),
+        ("relu2_1", 128, 192 * 256),
+        ("relu3_1", 256, 96 * 128),
+        ("relu4_1", 512, 48 * 64),
+        ("relu5_1", 512, 24 * 32),
+    ];
+    for (name, c_, m) in style_layers {
         let f = data(c_ * m);
         let s = data(c_ * c_);
         group.throughput(Throughput::Elements((2 * c_ * c_ * m) as u64));
         group.bench_function(BenchmarkId::new("gram_forward", name), |bench| {
-            bench.iter(|| matmul::gram(&f, c_, m))
+            bench.iter(|| gram::gram(&f, c_, m))
         });
         // The backward's product: dF = S·F with S = (dG + dGᵀ)/n.
         group.bench_function(BenchmarkId::new("gram_backward", name), |bench| {

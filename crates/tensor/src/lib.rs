@@ -8,8 +8,9 @@
 //! - [`Graph::backward`] runs reverse mode once from a scalar and returns [`Gradients`].
 //! - Derivatives: all in one `match`, in `backward.rs`.
 //! - Kernels ([`kernels`]): convolution by Winograd F(4×4, 3×3), direct summation or im2col over
-//!   `matrixmultiply`'s packed SGEMM (one chooser, `kernels::conv`), pooling, Gram, each with a
-//!   naive twin for the tests. Parallel with rayon over fixed tiles.
+//!   a packed SGEMM (`matrixmultiply` or the `gemm` crate; one chooser, `kernels::conv`),
+//!   pooling, the Gram product by symmetric dot products (`kernels::gram`), each with a naive
+//!   twin for the tests. Parallel with rayon over fixed tiles.
 //!
 //! Error policy: a shape mismatch between ops is a programming error and panics at the op's entry
 //! with the op's name and the shapes; user input is validated by the crates above and returned

@@ -8,7 +8,7 @@ use crate::filter_cache::filters_of;
 use crate::graph::Var;
 use crate::kernels::conv::Filters;
 use crate::kernels::gemm::MatRef;
-use crate::kernels::{conv, elementwise, matmul, pool};
+use crate::kernels::{conv, elementwise, gram, matmul, pool};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use std::sync::Arc;
 
@@ -231,7 +231,7 @@ impl<'g> Var<'g> {
         let xv = self.value();
         let mut g = Vec::with_capacity(n * c * c);
         for f in flat(&xv).chunks_exact(c * h * w) {
-            g.extend(matmul::gram(f, c, h * w));
+            g.extend(gram::gram(f, c, h * w));
         }
         self.graph
             .record(from_vec(&[n, c, c], g), Op::Gram { x: self.id })

@@ -7,7 +7,7 @@ use common::{random, random_vec, rng};
 use nst_tensor::kernels::conv::{self, direct, im2col, winograd, Algorithm, ConvGeometry, Filters};
 use nst_tensor::kernels::gemm::{gemm_with, Backend, MatMut, MatRef};
 use nst_tensor::kernels::isa::Isa;
-use nst_tensor::kernels::{elementwise, matmul, pool, reference};
+use nst_tensor::kernels::{elementwise, gram, matmul, pool, reference};
 use nst_tensor::Graph;
 
 fn close(a: &[f32], b: &[f32], tol: f32) {
@@ -436,7 +436,7 @@ fn gemm_backends_handle_transposed_and_strided_views() {
 }
 
 #[test]
-fn matmul_and_gram_match_the_triple_loop() {
+fn matmul_matches_the_triple_loop() {
     let mut r = rng(301);
     let (m, k, n) = (37, 11, 9); // several row blocks
     let a = random_vec(&mut r, &[m * k]);
@@ -463,20 +463,57 @@ fn matmul_and_gram_match_the_triple_loop() {
         MatRef::row_major(&bt, n, k).t(),
     );
     close(&got_t, &want, 1e-5);
+}
 
-    let (c, px) = (3, 2 * 8192 + 5); // several column blocks
-    let f = random_vec(&mut r, &[c * px]);
-    let mut ft = vec![0.0; px * c];
-    for i in 0..c {
-        for j in 0..px {
-            ft[j * c + i] = f[i * px + j];
+#[test]
+fn gram_matches_f64_dot_products_on_every_build() {
+    let mut r = rng(302);
+    for (c, m) in [
+        (1, 1),
+        (3, 5),                  // fewer rows than a register block, a partial step
+        (5, 17),                 // a register block and an edge row; one full step and a tail
+        (7, 1040),               // a chunk and a bit more
+        (67, 2100),              // two tiles (the second 3 rows), three chunks
+        (130, 50),               // three tiles, six tile pairs
+        (64, 8 * 3 * 1024 + 13), // one tile pair: its pixels in groups of several chunks
+    ] {
+        let f = random_vec(&mut r, &[c * m]);
+        let builds: Vec<(Isa, Vec<f32>)> = Isa::available()
+            .into_iter()
+            .map(|isa| (isa, gram::gram_with(isa, &f, c, m)))
+            .collect();
+        for (isa, g) in &builds {
+            for i in 0..c {
+                for j in 0..c {
+                    let (a, b) = (&f[i * m..(i + 1) * m], &f[j * m..(j + 1) * m]);
+                    let want: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+                    let scale: f64 = a
+                        .iter()
+                        .zip(b)
+                        .map(|(x, y)| (*x as f64 * *y as f64).abs())
+                        .sum();
+                    let got = g[i * c + j];
+                    assert!(
+                        (got as f64 - want).abs() <= 2e-6 * scale,
+                        "{c}×{m}, {isa:?}: G[{i}][{j}] = {got}, want {want}"
+                    );
+                    assert_eq!(got, g[j * c + i], "{c}×{m}, {isa:?}: G is not symmetric");
+                }
+            }
+        }
+        // The fused builds sum in the same order, whatever their register blocks.
+        let fused: Vec<&(Isa, Vec<f32>)> = builds
+            .iter()
+            .filter(|(isa, _)| *isa >= Isa::Avx2Fma)
+            .collect();
+        for pair in fused.windows(2) {
+            assert_eq!(
+                pair[0].1, pair[1].1,
+                "{c}×{m}: {:?} and {:?} differ",
+                pair[0].0, pair[1].0
+            );
         }
     }
-    close(
-        &matmul::gram(&f, c, px),
-        &reference::matmul_naive(&f, &ft, c, px, c),
-        1e-4,
-    );
 }
 
 #[test]

@@ -108,27 +108,19 @@ pub fn backend() -> Backend {
     })
 }
 
-/// The micro-kernels both GEMM libraries pick on this processor: `"AVX-512F"`, else the level
-/// [`Isa::detect`] names (`"AVX2+FMA"` or `"baseline"`: SSE2 or other architectures). Both are
+/// The micro-kernels both GEMM libraries pick on this processor, as [`Isa::detect`] names the
+/// level (`"AVX-512F"`, `"AVX2+FMA"` or `"baseline"`: SSE2 or other architectures). Both are
 /// built with their AVX-512F kernels (`matrixmultiply`'s `avx512` feature, the `gemm` crate's
 /// `x86-v4`; a test checks the features) and choose the widest the processor has at run time;
 /// `nst bench` reports it.
 pub fn kernel_level() -> &'static str {
-    if has_avx512f() {
-        "AVX-512F"
-    } else {
-        Isa::detect().name()
-    }
+    Isa::detect().name()
 }
 
 /// Whether the processor has AVX-512F: what both GEMM libraries' widest micro-kernels need, so
-/// what decides [`kernel_level`] and [`Backend::for_this_processor`].
+/// what decides [`Backend::for_this_processor`].
 fn has_avx512f() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        return true;
-    }
-    false
+    Isa::detect() == Isa::Avx512F
 }
 
 /// A read-only strided view of an `rows × cols` matrix: element `(i, j)` is at

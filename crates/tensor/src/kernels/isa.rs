@@ -1,19 +1,25 @@
 //! Which SIMD instruction set the hand-vectorised kernels run with, chosen at run time.
 //!
 //! The crate is compiled for the baseline x86-64 (SSE2) so that one binary runs on every server;
-//! the kernels that matter are compiled a second time with AVX2 + FMA enabled (through
-//! `#[target_feature]`) and picked when the processor has them. The GEMM (`matrixmultiply`) does
-//! the same on its own, up to AVX-512.
+//! the kernels that matter are compiled again with wider instruction sets enabled (through
+//! `#[target_feature]`) and picked when the processor has them: the Gram product up to AVX-512F,
+//! the convolutions' direct kernel and Winograd transforms up to AVX2 + FMA (a 16-lane AVX-512
+//! build of the transforms measured 1.6% faster on a Zen 5, not worth a third path: BENCHMARKS.md).
+//! The GEMM libraries do the same on their own, up to AVX-512F.
 
 use std::sync::OnceLock;
 
-/// An instruction-set level a kernel can be compiled for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An instruction-set level a kernel can be compiled for. Each level includes the ones before
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     /// What every x86-64 (or other) processor has: SSE2 on x86-64.
     Baseline,
     /// AVX2 and FMA (Intel Haswell, AMD Zen and later): 8 f32 lanes per register.
     Avx2Fma,
+    /// AVX-512F on top of AVX2 and FMA (Intel Skylake-SP, AMD Zen 4 and later): 16 f32 lanes
+    /// per register, 32 registers.
+    Avx512F,
 }
 
 impl Isa {
@@ -21,11 +27,9 @@ impl Isa {
     pub fn detect() -> Isa {
         static DETECTED: OnceLock<Isa> = OnceLock::new();
         *DETECTED.get_or_init(|| {
-            if Isa::available().contains(&Isa::Avx2Fma) {
-                Isa::Avx2Fma
-            } else {
-                Isa::Baseline
-            }
+            *Isa::available()
+                .last()
+                .expect("the baseline is always there")
         })
     }
 
@@ -34,6 +38,7 @@ impl Isa {
         match self {
             Isa::Baseline => "baseline",
             Isa::Avx2Fma => "AVX2+FMA",
+            Isa::Avx512F => "AVX-512F",
         }
     }
 
@@ -43,7 +48,16 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             levels.push(Isa::Avx2Fma);
+            if std::is_x86_feature_detected!("avx512f") {
+                levels.push(Isa::Avx512F);
+            }
         }
         levels
+    }
+
+    /// The level a kernel whose widest build is AVX2 + FMA runs at: `self`, or
+    /// [`Isa::Avx2Fma`] on an AVX-512 processor (the convolutions' transforms and direct kernel).
+    pub fn at_most_avx2(self) -> Isa {
+        self.min(Isa::Avx2Fma)
     }
 }

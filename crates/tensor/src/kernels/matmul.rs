@@ -1,5 +1,5 @@
-//! Parallel dense products built on [`gemm()`]: a general matrix product and the Gram product
-//! `F·Fᵀ`. Work is split into blocks whose size depends only on the shapes, so results do not
+//! The parallel general matrix product built on [`gemm()`] (the Gram product has its own kernel,
+//! [`super::gram`]). Work is split into blocks whose size depends only on the shapes, so results do not
 //! depend on the thread count.
 
 use super::elementwise;
@@ -10,8 +10,6 @@ use rayon::prelude::*;
 const ROW_BLOCK: usize = 16;
 /// Output columns per rayon task in [`matmul`] (wide products), at most.
 const COL_BLOCK: usize = 4096;
-/// Columns of `F` per rayon task in [`gram`] (each task makes a partial `C×C` sum), at most.
-const GRAM_COL_BLOCK: usize = 8192;
 /// Column blocks are made smaller (down to [`MIN_COL_BLOCK`]) until there are this many tasks:
 /// the deep layers' maps are short (relu4_1: 3072 pixels at 512×384), and one block would run
 /// on one core.
@@ -85,35 +83,4 @@ pub fn matmul(a: MatRef, b: MatRef) -> Vec<f32> {
         });
     }
     c
-}
-
-/// The unnormalised Gram matrix `F·Fᵀ` of a row-major `F: c×m` (one row per channel), `c×c`.
-/// The long `m` (pixels) dimension is split into fixed blocks whose partial products are summed
-/// in block order.
-pub fn gram(f: &[f32], c: usize, m: usize) -> Vec<f32> {
-    let fr = MatRef::row_major(f, c, m);
-    let block = col_block(m, GRAM_COL_BLOCK);
-    let partials: Vec<Vec<f32>> = (0..m.div_ceil(block))
-        .into_par_iter()
-        .map(|blk| {
-            let j0 = blk * block;
-            let cols = block.min(m - j0);
-            let fb = MatRef {
-                data: &f[j0..],
-                cols,
-                ..fr
-            };
-            let mut g = vec![0.0; c * c];
-            // G_blk (c × c) = F[:, j0..j0+cols] (c × cols) · F[:, j0..j0+cols]ᵀ (cols × c).
-            gemm(1.0, fb, fb.t(), 0.0, MatMut::row_major(&mut g, c, c));
-            g
-        })
-        .collect();
-    let mut g = vec![0.0; c * c];
-    for part in &partials {
-        for (d, s) in g.iter_mut().zip(part) {
-            *d += *s;
-        }
-    }
-    g
 }

@@ -4,6 +4,7 @@
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod gram;
 pub mod isa;
 pub mod matmul;
 pub mod pool;

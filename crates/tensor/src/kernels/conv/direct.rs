@@ -171,8 +171,9 @@ impl Job<'_> {
     fn band(&self, isa: Isa, o0: usize, y0: usize, out: &mut [&mut [f32]]) {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Isa::Avx2Fma` is only produced after the processor reported AVX2 and FMA.
-            Isa::Avx2Fma => unsafe { self.band_avx2(o0, y0, out) },
+            // SAFETY: `Isa::Avx2Fma` and `Isa::Avx512F` are only produced after the processor
+            // reported AVX2 and FMA (`Isa::available`).
+            Isa::Avx2Fma | Isa::Avx512F => unsafe { self.band_avx2(o0, y0, out) },
             _ => self.band_channels::<false>(o0, y0, out),
         }
     }

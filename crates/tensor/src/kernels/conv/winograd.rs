@@ -237,9 +237,10 @@ pub fn tasks(g: &ConvGeometry) -> usize {
 fn transform_input(isa: Isa, x: &[f32], g: &ConvGeometry, band: Band, v: &mut [&mut [f32]]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2Fma` is only ever produced after the processor reported AVX2 and FMA
-        // (`Isa::available`), so the AVX2 build of the function runs on a processor that has them.
-        Isa::Avx2Fma => unsafe { transform_input_avx2(x, g, band, v) },
+        // SAFETY: `Isa::Avx2Fma` and `Isa::Avx512F` are only ever produced after the processor
+        // reported AVX2 and FMA (`Isa::available`), so the AVX2 build of the function runs on a
+        // processor that has them.
+        Isa::Avx2Fma | Isa::Avx512F => unsafe { transform_input_avx2(x, g, band, v) },
         _ => transform_input_body(x, g, band, v),
     }
 }
@@ -353,8 +354,8 @@ fn transform_output(
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `transform_input`, `Isa::Avx2Fma` means the processor has AVX2 and FMA.
-        Isa::Avx2Fma => unsafe { transform_output_avx2(m, g, o, tc, epilogue, out) },
+        // SAFETY: as in `transform_input`, both levels mean the processor has AVX2 and FMA.
+        Isa::Avx2Fma | Isa::Avx512F => unsafe { transform_output_avx2(m, g, o, tc, epilogue, out) },
         _ => transform_output_body(m, g, o, tc, epilogue, out),
     }
 }
