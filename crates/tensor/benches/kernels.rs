@@ -7,6 +7,7 @@
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use nst_tensor::kernels::conv::{self, direct, im2col, winograd, ConvGeometry, Filters};
 use nst_tensor::kernels::gemm::{gemm_with, Backend, MatMut, MatRef};
+use nst_tensor::kernels::isa::Isa;
 use nst_tensor::kernels::{gram, matmul, pool};
 use rayon::prelude::*;
 use std::time::Duration;
@@ -237,9 +238,13 @@ fn bench_pool_and_gram(c: &mut Criterion) {
         let f = data(c_ * m);
         let s = data(c_ * c_);
         group.throughput(Throughput::Elements((2 * c_ * c_ * m) as u64));
-        group.bench_function(BenchmarkId::new("gram_forward", name), |bench| {
-            bench.iter(|| gram::gram(&f, c_, m))
-        });
+        // Each build of the Gram kernel this processor runs (`kernels/gram.rs`).
+        for isa in Isa::available() {
+            let id = format!("{name}/{}", isa.name());
+            group.bench_function(BenchmarkId::new("gram_forward", id), |bench| {
+                bench.iter(|| gram::gram_with(isa, &f, c_, m))
+            });
+        }
         // The backward's product: dF = S·F with S = (dG + dGᵀ)/n.
         group.bench_function(BenchmarkId::new("gram_backward", name), |bench| {
             bench.iter(|| {

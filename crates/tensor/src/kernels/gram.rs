@@ -14,7 +14,7 @@
 //! The blocking, from the registers out:
 //! - **register block**: `R` rows against `R` others, `R²` accumulators of [`LANES`] lanes —
 //!   `R = 4` with AVX-512F (16 of its 32 registers), 2 with AVX2 (8 of 16, two registers per
-//!   accumulator) and on the baseline;
+//!   accumulator, written with intrinsics: [`dots_2x2_avx2`]) and on the baseline;
 //! - **cache block**: the rows of two tiles of [`TILE`] channels over [`CHUNK`] pixels
 //!   (2 × 64 × 1024 floats, 512 KiB) stay in L2 while every register block of the pair runs over
 //!   them;
@@ -144,28 +144,32 @@ impl TilePair<'_> {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, `Isa::Avx2Fma` means the processor has AVX2 and FMA.
             Isa::Avx2Fma => unsafe { self.run_avx2(block) },
-            _ => self.run_body::<2, 4, false>(block),
+            _ => self.run_body::<2, 4, false, false>(block),
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
     fn run_avx512(&self, block: &mut [f32]) {
-        self.run_body::<4, 16, true>(block)
+        self.run_body::<4, 16, true, false>(block)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     fn run_avx2(&self, block: &mut [f32]) {
-        self.run_body::<2, 4, true>(block)
+        self.run_body::<2, 4, true, true>(block)
     }
 
     /// [`TilePair::run`] with `R×R` register blocks (`N = R²` accumulators), multiply-adds
-    /// fused if `FUSED`. Rows left over at a tile's edge (fewer than `R`) are done one dot
-    /// product at a time, in the same order.
+    /// fused if `FUSED`, full blocks by [`dots_2x2_avx2`] if `AVX2` (with `R = 2`) and by
+    /// [`dots`] otherwise. Rows left over at a tile's edge (fewer than `R`) are done one dot
+    /// product at a time by [`dots`], in the same order.
     #[inline(always)]
-    fn run_body<const R: usize, const N: usize, const FUSED: bool>(&self, block: &mut [f32]) {
-        const { assert!(N == R * R) };
+    fn run_body<const R: usize, const N: usize, const FUSED: bool, const AVX2: bool>(
+        &self,
+        block: &mut [f32],
+    ) {
+        const { assert!(N == R * R && (!AVX2 || (R == 2 && FUSED))) };
         let ((i0, i1), (j0, j1), (k0, k1)) = (self.rows_i, self.rows_j, self.pixels);
         let (f, m) = (self.f, self.m);
         for kc in (k0..k1).step_by(CHUNK) {
@@ -182,7 +186,17 @@ impl TilePair<'_> {
                             a[r] = &f[(ib + r) * m + kc..(ib + r) * m + ke];
                             b[r] = &f[(jb + r) * m + kc..(jb + r) * m + ke];
                         }
-                        let sums = dots::<R, N, FUSED>(a, b);
+                        let mut sums = [0.0; N];
+                        #[cfg(target_arch = "x86_64")]
+                        if AVX2 {
+                            // SAFETY: `AVX2` is only set by `run_avx2`, which runs only on a
+                            // processor with AVX2 and FMA.
+                            let s = unsafe { dots_2x2_avx2([a[0], a[1]], [b[0], b[1]]) };
+                            sums.copy_from_slice(&s);
+                        }
+                        if !AVX2 {
+                            sums = dots::<R, N, FUSED>(a, b);
+                        }
                         for r in 0..R {
                             for s in 0..R {
                                 block[at + r * TILE + s] += sums[r * R + s];
@@ -240,6 +254,68 @@ fn dots<const R: usize, const N: usize, const FUSED: bool>(
         multiply_add::<R, N, FUSED>(&mut acc, &av, &bv);
     }
     sum_lanes(acc)
+}
+
+/// [`dots`] for a 2×2 block with AVX2 + FMA intrinsics. The compiler turns [`dots`]' 16-lane
+/// arrays into AVX-512 registers well, but not into pairs of AVX2 ones (measured: relu4_1's Gram
+/// 43 ms that way, BENCHMARKS.md); here each 16-lane accumulator is written as the two 8-lane
+/// registers it is — lanes 0–7 and 8–15 — so the arithmetic, and the bits, are [`dots`]'.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dots_2x2_avx2(a: [&[f32]; 2], b: [&[f32]; 2]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let len = a[0].len();
+    assert!(
+        a[1].len() == len && b[0].len() == len && b[1].len() == len,
+        "gram: rows differ in length"
+    );
+    // acc[h][r·2 + s]: lanes 8h … 8h + 7 of the dot product of a[r] and b[s].
+    let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+    let (mut a_pad, mut b_pad) = ([[0.0f32; LANES]; 2], [[0.0f32; LANES]; 2]);
+    let mut k = 0;
+    while k < len {
+        // Pointers to 16 floats of each row: in place, or the zero-padded last step.
+        let (pa, pb) = if k + LANES <= len {
+            (
+                [a[0][k..].as_ptr(), a[1][k..].as_ptr()],
+                [b[0][k..].as_ptr(), b[1][k..].as_ptr()],
+            )
+        } else {
+            for r in 0..2 {
+                a_pad[r] = load_padded(&a[r][k..]);
+                b_pad[r] = load_padded(&b[r][k..]);
+            }
+            (
+                [a_pad[0].as_ptr(), a_pad[1].as_ptr()],
+                [b_pad[0].as_ptr(), b_pad[1].as_ptr()],
+            )
+        };
+        for (h, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: each pointer is to at least 16 floats (checked above), so the 8 at 8h
+            // are in bounds.
+            let (a0, a1, b0, b1) = unsafe {
+                (
+                    _mm256_loadu_ps(pa[0].add(8 * h)),
+                    _mm256_loadu_ps(pa[1].add(8 * h)),
+                    _mm256_loadu_ps(pb[0].add(8 * h)),
+                    _mm256_loadu_ps(pb[1].add(8 * h)),
+                )
+            };
+            acc[0] = _mm256_fmadd_ps(a0, b0, acc[0]);
+            acc[1] = _mm256_fmadd_ps(a0, b1, acc[1]);
+            acc[2] = _mm256_fmadd_ps(a1, b0, acc[2]);
+            acc[3] = _mm256_fmadd_ps(a1, b1, acc[3]);
+        }
+        k += LANES;
+    }
+    let mut lanes = [[0.0f32; LANES]; 4];
+    for (h, acc) in acc.into_iter().enumerate() {
+        for (out, half) in lanes.iter_mut().zip(acc) {
+            // SAFETY: `out` is 16 floats, so lanes 8h … 8h + 7 are in it.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * h), half) };
+        }
+    }
+    sum_lanes(lanes)
 }
 
 /// `acc[r·R + s] += a[r] ⊙ b[s]`, lane by lane, fused if `FUSED`.
