@@ -12,14 +12,14 @@
 //! where they lie.
 //!
 //! The blocking, from the registers out:
-//! - **register block**: `R` rows against `R` others, `R²` accumulators of [`LANES`] lanes —
+//! - **register block**: `R` rows against `R` others, `R²` accumulators of `LANES` lanes —
 //!   `R = 4` with AVX-512F (16 of its 32 registers), 2 with AVX2 (8 of 16, two registers per
-//!   accumulator, written with intrinsics: [`dots_2x2_avx2`]) and on the baseline;
-//! - **cache block**: the rows of two tiles of [`TILE`] channels over [`CHUNK`] pixels
-//!   (2 × 64 × 1024 floats, 512 KiB) stay in L2 while every register block of the pair runs over
-//!   them;
+//!   accumulator, written with intrinsics: `dots_2x2_avx2`) and on the baseline;
+//! - **cache block**: the rows of two tiles of `TILE` channels over `CHUNK` pixels
+//!   (2 × 64 × 2048 floats, 1 MiB; one tile on the diagonal) stay near the core while every
+//!   register block of the pair runs over them;
 //! - **tasks**: one per pair of tiles (on or above the diagonal) and group of chunks, at least
-//!   [`MIN_TASKS`] of them, each making a partial `TILE × TILE` block; the partials are added
+//!   `MIN_TASKS` of them, each making a partial `TILE × TILE` block; the partials are added
 //!   group by group.
 //!
 //! The summation order of every entry depends on the shape alone: lane `l` of a chunk's
@@ -36,8 +36,9 @@ use rayon::prelude::*;
 const LANES: usize = 16;
 /// Channels per cache tile.
 const TILE: usize = 64;
-/// Pixels per cache chunk. Two tiles' rows over a chunk, 512 KiB, fit the 1 MiB L2 of a Zen 5
-/// and half-fill a Zen 3's 512 KiB (see BENCHMARKS.md for the measured choice).
+/// Pixels per cache chunk: two tiles' rows over a chunk are 1 MiB, a Zen 5's L2. The best of six
+/// tile × chunk shapes measured on a Zen 5 (15.7 ms for the five VGG16 style layers at 512×384,
+/// against 17.1 with 1024 pixels; BENCHMARKS.md); not measured on a processor with less L2.
 const CHUNK: usize = 2048;
 /// Tasks the work is cut into at least, when the pixels allow: relu1_1's 64 channels are a
 /// single tile pair, so its pixels are split into groups instead.
