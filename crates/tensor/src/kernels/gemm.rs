@@ -57,7 +57,7 @@ impl Backend {
     /// The faster backend on this processor, as measured (see the module's documentation): the
     /// `gemm` crate where the processor has AVX-512F, `matrixmultiply` otherwise.
     pub fn for_this_processor() -> Backend {
-        if has_avx512f() {
+        if Isa::detect() == Isa::Avx512F {
             Backend::GemmCrate
         } else {
             Backend::MatrixMultiply
@@ -115,12 +115,6 @@ pub fn backend() -> Backend {
 /// `nst bench` reports it.
 pub fn kernel_level() -> &'static str {
     Isa::detect().name()
-}
-
-/// Whether the processor has AVX-512F: what both GEMM libraries' widest micro-kernels need, so
-/// what decides [`Backend::for_this_processor`].
-fn has_avx512f() -> bool {
-    Isa::detect() == Isa::Avx512F
 }
 
 /// A read-only strided view of an `rows × cols` matrix: element `(i, j)` is at
