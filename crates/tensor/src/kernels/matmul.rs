@@ -1,6 +1,6 @@
-//! The parallel general matrix product built on [`gemm()`] (the Gram product has its own kernel,
-//! [`super::gram`]). Work is split into blocks whose size depends only on the shapes, so results do not
-//! depend on the thread count.
+//! The parallel general matrix product built on [`gemm()`] (the Gram product has its own
+//! kernel, [`super::gram`]). Work is split into blocks whose size depends only on the shapes, so
+//! results do not depend on the thread count.
 
 use super::elementwise;
 use super::gemm::{gemm, MatMut, MatRef};
