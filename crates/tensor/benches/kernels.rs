@@ -245,7 +245,7 @@ fn bench_pool_and_gram(c: &mut Criterion) {
                 bench.iter(|| gram::gram_with(isa, &f, c_, m))
             });
         }
-        // The backward's product: dF = S·F with S = (dG + dGᵀ)/n.
+        // The backward's product: dF = S·F with S = dG + dGᵀ (`backward.rs`, `Op::Gram`).
         group.bench_function(BenchmarkId::new("gram_backward", name), |bench| {
             bench.iter(|| {
                 matmul::matmul(MatRef::row_major(&s, c_, c_), MatRef::row_major(&f, c_, m))
