@@ -241,14 +241,14 @@ fn transform_input(isa: Isa, x: &[f32], g: &ConvGeometry, band: Band, v: &mut [&
         // reported AVX2 and FMA (`Isa::available`), so the AVX2 build of the function runs on a
         // processor that has them.
         Isa::Avx2Fma | Isa::Avx512F => unsafe { transform_input_avx2(x, g, band, v) },
-        _ => transform_input_body(x, g, band, v),
+        _ => transform_input_body::<false>(x, g, band, v),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn transform_input_avx2(x: &[f32], g: &ConvGeometry, band: Band, v: &mut [&mut [f32]]) {
-    transform_input_body(x, g, band, v)
+    transform_input_body::<true>(x, g, band, v)
 }
 
 /// The work of one input-transform task: tile rows `[t0, t1)` of `tile_cols` tiles, channels
@@ -268,9 +268,14 @@ struct Band {
 /// `p[r][s][t]` holds column `4·t + s − 1` of row `r` (zero outside the image), so tile `t`
 /// reads `p[·][0..4][t]` and `p[·][0..2][t + 1]`. Both passes — `Bᵀ·` down the columns, then
 /// `·B` along each tile's six columns — then read and write [`LANES`] consecutive tiles at a
-/// time.
+/// time. `AVX2` says the caller runs with AVX2 + FMA (the phase split then uses shuffles).
 #[inline(always)]
-fn transform_input_body(x: &[f32], g: &ConvGeometry, b: Band, v: &mut [&mut [f32]]) {
+fn transform_input_body<const AVX2: bool>(
+    x: &[f32],
+    g: &ConvGeometry,
+    b: Band,
+    v: &mut [&mut [f32]],
+) {
     let tc = b.tile_cols;
     let n = (b.t1 - b.t0) * tc;
     let blocks = tc.div_ceil(LANES);
@@ -301,13 +306,7 @@ fn transform_input_body(x: &[f32], g: &ConvGeometry, b: Band, v: &mut [&mut [f32
                     dst.reverse();
                 }
                 // phase s, entry t = row[4·t + s] = x[·][4·t + s − 1].
-                let (p0, rest) = rows.split_at_mut(pl);
-                let (p1, rest) = rest.split_at_mut(pl);
-                let (p2, p3) = rest.split_at_mut(pl);
-                let phases = p0.iter_mut().zip(p1).zip(p2).zip(p3);
-                for (q, (((s0, s1), s2), s3)) in row.chunks_exact(M).zip(phases) {
-                    (*s0, *s1, *s2, *s3) = (q[0], q[1], q[2], q[3]);
-                }
+                split_phases::<AVX2>(&row, rows);
             }
             // Bᵀ·d down the columns: vt[i] = Σ_r Bᵀ[i][r]·p[r], over every phase and tile.
             for j in (0..len).step_by(LANES) {
@@ -356,7 +355,7 @@ fn transform_output(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `transform_input`, both levels mean the processor has AVX2 and FMA.
         Isa::Avx2Fma | Isa::Avx512F => unsafe { transform_output_avx2(m, g, o, tc, epilogue, out) },
-        _ => transform_output_body(m, g, o, tc, epilogue, out),
+        _ => transform_output_body::<false>(m, g, o, tc, epilogue, out),
     }
 }
 
@@ -370,15 +369,15 @@ fn transform_output_avx2(
     epilogue: Epilogue,
     out: &mut [f32],
 ) {
-    transform_output_body(m, g, o, tc, epilogue, out)
+    transform_output_body::<true>(m, g, o, tc, epilogue, out)
 }
 
 /// See [`transform_output`]. As in the input transform, intermediate rows are kept split by
 /// column phase (`s[i][c][t]` is column `4·t + c` of row `i`), so both passes run over
 /// [`LANES`] consecutive tiles at a time; only the final store interleaves the phases into the
-/// output row.
+/// output row. `AVX2` as in [`transform_input_body`].
 #[inline(always)]
-fn transform_output_body(
+fn transform_output_body<const AVX2: bool>(
     m: &[f32],
     g: &ConvGeometry,
     o: usize,
@@ -418,14 +417,129 @@ fn transform_output_body(
         }
         // Interleave the phases into the output rows: row[4·t + c] = y[rr][c][t].
         for (rr, row) in out_rows.chunks_exact_mut(w).enumerate() {
-            let yr = &y[rr * len..(rr + 1) * len];
-            for (t, px) in row.chunks_mut(M).enumerate() {
-                for (c, d) in px.iter_mut().enumerate() {
-                    *d = yr[c * sl + t];
-                }
-            }
+            interleave_phases::<AVX2>(&y[rr * len..(rr + 1) * len], row);
         }
     }
+}
+
+/// Splits a row of `4·n` values by column phase into `phases` (`4·n` values, `n` a multiple of
+/// [`LANES`]): `phases[s·n + t] = row[4·t + s]` — the columns each tile's `s`-th column comes
+/// from, for [`LANES`] neighbouring tiles at a time. With `AVX2`, 8 tiles' 32 values are
+/// transposed in registers (4 loads, 12 shuffles, 4 stores) instead of moved one by one.
+#[inline(always)]
+fn split_phases<const AVX2: bool>(row: &[f32], phases: &mut [f32]) {
+    let n = phases.len() / M;
+    assert!(
+        row.len() == M * n && n.is_multiple_of(LANES),
+        "split_phases: lengths"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: `AVX2` is only set on the paths the AVX2 builds take, which run only after the
+        // processor reported AVX2 and FMA.
+        return unsafe { split_phases_avx2(row, phases) };
+    }
+    let (p0, rest) = phases.split_at_mut(n);
+    let (p1, rest) = rest.split_at_mut(n);
+    let (p2, p3) = rest.split_at_mut(n);
+    let phases = p0.iter_mut().zip(p1).zip(p2).zip(p3);
+    for (q, (((s0, s1), s2), s3)) in row.chunks_exact(M).zip(phases) {
+        (*s0, *s1, *s2, *s3) = (q[0], q[1], q[2], q[3]);
+    }
+}
+
+/// [`split_phases`] with AVX2 shuffles: for tiles `t..t + 8`, the four loaded registers hold
+/// tiles (t, t+1), (t+2, t+3), (t+4, t+5), (t+6, t+7), four columns each; 128-bit halves are
+/// regrouped as (t, t+4), (t+1, t+5), (t+2, t+6), (t+3, t+7), and a 4×4 transpose within each
+/// half leaves column `s` of the eight tiles in register `s`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn split_phases_avx2(row: &[f32], phases: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = phases.len() / M;
+    for t in (0..n).step_by(LANES) {
+        let src = &row[M * t..M * (t + LANES)];
+        // SAFETY: `src` holds 32 values, and each store below writes 8 values at `s·n + t`,
+        // `t + 8 ≤ n` (n is a multiple of 8), inside `phases` (4·n values).
+        unsafe {
+            let a0 = _mm256_loadu_ps(src.as_ptr());
+            let a1 = _mm256_loadu_ps(src.as_ptr().add(8));
+            let a2 = _mm256_loadu_ps(src.as_ptr().add(16));
+            let a3 = _mm256_loadu_ps(src.as_ptr().add(24));
+            let e0 = _mm256_permute2f128_ps::<0x20>(a0, a2);
+            let e1 = _mm256_permute2f128_ps::<0x31>(a0, a2);
+            let e2 = _mm256_permute2f128_ps::<0x20>(a1, a3);
+            let e3 = _mm256_permute2f128_ps::<0x31>(a1, a3);
+            let (x0, x1) = (_mm256_unpacklo_ps(e0, e1), _mm256_unpacklo_ps(e2, e3));
+            let (x2, x3) = (_mm256_unpackhi_ps(e0, e1), _mm256_unpackhi_ps(e2, e3));
+            let out = phases.as_mut_ptr().add(t);
+            _mm256_storeu_ps(out, _mm256_shuffle_ps::<0x44>(x0, x1));
+            _mm256_storeu_ps(out.add(n), _mm256_shuffle_ps::<0xEE>(x0, x1));
+            _mm256_storeu_ps(out.add(2 * n), _mm256_shuffle_ps::<0x44>(x2, x3));
+            _mm256_storeu_ps(out.add(3 * n), _mm256_shuffle_ps::<0xEE>(x2, x3));
+        }
+    }
+}
+
+/// The inverse of [`split_phases`] into an output row: `row[4·t + c] = phases[c·n + t]`, for
+/// the `row.len()` values the row has (`phases` holds `4·n` values, `n` a multiple of
+/// [`LANES`], `4·n ≥ row.len()`). With `AVX2`, whole groups of 8 tiles are transposed in
+/// registers, the rest moved one by one.
+#[inline(always)]
+fn interleave_phases<const AVX2: bool>(phases: &[f32], row: &mut [f32]) {
+    let n = phases.len() / M;
+    assert!(
+        M * n >= row.len() && n.is_multiple_of(LANES),
+        "interleave_phases: lengths"
+    );
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: as in `split_phases`.
+        done = unsafe { interleave_phases_avx2(phases, row) };
+    }
+    for (t, px) in row.chunks_mut(M).enumerate().skip(done) {
+        for (c, d) in px.iter_mut().enumerate() {
+            *d = phases[c * n + t];
+        }
+    }
+}
+
+/// [`interleave_phases`] with AVX2 shuffles for every full group of 8 tiles (32 values of the
+/// row); returns the tiles done. The steps of [`split_phases_avx2`] in reverse: 4×4 transposes
+/// within each 128-bit half give tiles (t, t+4), (t+1, t+5), (t+2, t+6), (t+3, t+7), and the
+/// halves are regrouped into four runs of eight values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn interleave_phases_avx2(phases: &[f32], row: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let n = phases.len() / M;
+    let full = row.len() / (M * LANES) * LANES;
+    for t in (0..full).step_by(LANES) {
+        let dst = &mut row[M * t..M * (t + LANES)];
+        // SAFETY: each load reads 8 values at `c·n + t`, `t + 8 ≤ n`, inside `phases`; `dst`
+        // holds the 32 values stored.
+        unsafe {
+            let p0 = _mm256_loadu_ps(phases.as_ptr().add(t));
+            let p1 = _mm256_loadu_ps(phases.as_ptr().add(n + t));
+            let p2 = _mm256_loadu_ps(phases.as_ptr().add(2 * n + t));
+            let p3 = _mm256_loadu_ps(phases.as_ptr().add(3 * n + t));
+            let (a, b) = (_mm256_unpacklo_ps(p0, p1), _mm256_unpacklo_ps(p2, p3));
+            let (c, d) = (_mm256_unpackhi_ps(p0, p1), _mm256_unpackhi_ps(p2, p3));
+            let e0 = _mm256_shuffle_ps::<0x44>(a, b);
+            let e1 = _mm256_shuffle_ps::<0xEE>(a, b);
+            let e2 = _mm256_shuffle_ps::<0x44>(c, d);
+            let e3 = _mm256_shuffle_ps::<0xEE>(c, d);
+            let out = dst.as_mut_ptr();
+            _mm256_storeu_ps(out, _mm256_permute2f128_ps::<0x20>(e0, e1));
+            _mm256_storeu_ps(out.add(8), _mm256_permute2f128_ps::<0x20>(e2, e3));
+            _mm256_storeu_ps(out.add(16), _mm256_permute2f128_ps::<0x31>(e0, e1));
+            _mm256_storeu_ps(out.add(24), _mm256_permute2f128_ps::<0x31>(e2, e3));
+        }
+    }
+    full
 }
 
 /// Cuts `data` into `part`-long pieces, each piece into `chunk`-long chunks, and groups the
