@@ -301,9 +301,13 @@ fn transform_input_body<const AVX2: bool>(
                     iy as usize
                 };
                 let dst = &mut row[1..=g.w];
-                dst.copy_from_slice(&plane[src * g.w..(src + 1) * g.w]);
+                let src = &plane[src * g.w..(src + 1) * g.w];
                 if b.reversed {
-                    dst.reverse();
+                    for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                        *d = *s;
+                    }
+                } else {
+                    dst.copy_from_slice(src);
                 }
                 // phase s, entry t = row[4·t + s] = x[·][4·t + s − 1].
                 split_phases::<AVX2>(&row, rows);
