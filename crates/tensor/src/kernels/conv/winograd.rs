@@ -84,6 +84,19 @@ impl Lanes {
             }
         }
     }
+
+    /// `s[i..i + LANES]`, which must be in bounds: the hot loops' load, whose length the
+    /// compiler knows (no partial path beside it, so nothing is kept in memory for one).
+    #[inline(always)]
+    fn at(s: &[f32], i: usize) -> Lanes {
+        Lanes(s[i..i + LANES].try_into().expect("LANES values"))
+    }
+
+    /// Writes all lanes into `d[i..i + LANES]`, which must be in bounds (see [`Lanes::at`]).
+    #[inline(always)]
+    fn put(self, d: &mut [f32], i: usize) {
+        d[i..i + LANES].copy_from_slice(&self.0);
+    }
 }
 
 impl Lanes {
@@ -314,28 +327,40 @@ fn transform_input_body<const AVX2: bool>(
             }
             // Bᵀ·d down the columns: vt[i] = Σ_r Bᵀ[i][r]·p[r], over every phase and tile.
             for j in (0..len).step_by(LANES) {
-                let at = |r: usize| Lanes::load(&p[r * len + j..]);
-                let d = [at(0), at(1), at(2), at(3), at(4), at(5)];
+                let d: [Lanes; T] = std::array::from_fn(|r| Lanes::at(&p, r * len + j));
                 for (i, val) in input_1d(d).into_iter().enumerate() {
-                    val.store(&mut vt[i * len + j..]);
+                    val.put(&mut vt, i * len + j);
                 }
             }
             // ·B along each tile's six columns.
             // This channel's row of V_e starts at `base`; the tile row's tiles follow.
             let base = (c - b.c0) * n + (ty - b.t0) * tc;
             for i in 0..T {
-                let ph = [0, 1, 2, 3].map(|s| &vt[i * len + s * pl..]);
+                // Phase s of row i (`pl` values: every block, and one more for the `t + 1`
+                // reads), and this tile row's part of the six V_e that row i feeds.
+                let ph: [&[f32]; M] = std::array::from_fn(|s| &vt[i * len + s * pl..][..pl]);
+                let [v0, v1, v2, v3, v4, v5] = &mut v[i * T..(i + 1) * T] else {
+                    unreachable!("six rows of V per row of the tile")
+                };
+                let mut dst = [v0, v1, v2, v3, v4, v5].map(|r| &mut r[base..base + tc]);
                 for t in (0..tc).step_by(LANES) {
                     let d = [
-                        Lanes::load(&ph[0][t..]),
-                        Lanes::load(&ph[1][t..]),
-                        Lanes::load(&ph[2][t..]),
-                        Lanes::load(&ph[3][t..]),
-                        Lanes::load(&ph[0][t + 1..]),
-                        Lanes::load(&ph[1][t + 1..]),
+                        Lanes::at(ph[0], t),
+                        Lanes::at(ph[1], t),
+                        Lanes::at(ph[2], t),
+                        Lanes::at(ph[3], t),
+                        Lanes::at(ph[0], t + 1),
+                        Lanes::at(ph[1], t + 1),
                     ];
-                    for (k, val) in input_1d(d).into_iter().enumerate() {
-                        val.store(&mut v[i * T + k][base + t..base + tc]);
+                    let out = input_1d(d);
+                    if t + LANES <= tc {
+                        for (val, row) in out.into_iter().zip(&mut dst) {
+                            val.put(row, t);
+                        }
+                    } else {
+                        for (val, row) in out.into_iter().zip(&mut dst) {
+                            val.store(&mut row[t..]);
+                        }
                     }
                 }
             }
@@ -401,22 +426,25 @@ fn transform_output_body<const AVX2: bool>(
         let q0 = r * tc;
         // M·A along each tile's rows: s[i][c][t].
         for i in 0..T {
+            let src: [&[f32]; T] = std::array::from_fn(|k| &me[i * T + k][q0..q0 + tc]);
             for t in (0..tc).step_by(LANES) {
-                let at = |k: usize| Lanes::load(&me[i * T + k][q0 + t..q0 + tc]);
-                let d = [at(0), at(1), at(2), at(3), at(4), at(5)];
+                let d: [Lanes; T] = if t + LANES <= tc {
+                    std::array::from_fn(|k| Lanes::at(src[k], t))
+                } else {
+                    std::array::from_fn(|k| Lanes::load(&src[k][t..]))
+                };
                 for (c, val) in output_1d(d).into_iter().enumerate() {
-                    val.store(&mut s[(i * M + c) * sl + t..]);
+                    val.put(&mut s, (i * M + c) * sl + t);
                 }
             }
         }
         // Aᵀ· down the columns, over every phase and tile, plus the bias: y[rr][c][t].
         for j in (0..len).step_by(LANES) {
-            let at = |i: usize| Lanes::load(&s[i * len + j..]);
-            let d = [at(0), at(1), at(2), at(3), at(4), at(5)];
+            let d: [Lanes; T] = std::array::from_fn(|i| Lanes::at(&s, i * len + j));
             for (rr, val) in output_1d(d).into_iter().enumerate() {
                 let out = val + bias;
                 let out = if epilogue.relu { out.relu() } else { out };
-                out.store(&mut y[rr * len + j..]);
+                out.put(&mut y, rr * len + j);
             }
         }
         // Interleave the phases into the output rows: row[4·t + c] = y[rr][c][t].
