@@ -151,7 +151,7 @@ fn direct_summation_matches_direct_convolution() {
     for (i, g) in [
         geo(3, 5, 7, 4, 3, 1),    // narrower than one 8-pixel tile
         geo(1, 1, 1, 2, 3, 1),    // 1×1 map
-        geo(3, 19, 61, 64, 3, 1), // conv1_1-like: 24- and 8-pixel tiles and a tail, 3 bands
+        geo(3, 19, 61, 64, 3, 1), // conv1_1-like: 16- and 8-pixel tiles and a tail, 3 bands
         geo(64, 9, 33, 3, 3, 1),  // its input gradient's shape: 16 windows, one group of 3
         geo(6, 17, 24, 1, 3, 1),  // a partial window (4 + 2 channels), one output
         geo(2, 2, 3, 5, 3, 1),    // a group of 4 and a group of 1

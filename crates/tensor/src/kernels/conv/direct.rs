@@ -7,8 +7,10 @@
 //! at a small fraction of its speed, after copying the image 9 times into `col`. Here each
 //! output is summed straight from the definition
 //! `y[o, i, j] = b[o] + Σ_{c,u,v} w[o,c,u,v] · x[c, i+u−1, j+v−1]`, with a register tile of
-//! 4 output channels × 24 pixels of a row: per tap, 3 vector loads of the input row and 4
-//! broadcast weights feed 12 fused multiply-adds (16 AVX2 registers).
+//! 4 output channels × 16 pixels of a row: per tap, 2 vector loads of the input row and 4
+//! broadcast weights feed 8 fused multiply-adds, in 11 of AVX2's 16 registers. (A 4 × 24 tile
+//! needs all 16: the compiler then kept the accumulators on the stack, storing one after every
+//! multiply-add, and conv1_1's forward pass took 7.2 ms instead of 5.4 — BENCHMARKS.md.)
 //!
 //! Work is split into groups of 4 output channels × bands of 8 output rows (a function of the
 //! shape alone, so results do not depend on the thread count). A task goes through the input
@@ -31,7 +33,7 @@ const LANES: usize = 8;
 /// Output channels per register tile (and per task).
 const TILE_CHANNELS: usize = 4;
 /// Vectors of [`LANES`] pixels per register tile.
-const TILE_VECS: usize = 3;
+const TILE_VECS: usize = 2;
 /// Output rows per task.
 const BAND_ROWS: usize = 8;
 
@@ -195,7 +197,7 @@ impl Job<'_> {
         }
     }
 
-    /// The band, a window of input channels at a time: each row's 24-pixel tiles, then 8-pixel
+    /// The band, a window of input channels at a time: each row's 16-pixel tiles, then 8-pixel
     /// tiles, then the last pixels one at a time, each adding the window's taps to the sums so
     /// far; then bias and ReLU.
     #[inline(always)]

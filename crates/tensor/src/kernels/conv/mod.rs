@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | [`im2col`] | forward, input gradient, weight gradient, any kernel | unroll receptive fields into a matrix, one GEMM per band of rows; col2im (its adjoint) for the input gradient |
 //! | [`winograd`] | forward and input gradient of 3×3, padding 1 | Winograd F(4×4, 3×3): 36 GEMMs over channels per tile batch, 4× fewer multiplies |
-//! | [`direct`] | forward of 3×3, padding 1, with few input or output channels | the definition, summed in registers: 4 output channels × 24 pixels per tile |
+//! | [`direct`] | forward of 3×3, padding 1, with few input or output channels | the definition, summed in registers: 4 output channels × 16 pixels per tile |
 //!
 //! The input gradient of a 3×3, padding-1 convolution is itself such a convolution — of `dy`
 //! with the flipped, transposed filters ([`flip_transpose`]) — so it runs through the forward
