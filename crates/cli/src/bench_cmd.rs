@@ -84,7 +84,7 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
     }
     println!(
         "{} at {w}×{h}, {}, median of {} (after one warm-up); \
-         GEMM {} ({} kernels), Gram {}, convolution transforms {}",
+         GEMM {} ({} kernels), Gram and direct convolution {}, Winograd transforms {}",
         vgg.arch(),
         counted(threads, "thread"),
         counted(args.evals as usize, "evaluation"),

@@ -165,13 +165,23 @@ fn direct_summation_matches_direct_convolution() {
         let w = random_vec(&mut r, &[g.c_out * g.k()]);
         let b = random_vec(&mut r, &[g.c_out]);
         let want = reference::conv2d_direct(&x, &w, Some(&b), g);
+        let mut fused_builds = Vec::new();
         for isa in Isa::available() {
             let y = direct::forward_with(isa, &x, &w, Some(&b), false, g);
             close(&y, &want, 1e-5);
             let relu: Vec<f32> = y.iter().map(|v| v.max(0.0)).collect();
             let fused = direct::forward_with(isa, &x, &w, Some(&b), true, g);
             assert_eq!(fused, relu, "case {i}: fused ReLU differs ({isa:?})");
+            if isa >= Isa::Avx2Fma {
+                fused_builds.push(y);
+            }
         }
+        // The AVX2 and AVX-512F tiles add the same taps in the same order, each by a fused
+        // multiply-add: the same bits (the baseline, without FMA, rounds differently).
+        assert!(
+            fused_builds.windows(2).all(|p| p[0] == p[1]),
+            "case {i}: the AVX2 and AVX-512F builds disagree"
+        );
     }
     // Through the dispatcher, conv1_1's input gradient is the flipped convolution by direct
     // summation, and the adjoint of the forward.

@@ -2,9 +2,9 @@
 //!
 //! The crate is compiled for the baseline x86-64 (SSE2) so that one binary runs on every server;
 //! the kernels that matter are compiled again with wider instruction sets enabled (through
-//! `#[target_feature]`) and picked when the processor has them: the Gram product up to AVX-512F,
-//! the convolutions' direct kernel and Winograd transforms up to AVX2 + FMA (a 16-lane AVX-512
-//! build of the transforms measured 1.6% faster on a Zen 5, not worth a third path: BENCHMARKS.md).
+//! `#[target_feature]`) and picked when the processor has them: the Gram product and the direct
+//! convolution up to AVX-512F, the Winograd transforms up to AVX2 + FMA (a 16-lane AVX-512 build
+//! of the transforms measured 1.6% faster on a Zen 5, not worth a third path: BENCHMARKS.md).
 //! The GEMM libraries do the same on their own, up to AVX-512F.
 
 use std::sync::OnceLock;
@@ -56,7 +56,7 @@ impl Isa {
     }
 
     /// The level a kernel whose widest build is AVX2 + FMA runs at: `self`, or
-    /// [`Isa::Avx2Fma`] on an AVX-512 processor (the convolutions' transforms and direct kernel).
+    /// [`Isa::Avx2Fma`] on an AVX-512 processor (the Winograd transforms).
     pub fn at_most_avx2(self) -> Isa {
         self.min(Isa::Avx2Fma)
     }
