@@ -561,25 +561,30 @@ fn max_pool_nan_wins_only_from_the_first_position() {
 }
 
 /// The bit mask keeps exactly the positive outputs, across word and chunk boundaries (lengths
-/// that are not multiples of 64 or of the parallel chunk), zero and NaN counting as not positive.
+/// that are not multiples of 64 or of the parallel chunk), zero, −0, NaN and −∞ counting as not
+/// positive, +∞ and the smallest subnormal as positive — from every instruction-set build.
 #[test]
 fn relu_mask_passes_the_gradient_where_the_output_is_positive() {
     let mut r = rng(410);
-    for n in [1, 63, 64, 65, 70_001, (1 << 16) + 3] {
+    for n in [1, 7, 63, 64, 65, 70_001, (1 << 16) + 3] {
         let mut y = random_vec(&mut r, &[n]);
-        y[0] = 0.0;
-        if n > 5 {
-            y[5] = f32::NAN;
+        let specials = [0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-45];
+        for (k, v) in specials.into_iter().enumerate() {
+            if let Some(slot) = y.get_mut(k * 11) {
+                *slot = v;
+            }
         }
         let g = random_vec(&mut r, &[n]);
-        let mut dx = g.clone();
-        elementwise::relu_backward_in_place(&mut dx, &elementwise::relu_mask(&y));
         let want: Vec<f32> = g
             .iter()
             .zip(&y)
             .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 })
             .collect();
-        assert_eq!(dx, want, "length {n}");
+        for isa in Isa::available() {
+            let mut dx = g.clone();
+            elementwise::relu_backward_in_place(&mut dx, &elementwise::relu_mask_with(isa, &y));
+            assert_eq!(dx, want, "length {n}, {isa:?}");
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Elementwise kernels large enough to be worth running in parallel (VGG's first ReLUs see 12.6
 //! million elements). Chunks are fixed in size, so results never depend on the thread count.
 
+use crate::kernels::isa::Isa;
 use rayon::prelude::*;
 
 /// Elements per rayon task.
@@ -46,18 +47,57 @@ pub fn relu_forward(x: &[f32]) -> Vec<f32> {
 /// The ReLU's derivative as one bit per element: bit `i % 64` of word `i / 64` is set iff
 /// `y[i] > 0`. A backward pass needs only this, not the map itself — 1/32 of its memory.
 pub fn relu_mask(y: &[f32]) -> Vec<u64> {
+    relu_mask_with(Isa::detect(), y)
+}
+
+/// [`relu_mask`] with the comparisons compiled for `isa` (which the processor must support: take
+/// it from [`Isa::available`]); every level gives the same bits (tested).
+pub fn relu_mask_with(isa: Isa, y: &[f32]) -> Vec<u64> {
+    assert!(
+        Isa::available().contains(&isa),
+        "relu_mask: {isa:?} is not available here"
+    );
     let mut mask = vec![0u64; y.len().div_ceil(64)];
     mask.par_chunks_mut(CHUNK / 64)
         .zip(y.par_chunks(CHUNK))
-        .for_each(|(mc, yc)| {
-            for (word, ys) in mc.iter_mut().zip(yc.chunks(64)) {
-                *word = ys
-                    .iter()
-                    .enumerate()
-                    .fold(0, |acc, (bit, &v)| acc | (u64::from(v > 0.0) << bit));
-            }
+        .for_each(|(mc, yc)| match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: both levels are only produced after the processor reported AVX2
+            // (`Isa::available`).
+            Isa::Avx2Fma | Isa::Avx512F => unsafe { mask_words_avx2(yc, mc) },
+            _ => mask_words(yc, mc),
         });
     mask
+}
+
+/// The mask words of `ys` (64 values a word, the last word possibly fewer), one value at a time.
+fn mask_words(ys: &[f32], words: &mut [u64]) {
+    for (word, ys) in words.iter_mut().zip(ys.chunks(64)) {
+        *word = ys
+            .iter()
+            .enumerate()
+            .fold(0, |acc, (bit, &v)| acc | (u64::from(v > 0.0) << bit));
+    }
+}
+
+/// [`mask_words`] with AVX2: each group of 8 values is one comparison with 0 (ordered, so a NaN
+/// gives 0 as `v > 0.0` does) and one `movemask`, whose 8 bits are the group's bits of the word.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn mask_words_avx2(ys: &[f32], words: &mut [u64]) {
+    use std::arch::x86_64::*;
+    let full = ys.len() / 64;
+    for (word, ys) in words.iter_mut().zip(ys.chunks_exact(64)) {
+        let mut w = 0u64;
+        for (k, group) in ys.chunks_exact(8).enumerate() {
+            // SAFETY: `group` holds 8 values.
+            let v = unsafe { _mm256_loadu_ps(group.as_ptr()) };
+            let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps());
+            w |= u64::from(_mm256_movemask_ps(positive) as u8) << (8 * k);
+        }
+        *word = w;
+    }
+    mask_words(&ys[full * 64..], &mut words[full..]);
 }
 
 /// `g ← g` where the ReLU's output was positive (its [`relu_mask`] bit is set), else 0 — the
