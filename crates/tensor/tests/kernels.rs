@@ -562,7 +562,8 @@ fn max_pool_nan_wins_only_from_the_first_position() {
 
 /// The bit mask keeps exactly the positive outputs, across word and chunk boundaries (lengths
 /// that are not multiples of 64 or of the parallel chunk), zero, −0, NaN and −∞ counting as not
-/// positive, +∞ and the smallest subnormal as positive — from every instruction-set build.
+/// positive, +∞ and the smallest subnormal as positive — mask and masking from every
+/// instruction-set build.
 #[test]
 fn relu_mask_passes_the_gradient_where_the_output_is_positive() {
     let mut r = rng(410);
@@ -582,7 +583,8 @@ fn relu_mask_passes_the_gradient_where_the_output_is_positive() {
             .collect();
         for isa in Isa::available() {
             let mut dx = g.clone();
-            elementwise::relu_backward_in_place(&mut dx, &elementwise::relu_mask_with(isa, &y));
+            let mask = elementwise::relu_mask_with(isa, &y);
+            elementwise::relu_backward_in_place_with(isa, &mut dx, &mask);
             assert_eq!(dx, want, "length {n}, {isa:?}");
         }
     }

@@ -103,15 +103,57 @@ fn mask_words_avx2(ys: &[f32], words: &mut [u64]) {
 /// `g ← g` where the ReLU's output was positive (its [`relu_mask`] bit is set), else 0 — the
 /// subgradient 0 at the kink. In place: the incoming gradient becomes the outgoing one.
 pub fn relu_backward_in_place(g: &mut [f32], mask: &[u64]) {
+    relu_backward_in_place_with(Isa::detect(), g, mask)
+}
+
+/// [`relu_backward_in_place`] compiled for `isa` (which the processor must support: take it
+/// from [`Isa::available`]); every level gives the same values (tested).
+pub fn relu_backward_in_place_with(isa: Isa, g: &mut [f32], mask: &[u64]) {
+    assert!(
+        Isa::available().contains(&isa),
+        "relu_backward: {isa:?} is not available here"
+    );
     g.par_chunks_mut(CHUNK)
         .zip(mask.par_chunks(CHUNK / 64))
-        .for_each(|(gc, mc)| {
-            for (gs, &word) in gc.chunks_mut(64).zip(mc) {
-                for (bit, v) in gs.iter_mut().enumerate() {
-                    if word >> bit & 1 == 0 {
-                        *v = 0.0;
-                    }
-                }
-            }
+        .for_each(|(gc, mc)| match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: both levels are only produced after the processor reported AVX2
+            // (`Isa::available`).
+            Isa::Avx2Fma | Isa::Avx512F => unsafe { apply_mask_avx2(gc, mc) },
+            _ => apply_mask(gc, mc),
         });
+}
+
+/// Zeroes the values of `g` whose bit in `words` is clear, one value at a time.
+fn apply_mask(g: &mut [f32], words: &[u64]) {
+    for (gs, &word) in g.chunks_mut(64).zip(words) {
+        for (bit, v) in gs.iter_mut().enumerate() {
+            if word >> bit & 1 == 0 {
+                *v = 0.0;
+            }
+        }
+    }
+}
+
+/// [`apply_mask`] with AVX2: each byte of a word becomes an 8-lane mask (the byte broadcast,
+/// each lane testing its own bit) that keeps or zeroes 8 values with one `and`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn apply_mask_avx2(g: &mut [f32], words: &[u64]) {
+    use std::arch::x86_64::*;
+    let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let full = g.len() / 64;
+    for (gs, &word) in g.chunks_exact_mut(64).zip(words) {
+        for (k, group) in gs.chunks_exact_mut(8).enumerate() {
+            let byte = _mm256_set1_epi32((word >> (8 * k)) as i32 & 0xff);
+            let keep = _mm256_cmpeq_epi32(_mm256_and_si256(byte, lane_bits), lane_bits);
+            // SAFETY: `group` holds 8 values.
+            unsafe {
+                let v = _mm256_loadu_ps(group.as_ptr());
+                let kept = _mm256_and_ps(v, _mm256_castsi256_ps(keep));
+                _mm256_storeu_ps(group.as_mut_ptr(), kept);
+            }
+        }
+    }
+    apply_mask(&mut g[full * 64..], &words[full..]);
 }
