@@ -1,5 +1,7 @@
 //! Elementwise kernels large enough to be worth running in parallel (VGG's first ReLUs see 12.6
 //! million elements). Chunks are fixed in size, so results never depend on the thread count.
+//! The ReLU's bit mask is built and applied with AVX2 where the processor has it (8 values per
+//! instruction; the same bits as the one-value-at-a-time loops, which other processors run).
 
 use crate::kernels::isa::Isa;
 use rayon::prelude::*;
