@@ -55,17 +55,13 @@ pub fn relu_mask(y: &[f32]) -> Vec<u64> {
 /// [`relu_mask`] with the comparisons compiled for `isa` (which the processor must support: take
 /// it from [`Isa::available`]); every level gives the same bits (tested).
 pub fn relu_mask_with(isa: Isa, y: &[f32]) -> Vec<u64> {
-    assert!(
-        Isa::available().contains(&isa),
-        "relu_mask: {isa:?} is not available here"
-    );
+    isa.assert_available("relu_mask");
     let mut mask = vec![0u64; y.len().div_ceil(64)];
     mask.par_chunks_mut(CHUNK / 64)
         .zip(y.par_chunks(CHUNK))
         .for_each(|(mc, yc)| match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: both levels are only produced after the processor reported AVX2
-            // (`Isa::available`).
+            // SAFETY: checked above that the processor runs `isa`; both levels include AVX2.
             Isa::Avx2Fma | Isa::Avx512F => unsafe { mask_words_avx2(yc, mc) },
             _ => mask_words(yc, mc),
         });
@@ -111,16 +107,12 @@ pub fn relu_backward_in_place(g: &mut [f32], mask: &[u64]) {
 /// [`relu_backward_in_place`] compiled for `isa` (which the processor must support: take it
 /// from [`Isa::available`]); every level gives the same values (tested).
 pub fn relu_backward_in_place_with(isa: Isa, g: &mut [f32], mask: &[u64]) {
-    assert!(
-        Isa::available().contains(&isa),
-        "relu_backward: {isa:?} is not available here"
-    );
+    isa.assert_available("relu_backward");
     g.par_chunks_mut(CHUNK)
         .zip(mask.par_chunks(CHUNK / 64))
         .for_each(|(gc, mc)| match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: both levels are only produced after the processor reported AVX2
-            // (`Isa::available`).
+            // SAFETY: checked above that the processor runs `isa`; both levels include AVX2.
             Isa::Avx2Fma | Isa::Avx512F => unsafe { apply_mask_avx2(gc, mc) },
             _ => apply_mask(gc, mc),
         });

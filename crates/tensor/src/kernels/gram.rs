@@ -55,10 +55,7 @@ pub fn gram(f: &[f32], c: usize, m: usize) -> Vec<f32> {
 
 /// [`gram`] compiled for `isa`, which the processor must support ([`Isa::available`]).
 pub fn gram_with(isa: Isa, f: &[f32], c: usize, m: usize) -> Vec<f32> {
-    assert!(
-        Isa::available().contains(&isa),
-        "gram: {isa:?} is not available here"
-    );
+    isa.assert_available("gram");
     assert_eq!(f.len(), c * m, "gram: F is not C×M");
     if c == 0 {
         return Vec::new();
@@ -139,8 +136,8 @@ impl TilePair<'_> {
     fn run(&self, isa: Isa, block: &mut [f32]) {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Isa::Avx512F` is only produced after the processor reported AVX-512F,
-            // AVX2 and FMA (`Isa::available`).
+            // SAFETY: `gram_with` checked that the processor runs `isa` (`assert_available`):
+            // AVX-512F, AVX2 and FMA.
             Isa::Avx512F => unsafe { self.run_avx512(block) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, `Isa::Avx2Fma` means the processor has AVX2 and FMA.

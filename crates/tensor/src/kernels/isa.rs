@@ -55,6 +55,18 @@ impl Isa {
         levels
     }
 
+    /// Panics (naming `kernel`) unless this processor can run `self`. Every kernel's `_with`
+    /// entry point checks it first: its builds for wider levels are `unsafe` to call without the
+    /// instructions, and `Isa` is a plain enum any caller can name. Since each level includes the
+    /// ones before it, the levels this processor runs are those up to [`Isa::detect`]'s.
+    #[track_caller]
+    pub fn assert_available(self, kernel: &str) {
+        assert!(
+            self <= Isa::detect(),
+            "{kernel}: {self:?} is not available here"
+        );
+    }
+
     /// The level a kernel whose widest build is AVX2 + FMA runs at: `self`, or
     /// [`Isa::Avx2Fma`] on an AVX-512 processor (the Winograd transforms).
     pub fn at_most_avx2(self) -> Isa {

@@ -112,7 +112,8 @@ pub fn forward(
     forward_with(Isa::detect(), x, w, bias, relu, g)
 }
 
-/// [`forward`] compiled for `isa` (tests run every level the processor has).
+/// [`forward`] compiled for `isa`, which the processor must support ([`Isa::available`]; tests
+/// run every level the processor has).
 pub fn forward_with(
     isa: Isa,
     x: &[f32],
@@ -121,6 +122,7 @@ pub fn forward_with(
     relu: bool,
     g: &ConvGeometry,
 ) -> Vec<f32> {
+    isa.assert_available("direct convolution");
     assert!(
         g.is_3x3_same(),
         "direct convolution: 3×3 kernels with padding 1 only"
@@ -178,8 +180,8 @@ impl Job<'_> {
     fn band(&self, isa: Isa, o0: usize, y0: usize, out: &mut [&mut [f32]]) {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Isa::Avx2Fma` is only produced after the processor reported AVX2 and
-            // FMA, `Isa::Avx512F` after it also reported AVX-512F (`Isa::available`).
+            // SAFETY: `forward_with` checked that the processor runs `isa` (`assert_available`):
+            // AVX2 and FMA, and with `Isa::Avx512F` also AVX-512F.
             Isa::Avx512F => unsafe { self.band_avx512(o0, y0, out) },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => unsafe { self.band_avx2(o0, y0, out) },

@@ -250,9 +250,8 @@ pub fn tasks(g: &ConvGeometry) -> usize {
 fn transform_input(isa: Isa, x: &[f32], g: &ConvGeometry, band: Band, v: &mut [&mut [f32]]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2Fma` and `Isa::Avx512F` are only ever produced after the processor
-        // reported AVX2 and FMA (`Isa::available`), so the AVX2 build of the function runs on a
-        // processor that has them.
+        // SAFETY: `convolve` checked that the processor runs `isa` (`assert_available`), and
+        // both levels include AVX2 and FMA, so the AVX2 build runs on a processor that has them.
         Isa::Avx2Fma | Isa::Avx512F => unsafe { transform_input_avx2(x, g, band, v) },
         _ => transform_input_body::<false>(x, g, band, v),
     }
@@ -673,10 +672,7 @@ fn convolve(
     relu: bool,
     g: &ConvGeometry,
 ) -> Vec<f32> {
-    assert!(
-        Isa::available().contains(&isa),
-        "winograd: {isa:?} is not available here"
-    );
+    isa.assert_available("winograd");
     assert!(
         g.is_3x3_same(),
         "winograd: needs a 3×3 kernel with padding 1"
