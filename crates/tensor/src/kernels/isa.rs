@@ -5,7 +5,8 @@
 //! `#[target_feature]`) and picked when the processor has them: the Gram product and the direct
 //! convolution up to AVX-512F, the Winograd transforms up to AVX2 + FMA (a 16-lane AVX-512 build
 //! of the transforms measured 1.6% faster on a Zen 5, not worth a third path: BENCHMARKS.md).
-//! The GEMM libraries do the same on their own, up to AVX-512F.
+//! The GEMM libraries do the same on their own, up to AVX-512F; the optimizers' vector
+//! operations (`nst-transfer`) use these levels too, up to AVX2.
 
 use std::sync::OnceLock;
 

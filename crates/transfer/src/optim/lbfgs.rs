@@ -13,7 +13,7 @@
 //! cleared, and the next step is again a scaled gradient step of half the length.
 
 use super::line_search::{strong_wolfe, Trial};
-use super::{axpy, dot, Eval, Optimizer};
+use super::{axpy, axpy_dot, dot, Eval, Optimizer};
 use std::collections::VecDeque;
 
 /// How L-BFGS picks the step length along its direction.
@@ -43,18 +43,44 @@ struct Pair {
     rho: f64,
 }
 
-/// `−H·g` by the two-loop recursion, with `H₀ = h0·I`.
+/// `−H·g` by the two-loop recursion, with `H₀ = h0·I`:
+///
+/// ```text
+/// q ← −g;  for i newest → oldest:  αᵢ = ρᵢ sᵢᵀq,  q ← q − αᵢ yᵢ
+/// q ← h0·q; for i oldest → newest:  βᵢ = ρᵢ yᵢᵀq,  q ← q + (αᵢ − βᵢ) sᵢ
+/// ```
+///
+/// Each update is made in one pass with the next pair's dot product ([`axpy_dot`]): the history
+/// (up to 100 pairs of image-sized vectors) is read once per loop, and reading it is what a step
+/// costs.
 fn direction(g: &[f32], memory: &VecDeque<Pair>, h0: f64) -> Vec<f32> {
     let mut q: Vec<f32> = g.iter().map(|v| -v).collect();
-    let mut alpha = vec![0.0; memory.len()];
-    for (i, p) in memory.iter().enumerate().rev() {
-        alpha[i] = p.rho * dot(&p.s, &q);
-        axpy(-alpha[i], &p.y, &mut q);
+    let n = memory.len();
+    let mut alpha = vec![0.0; n];
+    if n == 0 {
+        return q;
+    }
+    let mut next = memory[n - 1].rho * dot(&memory[n - 1].s, &q);
+    for i in (0..n).rev() {
+        alpha[i] = next;
+        let p = &memory[i];
+        match i.checked_sub(1) {
+            Some(older) => {
+                let o = &memory[older];
+                next = o.rho * axpy_dot(-alpha[i], &p.y, &mut q, &o.s);
+            }
+            None => axpy(-alpha[i], &p.y, &mut q),
+        }
     }
     q.iter_mut().for_each(|v| *v = (*v as f64 * h0) as f32);
+    let mut beta = memory[0].rho * dot(&memory[0].y, &q);
     for (i, p) in memory.iter().enumerate() {
-        let beta = p.rho * dot(&p.y, &q);
-        axpy(alpha[i] - beta, &p.s, &mut q);
+        match memory.get(i + 1) {
+            Some(newer) => {
+                beta = newer.rho * axpy_dot(alpha[i] - beta, &p.s, &mut q, &newer.y);
+            }
+            None => axpy(alpha[i] - beta, &p.s, &mut q),
+        }
     }
     q
 }

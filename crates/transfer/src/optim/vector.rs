@@ -1,0 +1,239 @@
+//! The optimizers' vector operations: the dot product `Σ aᵢbᵢ` and `y ← y + α·x`, on image-sized
+//! `f32` vectors with `f64` arithmetic, in parallel pieces.
+//!
+//! L-BFGS's two-loop recursion reads every stored pair twice per step, once per loop (an
+//! [`axpy_dot`] each) — with the classic history of 100 pairs at 512×384, about 1 GB of vectors
+//! per step — so they set the cost of a step beside the network's evaluation. Each has an AVX2 build (picked at run time, see
+//! [`Isa`]) that gives the same bits as the baseline one: converting an `f32` product to `f64`
+//! is exact, so the fused multiply-add of the dot product rounds once, as the baseline's
+//! multiply-then-add does; `axpy` keeps its multiply and its add apart.
+
+use nst_tensor::kernels::isa::Isa;
+use rayon::prelude::*;
+
+/// Length of the pieces [`dot`] and [`axpy`] split their vectors into, one rayon task each. Fixed,
+/// so that a dot product — the pieces' sums added in order — is the same for any thread count.
+/// 2¹⁴ values (64 KiB per vector) keep each task long enough to pay for itself.
+const PIECE: usize = 1 << 14;
+
+/// Partial sums [`dot`] keeps apart within a piece.
+const DOT_LANES: usize = 8;
+
+/// `Σ a_i b_i`, accumulated in f64: each piece of [`PIECE`] values in parallel, then the pieces'
+/// sums in order. Within a piece, [`DOT_LANES`] partial sums (sum `l` takes the values `i ≡ l`
+/// mod 8, in order) are added together at the end: one running sum made every addition wait for
+/// the one before — four cycles a value, half the speed the memory delivers the vectors at
+/// (BENCHMARKS.md); eight independent ones let the additions overlap.
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
+    dot_with(Isa::detect().at_most_avx2(), a, b)
+}
+
+/// [`dot`] with the build for `isa` (which the processor must run).
+fn dot_with(isa: Isa, a: &[f32], b: &[f32]) -> f64 {
+    isa.assert_available("dot");
+    let pieces: Vec<f64> = a
+        .par_chunks(PIECE)
+        .zip(b.par_chunks(PIECE))
+        .map(|(a, b)| match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `assert_available` above: the processor has AVX2 and FMA.
+            Isa::Avx2Fma | Isa::Avx512F => unsafe { dot_piece_avx2(a, b) },
+            _ => dot_piece(a, b),
+        })
+        .collect();
+    pieces.iter().sum()
+}
+
+/// One piece of [`dot`], `a` and `b` of the same length.
+fn dot_piece(a: &[f32], b: &[f32]) -> f64 {
+    let mut sums = [0.0f64; DOT_LANES];
+    let body = a.len() - a.len() % DOT_LANES;
+    for (x, y) in a[..body]
+        .chunks_exact(DOT_LANES)
+        .zip(b[..body].chunks_exact(DOT_LANES))
+    {
+        for l in 0..DOT_LANES {
+            sums[l] += x[l] as f64 * y[l] as f64;
+        }
+    }
+    add_tail(&mut sums, &a[body..], &b[body..]);
+    sums.iter().sum()
+}
+
+/// The last `< DOT_LANES` products of a piece, into their partial sums.
+fn add_tail(sums: &mut [f64; DOT_LANES], a: &[f32], b: &[f32]) {
+    for (l, (x, y)) in a.iter().zip(b).enumerate() {
+        sums[l] += *x as f64 * *y as f64;
+    }
+}
+
+/// [`dot_piece`] with AVX2: the eight partial sums are two registers of four f64.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dot_piece_avx2(a: &[f32], b: &[f32]) -> f64 {
+    use std::arch::x86_64::*;
+    let body = a.len() - a.len() % DOT_LANES;
+    let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    for (x, y) in a[..body]
+        .chunks_exact(DOT_LANES)
+        .zip(b[..body].chunks_exact(DOT_LANES))
+    {
+        // SAFETY: each chunk holds 8 values, what an unaligned 256-bit load reads.
+        let (x, y) = unsafe { (_mm256_loadu_ps(x.as_ptr()), _mm256_loadu_ps(y.as_ptr())) };
+        let (xl, xh) = (_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+        let (yl, yh) = (_mm256_castps256_ps128(y), _mm256_extractf128_ps::<1>(y));
+        lo = _mm256_fmadd_pd(_mm256_cvtps_pd(xl), _mm256_cvtps_pd(yl), lo);
+        hi = _mm256_fmadd_pd(_mm256_cvtps_pd(xh), _mm256_cvtps_pd(yh), hi);
+    }
+    let mut sums = [0.0f64; DOT_LANES];
+    // SAFETY: `sums` holds 8 f64, two 256-bit stores' worth.
+    unsafe {
+        _mm256_storeu_pd(sums.as_mut_ptr(), lo);
+        _mm256_storeu_pd(sums.as_mut_ptr().add(4), hi);
+    }
+    add_tail(&mut sums, &a[body..], &b[body..]);
+    sums.iter().sum()
+}
+
+/// `y ← y + alpha·x`, each value computed in f64 and rounded once to f32, in parallel pieces.
+pub(crate) fn axpy(alpha: f64, x: &[f32], y: &mut [f32]) {
+    axpy_with(Isa::detect().at_most_avx2(), alpha, x, y)
+}
+
+/// [`axpy`] with the build for `isa` (which the processor must run).
+fn axpy_with(isa: Isa, alpha: f64, x: &[f32], y: &mut [f32]) {
+    isa.assert_available("axpy");
+    y.par_chunks_mut(PIECE)
+        .zip(x.par_chunks(PIECE))
+        .for_each(|(y, x)| match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `assert_available` above: the processor has AVX2.
+            Isa::Avx2Fma | Isa::Avx512F => unsafe { axpy_piece_avx2(alpha, x, y) },
+            _ => axpy_piece(alpha, x, y),
+        });
+}
+
+/// One piece of [`axpy`].
+fn axpy_piece(alpha: f64, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi = (*yi as f64 + alpha * *xi as f64) as f32;
+    }
+}
+
+/// [`axpy_piece`] with AVX2, eight values at a time (the multiply and the add apart, as there).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn axpy_piece_avx2(alpha: f64, x: &[f32], y: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let body = y.len() - y.len() % 8;
+    let a = _mm256_set1_pd(alpha);
+    for (yc, xc) in y[..body].chunks_exact_mut(8).zip(x[..body].chunks_exact(8)) {
+        // SAFETY: each chunk holds 8 values, what an unaligned 256-bit load or store touches.
+        unsafe {
+            let (xv, yv) = (_mm256_loadu_ps(xc.as_ptr()), _mm256_loadu_ps(yc.as_ptr()));
+            let half = |x: __m128, y: __m128| {
+                let p = _mm256_mul_pd(a, _mm256_cvtps_pd(x));
+                _mm256_cvtpd_ps(_mm256_add_pd(_mm256_cvtps_pd(y), p))
+            };
+            let lo = half(_mm256_castps256_ps128(xv), _mm256_castps256_ps128(yv));
+            let hi = half(
+                _mm256_extractf128_ps::<1>(xv),
+                _mm256_extractf128_ps::<1>(yv),
+            );
+            _mm256_storeu_ps(yc.as_mut_ptr(), _mm256_set_m128(hi, lo));
+        }
+    }
+    axpy_piece(alpha, &x[body..], &mut y[body..]);
+}
+
+/// `y ← y + alpha·x`, then `Σ zᵢ yᵢ` of the new `y` — [`axpy`] and [`dot`] in one pass over
+/// the vectors, with the same bits as the two calls one after the other. The two-loop recursion
+/// pairs each pair's update with the next pair's dot product this way, so each of its loops
+/// walks the history once instead of twice.
+pub(crate) fn axpy_dot(alpha: f64, x: &[f32], y: &mut [f32], z: &[f32]) -> f64 {
+    axpy_dot_with(Isa::detect().at_most_avx2(), alpha, x, y, z)
+}
+
+/// [`axpy_dot`] with the build for `isa` (which the processor must run).
+fn axpy_dot_with(isa: Isa, alpha: f64, x: &[f32], y: &mut [f32], z: &[f32]) -> f64 {
+    isa.assert_available("axpy_dot");
+    let pieces: Vec<f64> = y
+        .par_chunks_mut(PIECE)
+        .zip(x.par_chunks(PIECE))
+        .zip(z.par_chunks(PIECE))
+        .map(|((y, x), z)| match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `assert_available` above: the processor has AVX2 and FMA.
+            Isa::Avx2Fma | Isa::Avx512F => unsafe {
+                axpy_piece_avx2(alpha, x, y);
+                dot_piece_avx2(z, y)
+            },
+            _ => {
+                axpy_piece(alpha, x, y);
+                dot_piece(z, y)
+            }
+        })
+        .collect();
+    pieces.iter().sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Several pieces and a short last one: for every build this processor runs, the dot
+    /// product equals the plain f64 sum to rounding and gives the same bits on 1 and 3 threads
+    /// and as the baseline build; axpy equals the loop it replaces, bit for bit; axpy_dot equals
+    /// axpy then dot.
+    #[test]
+    fn dot_and_axpy_in_pieces_match_the_serial_loops_on_any_thread_count_and_build() {
+        let n = 3 * PIECE + 123;
+        let a: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 997.0 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..n)
+            .map(|i| ((i * 104_729) % 991) as f32 / 991.0 - 0.3)
+            .collect();
+        let serial: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        let want: Vec<f32> = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (*y as f64 - 0.75 * *x as f64) as f32)
+            .collect();
+        let on = |threads: usize, isa: Isa| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut y = b.clone();
+                axpy_with(isa, -0.75, &a, &mut y);
+                let mut fused = b.clone();
+                let fused_dot = axpy_dot_with(isa, -0.75, &a, &mut fused, &b);
+                assert_eq!(fused, y, "axpy_dot's update");
+                assert_eq!(
+                    fused_dot.to_bits(),
+                    dot_with(isa, &b, &y).to_bits(),
+                    "axpy_dot's dot"
+                );
+                (dot_with(isa, &a, &b), y)
+            })
+        };
+        let (baseline, _) = on(1, Isa::Baseline);
+        assert!(
+            (baseline - serial).abs() <= 1e-12 * serial.abs(),
+            "{baseline} vs {serial}"
+        );
+        for isa in Isa::available() {
+            for threads in [1, 3] {
+                let (d, y) = on(threads, isa);
+                assert_eq!(
+                    d.to_bits(),
+                    baseline.to_bits(),
+                    "{isa:?}, {threads} threads"
+                );
+                assert_eq!(y, want, "{isa:?}, {threads} threads");
+            }
+        }
+    }
+}
