@@ -473,6 +473,12 @@ fn matmul_matches_the_triple_loop() {
         MatRef::row_major(&bt, n, k).t(),
     );
     close(&got_t, &want, 1e-5);
+    // No inner dimension: a wide product of zeros, nothing of B read.
+    let got = matmul::matmul(
+        MatRef::row_major(&[], 3, 0),
+        MatRef::row_major(&[], 0, 5000),
+    );
+    assert_eq!(got, vec![0.0; 3 * 5000]);
 }
 
 #[test]

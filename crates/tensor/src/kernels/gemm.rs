@@ -207,6 +207,62 @@ pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) {
 /// [`gemm()`] on the given backend rather than the process's.
 #[track_caller]
 pub fn gemm_with(backend: Backend, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) {
+    check_shapes(&a, &b, &c);
+    if c.rows == 0 || c.cols == 0 {
+        return;
+    }
+    // SAFETY: `check_shapes` checked the shapes and that every index of each view is inside its
+    // slice; `c` is a unique borrow, so it aliases neither `a` nor `b`.
+    unsafe {
+        let strides = (c.row_stride, c.col_stride);
+        gemm_raw(backend, alpha, a, b, beta, c.data.as_mut_ptr(), strides)
+    }
+}
+
+/// [`gemm()`] with the columns of `C` (and of `B`) cut into blocks of `block` columns, one rayon
+/// task each (each block's product single-threaded, as always). For wide products — a Gram
+/// backward's `S·F`, 64×64 times 64×196608 at 512×384 — this writes each block straight into
+/// `C`: every task packs only its own slice of `B`, and no task's result passes through a
+/// scratch tile. The blocks depend on `block` alone, and each column's sums are the same
+/// whichever task computes them, so the result does not depend on the thread count.
+#[track_caller]
+pub fn gemm_column_blocks(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut, block: usize) {
+    use rayon::prelude::*;
+    assert!(block > 0, "gemm_column_blocks: empty blocks");
+    check_shapes(&a, &b, &c);
+    if c.rows == 0 || c.cols == 0 {
+        return;
+    }
+    let backend = backend();
+    let n = c.cols;
+    // The raw pointer crosses to the tasks as an address: each task writes only its own columns.
+    let c_addr = c.data.as_mut_ptr() as usize;
+    let strides = (c.row_stride, c.col_stride);
+    (0..n.div_ceil(block)).into_par_iter().for_each(|k| {
+        let j0 = k * block;
+        let cols = block.min(n - j0);
+        let b_cols = MatRef {
+            // (Empty when `B` has no rows: nothing is read then.)
+            data: b.data.get(j0 * b.col_stride..).unwrap_or(&[]),
+            cols,
+            ..b
+        };
+        // SAFETY: `check_shapes` checked every index of the whole views; block `k` reads `B`
+        // and writes `C` at columns `j0..j0 + cols` only, a subset of them, and blocks are
+        // disjoint, so no element of `C` is written by two tasks. `c` stays borrowed uniquely
+        // for the whole call, so nothing else touches `C`, and it aliases neither `a` nor `b`.
+        unsafe {
+            let c_ptr = (c_addr as *mut f32).add(j0 * c.col_stride);
+            gemm_raw(backend, alpha, a, b_cols, beta, c_ptr, strides);
+        }
+    });
+}
+
+/// Panics unless the shapes agree and every index of each view,
+/// `i·row_stride + j·col_stride` for `i < rows`, `j < cols`, is inside its slice: what the
+/// `unsafe` calls of [`gemm_raw`] rely on.
+#[track_caller]
+fn check_shapes(a: &MatRef, b: &MatRef, c: &MatMut) {
     assert!(
         a.cols == b.rows && a.rows == c.rows && b.cols == c.cols,
         "gemm: A is {}×{}, B is {}×{}, C is {}×{}",
@@ -226,13 +282,25 @@ pub fn gemm_with(backend: Backend, alpha: f32, a: MatRef, b: MatRef, beta: f32, 
         a.extent() <= a.data.len() && b.extent() <= b.data.len() && c_extent <= c.data.len(),
         "gemm: a strided view reaches past its slice"
     );
-    if c.rows == 0 || c.cols == 0 {
-        return;
-    }
-    // SAFETY (both calls): the shapes agree (asserted above) and every index read or written,
-    // i·row_stride + j·col_stride for i < rows, j < cols, is below the extent checked against
-    // each slice's length. `c` is a unique borrow, so it aliases neither `a` nor `b`. Strides fit
-    // in isize because they index slices that exist.
+}
+
+/// The backend's call for `C ← alpha·A·B + beta·C`, `C` (`a.rows × b.cols`, with the row and
+/// column strides `c_strides`) starting at `c`.
+///
+/// # Safety
+/// The shapes must agree, every index of `a` and `b` be inside their slices, every element of
+/// `C` be valid to write and written by no one else during the call, and `C` alias neither
+/// `a` nor `b`; rows and columns must be non-zero. Strides fit in `isize` because they index
+/// allocations that exist.
+unsafe fn gemm_raw(
+    backend: Backend,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: *mut f32,
+    c_strides: (usize, usize),
+) {
     match backend {
         Backend::MatrixMultiply => unsafe {
             matrixmultiply::sgemm(
@@ -247,9 +315,9 @@ pub fn gemm_with(backend: Backend, alpha: f32, a: MatRef, b: MatRef, beta: f32, 
                 b.row_stride as isize,
                 b.col_stride as isize,
                 beta,
-                c.data.as_mut_ptr(),
-                c.row_stride as isize,
-                c.col_stride as isize,
+                c,
+                c_strides.0 as isize,
+                c_strides.1 as isize,
             );
         },
         // The gemm crate computes `dst ← alpha·dst + beta·lhs·rhs` (its names for our beta and
@@ -259,9 +327,9 @@ pub fn gemm_with(backend: Backend, alpha: f32, a: MatRef, b: MatRef, beta: f32, 
                 a.rows,
                 b.cols,
                 a.cols,
-                c.data.as_mut_ptr(),
-                c.col_stride as isize,
-                c.row_stride as isize,
+                c,
+                c_strides.1 as isize,
+                c_strides.0 as isize,
                 beta != 0.0,
                 a.data.as_ptr(),
                 a.col_stride as isize,

@@ -3,7 +3,7 @@
 //! results do not depend on the thread count.
 
 use super::elementwise;
-use super::gemm::{gemm, MatMut, MatRef};
+use super::gemm::{gemm, gemm_column_blocks, MatMut, MatRef};
 use rayon::prelude::*;
 
 /// Output rows per rayon task in [`matmul`] (tall products).
@@ -16,8 +16,6 @@ const COL_BLOCK: usize = 4096;
 const MIN_COL_TASKS: usize = 8;
 /// The narrowest column block: below this the GEMM's packing costs more than it saves.
 const MIN_COL_BLOCK: usize = 256;
-/// Scratch for the column tiles of a wide [`matmul`] in flight at once, in floats (16 MB).
-const TILE_GROUP_FLOATS: usize = 1 << 22;
 
 /// The width of the column blocks that split `n` columns: at most `max`, and narrow enough for
 /// [`MIN_COL_TASKS`] blocks when `n` allows (a function of the shape alone).
@@ -28,8 +26,9 @@ fn col_block(n: usize, max: usize) -> usize {
 /// `A·B` as a new row-major `m×n` matrix, for any strides of `A` (`m×k`) and `B` (`k×n`).
 ///
 /// The work is split along the longer side of `C`: blocks of 16 rows, or — for wide products
-/// like a Gram backward's `S·F` (64×64 times 64×196608) — blocks of up to 4096 columns computed into
-/// local tiles, so that each task packs only its own slice of `B` instead of all of it.
+/// like a Gram backward's `S·F` (64×64 times 64×196608) — blocks of up to 4096 columns, each
+/// written straight into `C` ([`gemm_column_blocks`]), so that each task packs only its own
+/// slice of `B` instead of all of it.
 pub fn matmul(a: MatRef, b: MatRef) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
     let (m, n) = (a.rows, b.cols);
@@ -54,33 +53,6 @@ pub fn matmul(a: MatRef, b: MatRef) -> Vec<f32> {
         return c;
     }
     let block = col_block(n, COL_BLOCK);
-    let blocks = n.div_ceil(block);
-    // Tiles are made and copied into C a group at a time, so that the scratch they need stays
-    // near TILE_GROUP_FLOATS instead of a second copy of C.
-    let group = (TILE_GROUP_FLOATS / (m * block)).max(MIN_COL_TASKS);
-    for first in (0..blocks).step_by(group) {
-        let tiles: Vec<(usize, Vec<f32>)> = (first..blocks.min(first + group))
-            .into_par_iter()
-            .map(|blk| {
-                let j0 = blk * block;
-                let cols = block.min(n - j0);
-                let b_cols = MatRef {
-                    data: &b.data[j0 * b.col_stride..],
-                    cols,
-                    ..b
-                };
-                let mut tile = vec![0.0; m * cols];
-                // C[:, j0..j0+cols] (m × cols) = A (m × k) · B[:, j0..j0+cols] (k × cols).
-                gemm(1.0, a, b_cols, 0.0, MatMut::row_major(&mut tile, m, cols));
-                (j0, tile)
-            })
-            .collect();
-        c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-            for (j0, tile) in &tiles {
-                let cols = tile.len() / m;
-                row[*j0..j0 + cols].copy_from_slice(&tile[i * cols..(i + 1) * cols]);
-            }
-        });
-    }
+    gemm_column_blocks(1.0, a, b, 0.0, MatMut::row_major(&mut c, m, n), block);
     c
 }
