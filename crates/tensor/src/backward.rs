@@ -157,15 +157,19 @@ impl Op {
     }
 }
 
-/// The derivative of `op`: given `g = ∂L/∂y` (owned, so that it can be reused in place), returns `(input id, ∂L/∂input)` for the inputs
-/// where `needs(id)` holds. `value_of(id)` reads an input's forward value (only those listed by
-/// [`Op::reads`]), `shape_of(id)` its shape.
+/// The derivative of `op`: given `g = ∂L/∂y` (owned, so that it can be reused in place), returns
+/// `(input id, ∂L/∂input)` for the inputs where `needs(id)` holds, for the caller to add to
+/// `grads`. `value_of(id)` reads an input's forward value (only those listed by [`Op::reads`]),
+/// `shape_of(id)` its shape. A convolution whose input already has a gradient in `grads` adds
+/// its share there itself, as it stores it (`conv2d_backward_input_add`), and returns nothing
+/// for it: the same sums without a second map-sized buffer.
 pub(crate) fn backward_op<'a>(
     op: &Op,
     mut g: ArrayD<f32>,
     value_of: &dyn Fn(usize) -> &'a ArrayD<f32>,
     shape_of: &dyn Fn(usize) -> &'a [usize],
     needs: &dyn Fn(usize) -> bool,
+    grads: &mut [Option<ArrayD<f32>>],
 ) -> Vec<(usize, ArrayD<f32>)> {
     let mut out = Vec::new();
     match *op {
@@ -186,14 +190,26 @@ pub(crate) fn backward_op<'a>(
                 elementwise::relu_backward_in_place(flat_mut(&mut g), mask);
             }
             let gs = flat(&g);
-            if needs(x) {
-                // dx, image by image (the flipped convolution, or col2im(Wᵀ · dY); see
-                // `conv::input_grad_algorithm`).
-                let dx = join_images(
-                    gs.chunks_exact(out_len)
-                        .map(|dy| conv::conv2d_backward_input(dy, filters, &geo)),
-                );
-                out.push((x, from_vec(shape_of(x), dx)));
+            // dx, image by image (the flipped convolution, or col2im(Wᵀ · dY); see
+            // `conv::input_grad_algorithm`): added into the gradient `x` already has, if any.
+            let acc = grads[x]
+                .as_mut()
+                .filter(|a| a.shape() == shape_of(x))
+                .and_then(|a| a.as_slice_mut());
+            match acc {
+                Some(acc) if needs(x) => {
+                    for (dy, dx) in gs.chunks_exact(out_len).zip(acc.chunks_exact_mut(in_len)) {
+                        conv::conv2d_backward_input_add(dy, filters, &geo, dx);
+                    }
+                }
+                _ if needs(x) => {
+                    let dx = join_images(
+                        gs.chunks_exact(out_len)
+                            .map(|dy| conv::conv2d_backward_input(dy, filters, &geo)),
+                    );
+                    out.push((x, from_vec(shape_of(x), dx)));
+                }
+                _ => {}
             }
             if needs(w) {
                 // dW = Σ_images dY · colᵀ.

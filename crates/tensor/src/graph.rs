@@ -279,7 +279,7 @@ impl Graph {
             };
             let shape_of = |i: usize| -> &[usize] { &nodes[i].shape };
             let needs = |i: usize| nodes[i].requires_grad;
-            for (input, g) in backward_op(&op, grad, &value_of, &shape_of, &needs) {
+            for (input, g) in backward_op(&op, grad, &value_of, &shape_of, &needs, &mut grads) {
                 match &mut grads[input] {
                     // Same shape and both contiguous (always, in practice): add in parallel.
                     Some(acc) => match (acc.shape() == g.shape(), acc.as_slice_mut(), g.as_slice())

@@ -99,6 +99,41 @@ fn conv2d_relu_fused_equals_conv2d_then_relu() {
     }
 }
 
+/// A map read by a convolution and by another op gets both shares of its gradient, whichever
+/// arrives first: the convolution adds its share into a gradient already there (as a style
+/// layer's map has its Gram share first) or leaves its own for the other to be added to. On the
+/// Winograd path (which adds as it stores) and on direct summation, with a batch of two.
+#[test]
+fn conv2d_input_read_twice_gets_both_gradients() {
+    for (seed, x, w) in [
+        (13, [2, 32, 5, 6], [32, 32, 3, 3]),
+        (14, [2, 3, 5, 7], [3, 3, 3, 3]),
+    ] {
+        let mut r = rng(seed);
+        let input = [random(&mut r, &x)];
+        // Constant weights: only the map's gradient is checked (and computed).
+        let (w, b) = (
+            Arc::new(random(&mut r, &w)),
+            Arc::new(random(&mut r, &[w[0]])),
+        );
+        fn conv<'g>(v: Var<'g>, w: &Arc<ArrayD<f32>>, b: &Arc<ArrayD<f32>>) -> Var<'g> {
+            let g = v.graph();
+            v.conv2d(
+                g.constant(Arc::clone(w)),
+                Some(g.constant(Arc::clone(b))),
+                1,
+            )
+        }
+        // The other reader taken after the convolution: its gradient is there first.
+        check_grads(&input, &|v| conv(v[0], &w, &b) + v[0].square());
+        // Taken before it.
+        check_grads(&input, &|v| {
+            let s = v[0].square();
+            conv(v[0], &w, &b) + s
+        });
+    }
+}
+
 #[test]
 fn conv2d_many_bands() {
     // 19 output rows: more than one band, so band seams are exercised — of direct summation

@@ -119,6 +119,15 @@ fn winograd_matches_direct_convolution() {
             grads.iter().all(|d| d == &grads[0]),
             "case {i}: builds disagree"
         );
+        // Added into a gradient already there, as it is stored: the same bits as adding the
+        // result afterwards, from every build.
+        let base = random_vec(&mut r, &[g.c_in * g.h * g.w]);
+        let want: Vec<f32> = base.iter().zip(&grads[0]).map(|(a, d)| a + d).collect();
+        for isa in Isa::available() {
+            let mut acc = base.clone();
+            winograd::input_gradient_add_with(isa, &dy, f.winograd(), g, &mut acc);
+            assert_eq!(acc, want, "case {i}: input_gradient_add differs ({isa:?})");
+        }
         assert_adjoint(g, &x, &w, &dy, &grads[0], i);
         let flipped = reference::conv2d_direct(
             &dy,

@@ -31,6 +31,7 @@ pub mod direct;
 pub mod im2col;
 pub mod winograd;
 
+use super::elementwise;
 use ndarray::{ArrayD, IxDyn};
 use std::sync::{Arc, OnceLock};
 
@@ -347,6 +348,16 @@ pub fn conv2d_backward_input(dy: &[f32], f: &Filters, g: &ConvGeometry) -> Vec<f
         Algorithm::Im2col | Algorithm::Direct => {
             conv2d_forward(dy, f.flipped(), None, false, &g.flipped())
         }
+    }
+}
+
+/// `dx += ` [`conv2d_backward_input`]'s result, with the same bits: the Winograd path adds as
+/// it stores (no second map-sized buffer, no pass to add it), the others add their result.
+pub fn conv2d_backward_input_add(dy: &[f32], f: &Filters, g: &ConvGeometry, dx: &mut [f32]) {
+    f.check(g);
+    match input_grad_algorithm(g) {
+        Algorithm::Winograd4x4 => winograd::input_gradient_add(dy, f.winograd(), g, dx),
+        _ => elementwise::add_assign(dx, &conv2d_backward_input(dy, f, g)),
     }
 }
 

@@ -151,12 +151,19 @@ impl std::ops::Mul<f32> for Lanes {
     }
 }
 
-/// What is applied to each output value as it is stored: `y + bias`, then `max(·, 0)` if
-/// `relu`.
+/// How a pass finishes each output value and stores it.
 #[derive(Clone, Copy)]
-struct Epilogue {
-    bias: f32,
+struct Epilogue<'a> {
+    /// Added to every value of output channel `o`: `bias[o]`.
+    bias: Option<&'a [f32]>,
+    /// Then `max(·, 0)`.
     relu: bool,
+    /// The planes rotated by 180°: the input's as they are read, the result's as it is stored
+    /// (row `i` of a band's result into row `rows − 1 − i` of its `out`, each row's values
+    /// reversed) — how [`input_gradient`] works on rotated planes without a pass of its own.
+    reversed: bool,
+    /// Added to what the output holds instead of overwriting it ([`input_gradient_add`]).
+    accumulate: bool,
 }
 
 /// `Bᵀ·d` for one column (or row) `d` of a 6×6 input tile, for [`LANES`] tiles at once.
@@ -367,16 +374,17 @@ fn transform_input_body<const AVX2: bool>(
     }
 }
 
-/// `Y = Aᵀ M A` (+ bias, then ReLU if asked: the `epilogue`) for output channel `o` over the band's tiles, written into `out`, the
-/// band's rows of that channel's plane (`rows × W`, the last band's possibly fewer than 4 per
-/// tile row). `m` holds the band's products `[36][C_out][n]`. Compiled for `isa`.
+/// `Y = Aᵀ M A` (+ bias, then ReLU if asked: the `epilogue`) for output channel `o` over the
+/// band's tiles, written into `out`, the band's rows of that channel's plane (`rows × W`, the
+/// last band's possibly fewer than 4 per tile row; rotated by 180° if the epilogue says
+/// `reversed`). `m` holds the band's products `[36][C_out][n]`. Compiled for `isa`.
 fn transform_output(
     isa: Isa,
     m: &[f32],
     g: &ConvGeometry,
     o: usize,
     tc: usize,
-    epilogue: Epilogue,
+    epilogue: Epilogue<'_>,
     out: &mut [f32],
 ) {
     match isa {
@@ -394,7 +402,7 @@ fn transform_output_avx2(
     g: &ConvGeometry,
     o: usize,
     tc: usize,
-    epilogue: Epilogue,
+    epilogue: Epilogue<'_>,
     out: &mut [f32],
 ) {
     transform_output_body::<true>(m, g, o, tc, epilogue, out)
@@ -410,7 +418,7 @@ fn transform_output_body<const AVX2: bool>(
     g: &ConvGeometry,
     o: usize,
     tc: usize,
-    epilogue: Epilogue,
+    epilogue: Epilogue<'_>,
     out: &mut [f32],
 ) {
     let (c_out, w) = (g.c_out, g.w);
@@ -420,8 +428,13 @@ fn transform_output_body<const AVX2: bool>(
     let me: [&[f32]; E] = std::array::from_fn(|e| &m[(e * c_out + o) * n..(e * c_out + o + 1) * n]);
     let mut s = vec![0.0f32; T * len];
     let mut y = vec![0.0f32; M * len];
-    let bias = Lanes([epilogue.bias; LANES]);
-    for (r, out_rows) in out.chunks_mut(M * w).enumerate() {
+    let bias = Lanes([epilogue.bias.map_or(0.0, |b| b[o]); LANES]);
+    // The band's result rows; a reversed band's `out` holds them last to first.
+    let rows = out.len() / w;
+    // One result row, interleaved here before it is stored reversed or added.
+    let direct = !(epilogue.reversed || epilogue.accumulate);
+    let mut line = if direct { Vec::new() } else { vec![0.0f32; w] };
+    for r in 0..rows.div_ceil(M) {
         let q0 = r * tc;
         // M·A along each tile's rows: s[i][c][t].
         for i in 0..T {
@@ -447,8 +460,27 @@ fn transform_output_body<const AVX2: bool>(
             }
         }
         // Interleave the phases into the output rows: row[4·t + c] = y[rr][c][t].
-        for (rr, row) in out_rows.chunks_exact_mut(w).enumerate() {
-            interleave_phases::<AVX2>(&y[rr * len..(rr + 1) * len], row);
+        for rr in 0..M.min(rows - M * r) {
+            let i = M * r + rr;
+            let at = if epilogue.reversed { rows - 1 - i } else { i };
+            let row = &mut out[at * w..(at + 1) * w];
+            let phases = &y[rr * len..(rr + 1) * len];
+            if direct {
+                interleave_phases::<AVX2>(phases, row);
+                continue;
+            }
+            interleave_phases::<AVX2>(phases, &mut line);
+            match (epilogue.reversed, epilogue.accumulate) {
+                (true, true) => row
+                    .iter_mut()
+                    .zip(line.iter().rev())
+                    .for_each(|(d, s)| *d += s),
+                (true, false) => row
+                    .iter_mut()
+                    .zip(line.iter().rev())
+                    .for_each(|(d, s)| *d = *s),
+                _ => row.iter_mut().zip(&line).for_each(|(d, s)| *d += s),
+            }
         }
     }
 }
@@ -576,12 +608,25 @@ fn interleave_phases_avx2(phases: &[f32], row: &mut [f32]) -> usize {
 /// Cuts `data` into `part`-long pieces, each piece into `chunk`-long chunks, and groups the
 /// chunks by their index within the piece: group `k` holds chunk `k` of every piece, in order.
 /// The groups are disjoint, so each can be handed to its own parallel task — a band's rows of
-/// every output plane, or a channel group's rows of every `V_e`.
-fn group_chunks(data: &mut [f32], part: usize, chunk: usize) -> Vec<Vec<&mut [f32]>> {
+/// every output plane, or a channel group's rows of every `V_e`. With `from_end`, each piece
+/// is cut from its end (chunk `k` is the k-th from the end, the short one first): a band's
+/// rows of every plane rotated by 180°.
+fn group_chunks(
+    data: &mut [f32],
+    part: usize,
+    chunk: usize,
+    from_end: bool,
+) -> Vec<Vec<&mut [f32]>> {
     let mut groups: Vec<Vec<&mut [f32]>> = (0..part.div_ceil(chunk)).map(|_| Vec::new()).collect();
     for piece in data.chunks_mut(part) {
-        for (k, c) in piece.chunks_mut(chunk).enumerate() {
-            groups[k].push(c);
+        if from_end {
+            for (k, c) in piece.rchunks_mut(chunk).enumerate() {
+                groups[k].push(c);
+            }
+        } else {
+            for (k, c) in piece.chunks_mut(chunk).enumerate() {
+                groups[k].push(c);
+            }
         }
     }
     groups
@@ -613,7 +658,15 @@ pub fn forward_with(
     relu: bool,
     g: &ConvGeometry,
 ) -> Vec<f32> {
-    convolve(isa, x, false, DomainFilters::Forward(u), bias, relu, g)
+    let mut y = elementwise::zeroed(g.c_out * g.h * g.w);
+    let epilogue = Epilogue {
+        bias,
+        relu,
+        reversed: false,
+        accumulate: false,
+    };
+    convolve(isa, x, DomainFilters::Forward(u), g, epilogue, &mut y);
+    y
 }
 
 /// The input gradient of [`forward`] for the geometry `g` of that forward pass: `dx: C_in×H×W`
@@ -635,19 +688,52 @@ pub fn input_gradient(dy: &[f32], u: &[f32], g: &ConvGeometry) -> Vec<f32> {
 /// [`input_gradient`] with the transforms compiled for `isa` (see [`forward_with`]).
 #[track_caller]
 pub fn input_gradient_with(isa: Isa, dy: &[f32], u: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    // The input transform reads `dy`'s planes reversed as it loads their rows (no copy of
-    // `dy`); the result is reversed in place.
-    let mut dx = convolve(
+    let mut dx = elementwise::zeroed(g.c_in * g.h * g.w);
+    input_gradient_pass(isa, dy, u, g, false, &mut dx);
+    dx
+}
+
+/// `dx += ` the input gradient of [`input_gradient`], added as each value is stored: how a
+/// map read by two operations (a style layer's, by the next convolution and by its Gram
+/// matrix) gets the convolution's share of its gradient without a second buffer and a pass
+/// to add it. The same bits as adding [`input_gradient`]'s result to `dx`.
+#[track_caller]
+pub fn input_gradient_add(dy: &[f32], u: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
+    input_gradient_add_with(Isa::detect(), dy, u, g, dx)
+}
+
+/// [`input_gradient_add`] with the transforms compiled for `isa` (see [`forward_with`]).
+#[track_caller]
+pub fn input_gradient_add_with(isa: Isa, dy: &[f32], u: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
+    input_gradient_pass(isa, dy, u, g, true, dx)
+}
+
+/// [`input_gradient`]'s work, stored into `dx` (added to it if `accumulate`). The input
+/// transform reads `dy`'s planes reversed as it loads their rows (no copy of `dy`), and the
+/// output transform stores the result's planes reversed.
+#[track_caller]
+fn input_gradient_pass(
+    isa: Isa,
+    dy: &[f32],
+    u: &[f32],
+    g: &ConvGeometry,
+    accumulate: bool,
+    dx: &mut [f32],
+) {
+    let epilogue = Epilogue {
+        bias: None,
+        relu: false,
+        reversed: true,
+        accumulate,
+    };
+    convolve(
         isa,
         dy,
-        true,
         DomainFilters::Transposed(u),
-        None,
-        false,
         &g.flipped(),
+        epilogue,
+        dx,
     );
-    dx.chunks_exact_mut(g.h * g.w).for_each(|p| p.reverse());
-    dx
 }
 
 /// The Winograd-domain filters a pass multiplies by.
@@ -660,18 +746,17 @@ enum DomainFilters<'a> {
     Transposed(&'a [f32]),
 }
 
-/// The F(4×4, 3×3) convolution of geometry `g` with the filters `u` of `x` (its planes read
-/// rotated by 180° if `reversed`): [`forward`]'s work, and [`input_gradient`]'s.
+/// The F(4×4, 3×3) convolution of geometry `g` with the filters `u` of `x`, finished and stored
+/// into `y` (`C_out×H×W`) as `epilogue` says: [`forward`]'s work, and [`input_gradient`]'s.
 #[track_caller]
 fn convolve(
     isa: Isa,
     x: &[f32],
-    reversed: bool,
     u: DomainFilters,
-    bias: Option<&[f32]>,
-    relu: bool,
     g: &ConvGeometry,
-) -> Vec<f32> {
+    epilogue: Epilogue<'_>,
+    y: &mut [f32],
+) {
     isa.assert_available("winograd");
     assert!(
         g.is_3x3_same(),
@@ -686,9 +771,17 @@ fn convolve(
     let (tile_rows, tile_cols) = (g.h.div_ceil(M), g.w.div_ceil(M));
     let (rows_per_band, band_list) = bands(tile_rows, tile_cols);
     let plane_len = g.h * g.w;
-    let mut y = elementwise::zeroed(g.c_out * plane_len);
+    assert_eq!(
+        y.len(),
+        g.c_out * plane_len,
+        "winograd: the output has the wrong size"
+    );
+    if let Some(b) = epilogue.bias {
+        assert_eq!(b.len(), g.c_out, "winograd: one bias per output channel");
+    }
+    let reversed = epilogue.reversed;
     // Each band's rows of every output plane, so that bands write their outputs directly.
-    let outs = group_chunks(&mut y, plane_len, M * rows_per_band * g.w);
+    let outs = group_chunks(y, plane_len, M * rows_per_band * g.w, reversed);
     band_list
         .into_par_iter()
         .zip(outs)
@@ -699,7 +792,7 @@ fn convolve(
             // Every element of V and M is written before it is read (transform, then GEMM with
             // beta = 0), so reused buffers need no zeroing.
             let mut v = scratch::take(E * g.c_in * n);
-            group_chunks(&mut v, g.c_in * n, CHANNEL_GROUP * n)
+            group_chunks(&mut v, g.c_in * n, CHANNEL_GROUP * n, false)
                 .into_par_iter()
                 .enumerate()
                 .for_each(|(gi, mut vg)| {
@@ -735,13 +828,8 @@ fn convolve(
                 });
             scratch::give(v);
             out.par_iter_mut().enumerate().for_each(|(o, plane_rows)| {
-                let epilogue = Epilogue {
-                    bias: bias.map_or(0.0, |b| b[o]),
-                    relu,
-                };
                 transform_output(isa, &m, g, o, tile_cols, epilogue, plane_rows);
             });
             scratch::give(m);
         });
-    y
 }
