@@ -536,17 +536,19 @@ fn bench_profiles_every_layer() {
         .map(|l| l["layer"].as_str().unwrap())
         .collect();
     // Every convolution is followed by its ReLU and fused with it (no raw conv output is asked
-    // for by the default layers), so a row is named after both.
+    // for by the default layers), so a row is named after both; a block's last one, whose ReLU
+    // output is not asked for either, also with the max pooling after it.
     for want in [
         "conv1_1+relu1_1",
-        "conv1_2+relu1_2",
-        "pool1",
+        "conv1_2+relu1_2+pool1",
         "conv4_2+relu4_2",
+        "conv4_3+relu4_3+pool4",
         "conv5_1+relu5_1",
         "(gram)",
     ] {
         assert!(names.contains(&want), "no row for {want} in {names:?}");
     }
+    assert!(!names.contains(&"pool1"), "pool1 ran on its own: {names:?}");
     assert!(
         !names.iter().any(|n| n.starts_with("conv5_2")),
         "the network ran past relu5_1: {names:?}"
@@ -561,13 +563,14 @@ fn bench_profiles_every_layer() {
     );
     let row = |name: &str| layers.iter().find(|l| l["layer"] == name).unwrap();
     assert_eq!(row("conv1_1+relu1_1")["algorithm"], "direct / direct");
+    let conv1_2 = row("conv1_2+relu1_2+pool1");
     assert_eq!(
-        row("conv1_2+relu1_2")["algorithm"],
+        conv1_2["algorithm"],
         "winograd F(4x4,3x3) / winograd F(4x4,3x3)"
     );
-    assert!(row("conv1_2+relu1_2")["gflops"].as_f64().unwrap() > 0.0);
-    assert!(row("conv1_2+relu1_2")["tasks"].as_u64().unwrap() >= 36);
-    assert!(row("pool1")["algorithm"].is_null());
+    assert!(conv1_2["gflops"].as_f64().unwrap() > 0.0);
+    assert!(conv1_2["tasks"].as_u64().unwrap() >= 36);
+    assert!(row("(gram)")["algorithm"].is_null());
     let loss = &v["loss"];
     for term in ["total", "content", "style"] {
         assert!(

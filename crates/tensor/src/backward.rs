@@ -20,13 +20,17 @@ use std::sync::Arc;
 pub(crate) enum Op {
     /// `y = conv(x, w) + b`, stride 1, zero padding (NCHW, weights `C_out×C_in×k_h×k_w`), or
     /// `y = max(conv(x, w) + b, 0)` with `relu_mask` its `y > 0` bits (the fused
-    /// `conv2d_relu`); `geometry` is one image's (padding included), `filters` are `w` prepared
-    /// for the input-gradient algorithm (shared with the forward).
+    /// `conv2d_relu`), or that max-pooled 2×2 with `pool` its windows' winners and `relu_mask`
+    /// the pooled values' `> 0` bits (`conv2d_relu_max_pool2`: a gradient reaches only a
+    /// window's winner, which passed the ReLU exactly when the pooled value is positive);
+    /// `geometry` is one image's convolution (padding included), `filters` are `w` prepared for
+    /// the input-gradient algorithm (shared with the forward).
     Conv2d {
         x: usize,
         w: usize,
         b: Option<usize>,
         relu_mask: Option<Vec<u64>>,
+        pool: Option<Vec<u8>>,
         filters: Arc<Filters>,
         geometry: conv::ConvGeometry,
     },
@@ -76,8 +80,15 @@ impl Op {
                 relu_mask: None, ..
             } => "conv2d",
             Op::Conv2d {
-                relu_mask: Some(_), ..
+                relu_mask: Some(_),
+                pool: None,
+                ..
             } => "conv2d_relu",
+            Op::Conv2d {
+                relu_mask: Some(_),
+                pool: Some(_),
+                ..
+            } => "conv2d_relu_max_pool2",
             Op::Relu { .. } => "relu",
             Op::MaxPool2 { .. } => "max_pool2",
             Op::AvgPool2 { .. } => "avg_pool2",
@@ -178,6 +189,7 @@ pub(crate) fn backward_op<'a>(
             w,
             b,
             ref relu_mask,
+            ref pool,
             ref filters,
             geometry: geo,
         } => {
@@ -188,6 +200,13 @@ pub(crate) fn backward_op<'a>(
             // Through the fused ReLU first: the gradient passes where y > 0.
             if let Some(mask) = relu_mask {
                 elementwise::relu_backward_in_place(flat_mut(&mut g), mask);
+            }
+            // Then back through the fused pooling, to each window's winner.
+            if let Some(argmax) = pool {
+                let planes = shape_of(x)[0] * geo.c_out;
+                let (h, w) = (geo.out_h(), geo.out_w());
+                let dy = pool::max_pool2_backward(flat(&g), argmax, planes, h, w);
+                g = from_vec(&[shape_of(x)[0], geo.c_out, h, w], dy);
             }
             let gs = flat(&g);
             // dx, image by image (the flipped convolution, or col2im(Wᵀ · dY); see

@@ -97,7 +97,7 @@ impl<'g> Var<'g> {
     /// (Winograd or im2col + GEMM) is chosen by shape in `kernels::conv`.
     #[track_caller]
     pub fn conv2d(self, weight: Var<'g>, bias: Option<Var<'g>>, pad: usize) -> Var<'g> {
-        self.conv2d_with(weight, bias, pad, false)
+        self.conv2d_with(weight, bias, pad, Fused::None)
     }
 
     /// `relu(conv2d(weight, bias, pad))` as one op: the ReLU is applied as each output is
@@ -106,7 +106,22 @@ impl<'g> Var<'g> {
     /// `conv2d(…).relu()`.
     #[track_caller]
     pub fn conv2d_relu(self, weight: Var<'g>, bias: Option<Var<'g>>, pad: usize) -> Var<'g> {
-        self.conv2d_with(weight, bias, pad, true)
+        self.conv2d_with(weight, bias, pad, Fused::Relu)
+    }
+
+    /// `max_pool2(relu(conv2d(weight, bias, pad)))` as one op, for a network block's last
+    /// convolution: the pooling is taken as the ReLU's outputs are stored (in the Winograd
+    /// output transform; after the map on the other paths), so the map at full resolution is
+    /// never kept, and the tape holds only the pooled map's bits and each window's winner. The
+    /// same values and gradients as the three ops one after the other.
+    #[track_caller]
+    pub fn conv2d_relu_max_pool2(
+        self,
+        weight: Var<'g>,
+        bias: Option<Var<'g>>,
+        pad: usize,
+    ) -> Var<'g> {
+        self.conv2d_with(weight, bias, pad, Fused::ReluMaxPool2)
     }
 
     #[track_caller]
@@ -115,7 +130,7 @@ impl<'g> Var<'g> {
         weight: Var<'g>,
         bias: Option<Var<'g>>,
         pad: usize,
-        relu: bool,
+        fused: Fused,
     ) -> Var<'g> {
         self.same_graph(weight, "conv2d");
         let [n, c, h, w] = self.nchw("conv2d");
@@ -150,18 +165,39 @@ impl<'g> Var<'g> {
         } else {
             filters_of(&wv, &geo)
         };
-        let y = join_images(
-            flat(&xv)
-                .chunks_exact(c * h * w)
-                .map(|xi| conv::conv2d_forward(xi, &filters, bv.as_deref().map(flat), relu, &geo)),
-        );
-        let relu_mask = relu.then(|| elementwise::relu_mask(&y));
-        let value = from_vec(&[n, geo.c_out, geo.out_h(), geo.out_w()], y);
+        let bias_v = bv.as_deref().map(flat);
+        let images = flat(&xv).chunks_exact(c * h * w);
+        let (value, relu_mask, pool) = match fused {
+            Fused::None | Fused::Relu => {
+                let relu = fused == Fused::Relu;
+                let y = join_images(
+                    images.map(|xi| conv::conv2d_forward(xi, &filters, bias_v, relu, &geo)),
+                );
+                let mask = relu.then(|| elementwise::relu_mask(&y));
+                (
+                    from_vec(&[n, geo.c_out, geo.out_h(), geo.out_w()], y),
+                    mask,
+                    None,
+                )
+            }
+            Fused::ReluMaxPool2 => {
+                let mut argmax: Vec<u8> = Vec::new();
+                let y = join_images(images.map(|xi| {
+                    let (p, a) = conv::conv2d_forward_relu_max_pool(xi, &filters, bias_v, &geo);
+                    argmax.extend(a);
+                    p
+                }));
+                let mask = elementwise::relu_mask(&y);
+                let shape = [n, geo.c_out, geo.out_h() / 2, geo.out_w() / 2];
+                (from_vec(&shape, y), Some(mask), Some(argmax))
+            }
+        };
         let op = Op::Conv2d {
             x: self.id,
             w: weight.id,
             b: bias.map(|b| b.id),
             relu_mask,
+            pool,
             filters,
             geometry: geo,
         };
@@ -445,4 +481,15 @@ fn neighbour_diff(x: &ArrayD<f32>, op: &str, from_end: usize) -> ArrayD<f32> {
         x.shape()
     );
     &x.slice_axis(ax, Slice::from(1..)) - &x.slice_axis(ax, Slice::from(..-1))
+}
+
+/// What a convolution op applies to its output before storing it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fused {
+    /// Nothing: `conv2d`.
+    None,
+    /// The ReLU: `conv2d_relu`.
+    Relu,
+    /// The ReLU, then 2×2 max pooling: `conv2d_relu_max_pool2`.
+    ReluMaxPool2,
 }

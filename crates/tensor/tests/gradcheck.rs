@@ -99,6 +99,48 @@ fn conv2d_relu_fused_equals_conv2d_then_relu() {
     }
 }
 
+/// The fused `conv2d_relu_max_pool2` gives the same values and gradients (for input, weights
+/// and bias) as `conv2d_relu` then `max_pool2`, bit for bit: on the Winograd path (pooled in
+/// the output transform, several bands, an odd last row and column dropped) and on the others,
+/// with a batch of two.
+#[test]
+fn conv2d_relu_max_pool2_equals_the_three_ops() {
+    for (seed, x, w) in [
+        (15, &[2, 3, 7, 9][..], &[4, 3, 3, 3][..]),
+        (16, &[2, 32, 9, 11][..], &[32, 32, 3, 3][..]),
+        (17, &[1, 32, 11, 261][..], &[16, 32, 3, 3][..]),
+    ] {
+        let mut r = rng(seed);
+        let inputs = [
+            random(&mut r, x),
+            random(&mut r, w),
+            random(&mut r, &[w[0]]),
+        ];
+        let weights = random(&mut r, &[x[0], w[0], x[2] / 2, x[3] / 2]);
+        let run = |fused: bool| {
+            let g = Graph::new();
+            let v: Vec<Var> = inputs.iter().map(|p| g.param(p.clone())).collect();
+            let y = if fused {
+                v[0].conv2d_relu_max_pool2(v[1], Some(v[2]), 1)
+            } else {
+                v[0].conv2d_relu(v[1], Some(v[2]), 1).max_pool2()
+            };
+            let loss = (y * g.constant(Arc::new(weights.clone()))).sum();
+            let value = y.value();
+            let grads = g.backward(loss);
+            let grads: Vec<_> = v.iter().map(|p| grads.get(*p).unwrap().clone()).collect();
+            (value, grads)
+        };
+        let (fused, unfused) = (run(true), run(false));
+        assert_eq!(*fused.0, *unfused.0, "values differ (case {seed})");
+        assert!(
+            fused.0.iter().any(|&v| v == 0.0),
+            "the ReLU never clipped a whole window (case {seed})"
+        );
+        assert_eq!(fused.1, unfused.1, "gradients differ (case {seed})");
+    }
+}
+
 /// A map read by a convolution and by another op gets both shares of its gradient, whichever
 /// arrives first: the convolution adds its share into a gradient already there (as a style
 /// layer's map has its Gram share first) or leaves its own for the other to be added to. On the

@@ -80,6 +80,7 @@ fn winograd_matches_direct_convolution() {
         geo(2, 2, 203, 3, 3, 1), // wide rows
         geo(3, 70, 70, 2, 3, 1), // several bands of tile rows
         geo(130, 9, 6, 5, 3, 1), // three channel groups
+        geo(2, 5, 509, 3, 3, 1), // one tile row per band; the last band only a dropped row
     ]
     .iter()
     .enumerate()
@@ -106,6 +107,11 @@ fn winograd_matches_direct_convolution() {
             let relu: Vec<f32> = y.iter().map(|v| v.max(0.0)).collect();
             let fused = winograd::forward_with(isa, &x, f.winograd(), Some(&b), true, g);
             assert_eq!(fused, relu, "case {i}: fused ReLU differs ({isa:?})");
+            // And pooled as it is stored: the same values and winners (ties among the ReLU's
+            // zeros included) as the pooling kernel on the stored map.
+            let pooled = winograd::forward_relu_max_pool_with(isa, &x, f.winograd(), Some(&b), g);
+            let want = pool::max_pool2_forward(&relu, g.c_out, g.h, g.w);
+            assert_eq!(pooled, want, "case {i}: fused pooling differs ({isa:?})");
         }
         // The input gradient from the forward filters (reversed planes, transposed U):
         // ⟨conv(x), dy⟩ = ⟨x, dx⟩, equal to the flipped-filter convolution's, and the same bits

@@ -210,7 +210,8 @@ impl Vgg {
         let mut x_returned = false;
         let graph = image.graph();
         let layers = self.arch.layers();
-        let mut fused_relu = false;
+        // Layers after a convolution that already ran inside it (its ReLU, and its pooling).
+        let mut fused = 0;
         for (i, &layer) in layers.iter().enumerate() {
             if remaining == 0 {
                 break;
@@ -218,9 +219,8 @@ impl Vgg {
             if stop() {
                 return Ok(None);
             }
-            if fused_relu {
-                // This ReLU already ran inside the convolution before it.
-                fused_relu = false;
+            if fused > 0 {
+                fused -= 1;
             } else {
                 let input = x;
                 x = match layer {
@@ -229,10 +229,27 @@ impl Vgg {
                         let w = graph.constant(cw.weight.clone());
                         let b = graph.constant(cw.bias.clone());
                         // A convolution whose raw output nobody asked for is fused with the
-                        // ReLU after it: one pass over the map instead of two.
-                        let next = layers.get(i + 1).copied();
-                        if matches!(next, Some(Layer::Relu { .. })) && !wanted.contains(&layer) {
-                            fused_relu = true;
+                        // ReLU after it: one pass over the map instead of two; and, if nobody
+                        // asked for the ReLU's output either, with a max pooling after that: the
+                        // map at full resolution is then never stored.
+                        let relu_next = matches!(layers.get(i + 1), Some(Layer::Relu { .. }));
+                        let pool_after = matches!(layers.get(i + 2), Some(Layer::Pool { .. }))
+                            && self.pooling == Pooling::Max;
+                        if relu_next
+                            && pool_after
+                            && !wanted.contains(&layer)
+                            && !wanted.contains(&layers[i + 1])
+                        {
+                            fused = 2;
+                            let name = format!(
+                                "{}+{}+{}",
+                                layer.name(),
+                                layers[i + 1].name(),
+                                layers[i + 2].name()
+                            );
+                            x.conv2d_relu_max_pool2(w, Some(b), 1).label(&name)
+                        } else if relu_next && !wanted.contains(&layer) {
+                            fused = 1;
                             let name = format!("{}+{}", layer.name(), layers[i + 1].name());
                             x.conv2d_relu(w, Some(b), 1).label(&name)
                         } else {

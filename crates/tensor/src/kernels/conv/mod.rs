@@ -337,6 +337,26 @@ pub fn conv2d_forward(
     }
 }
 
+/// `maxpool2(max(conv(x) + bias, 0))` of one image: the pooled planes `C_out×⌊H'/2⌋×⌊W'/2⌋` and
+/// each one's window winner (as [`pool::max_pool2_forward`](super::pool::max_pool2_forward)
+/// gives them). The Winograd path pools in its output transform, never storing the map; the
+/// others pool the map they computed.
+pub fn conv2d_forward_relu_max_pool(
+    x: &[f32],
+    f: &Filters,
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> (Vec<f32>, Vec<u8>) {
+    f.check(g);
+    match forward_algorithm(g) {
+        Algorithm::Winograd4x4 => winograd::forward_relu_max_pool(x, f.winograd(), bias, g),
+        _ => {
+            let y = conv2d_forward(x, f, bias, true, g);
+            super::pool::max_pool2_forward(&y, g.c_out, g.out_h(), g.out_w())
+        }
+    }
+}
+
 /// Input gradient of one image, `dx` for `dy: C_out×H'×W'`; returns `C_in×H×W`, by the
 /// algorithm [`input_grad_algorithm`] picks.
 pub fn conv2d_backward_input(dy: &[f32], f: &Filters, g: &ConvGeometry) -> Vec<f32> {

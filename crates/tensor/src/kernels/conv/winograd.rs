@@ -166,6 +166,16 @@ struct Epilogue<'a> {
     accumulate: bool,
 }
 
+/// Where the output transform puts a band's rows of one output plane.
+enum Dest<'a> {
+    /// The rows themselves (`rows × W`; mirrored if the epilogue says `reversed`).
+    Rows(&'a mut [f32]),
+    /// Their 2×2, stride-2 max pooling (`⌊rows/2⌋ × ⌊W/2⌋`) and, for each pooled value, which
+    /// input of its window won (`2·row + column`, the first of equals) — as `pool::max_pool2_forward`
+    /// would give from the rows, without the rows ever being stored.
+    Pooled(&'a mut [f32], &'a mut [u8]),
+}
+
 /// `Bᵀ·d` for one column (or row) `d` of a 6×6 input tile, for [`LANES`] tiles at once.
 #[inline(always)]
 fn input_1d(d: [Lanes; T]) -> [Lanes; T] {
@@ -385,13 +395,15 @@ fn transform_output(
     o: usize,
     tc: usize,
     epilogue: Epilogue<'_>,
-    out: &mut [f32],
+    dest: Dest<'_>,
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `transform_input`, both levels mean the processor has AVX2 and FMA.
-        Isa::Avx2Fma | Isa::Avx512F => unsafe { transform_output_avx2(m, g, o, tc, epilogue, out) },
-        _ => transform_output_body::<false>(m, g, o, tc, epilogue, out),
+        Isa::Avx2Fma | Isa::Avx512F => unsafe {
+            transform_output_avx2(m, g, o, tc, epilogue, dest)
+        },
+        _ => transform_output_body::<false>(m, g, o, tc, epilogue, dest),
     }
 }
 
@@ -403,9 +415,9 @@ fn transform_output_avx2(
     o: usize,
     tc: usize,
     epilogue: Epilogue<'_>,
-    out: &mut [f32],
+    dest: Dest<'_>,
 ) {
-    transform_output_body::<true>(m, g, o, tc, epilogue, out)
+    transform_output_body::<true>(m, g, o, tc, epilogue, dest)
 }
 
 /// See [`transform_output`]. As in the input transform, intermediate rows are kept split by
@@ -419,7 +431,7 @@ fn transform_output_body<const AVX2: bool>(
     o: usize,
     tc: usize,
     epilogue: Epilogue<'_>,
-    out: &mut [f32],
+    mut dest: Dest<'_>,
 ) {
     let (c_out, w) = (g.c_out, g.w);
     let n = m.len() / (E * c_out);
@@ -429,12 +441,10 @@ fn transform_output_body<const AVX2: bool>(
     let mut s = vec![0.0f32; T * len];
     let mut y = vec![0.0f32; M * len];
     let bias = Lanes([epilogue.bias.map_or(0.0, |b| b[o]); LANES]);
-    // The band's result rows; a reversed band's `out` holds them last to first.
-    let rows = out.len() / w;
     // One result row, interleaved here before it is stored reversed or added.
     let direct = !(epilogue.reversed || epilogue.accumulate);
     let mut line = if direct { Vec::new() } else { vec![0.0f32; w] };
-    for r in 0..rows.div_ceil(M) {
+    for r in 0..n / tc {
         let q0 = r * tc;
         // M·A along each tile's rows: s[i][c][t].
         for i in 0..T {
@@ -459,6 +469,15 @@ fn transform_output_body<const AVX2: bool>(
                 out.put(&mut y, rr * len + j);
             }
         }
+        let out = match &mut dest {
+            Dest::Rows(out) => out,
+            Dest::Pooled(pooled, argmax) => {
+                store_pooled(&y, sl, tc, w / 2, r, pooled, argmax);
+                continue;
+            }
+        };
+        // The band's result rows; a reversed band's `out` holds them last to first.
+        let rows = out.len() / w;
         // Interleave the phases into the output rows: row[4·t + c] = y[rr][c][t].
         for rr in 0..M.min(rows - M * r) {
             let i = M * r + rr;
@@ -481,6 +500,65 @@ fn transform_output_body<const AVX2: bool>(
                     .for_each(|(d, s)| *d = *s),
                 _ => row.iter_mut().zip(&line).for_each(|(d, s)| *d += s),
             }
+        }
+    }
+}
+
+/// [`Dest::Pooled`]'s store for tile row `r` of a band: the 2×2 max pooling of its four result
+/// rows `y[rr][c][t]` (column `4·t + c`; `sl` tiles per phase) into pooled rows `2·r` and
+/// `2·r + 1` of `pooled` (`pw` values each; only those the band has) and their winners into
+/// `argmax`. Pooled column `2·t + p` takes columns `4·t + 2·p` and `4·t + 2·p + 1`: phases `2·p`
+/// and `2·p + 1`, so each window's four values are four phase vectors, compared lane by lane in
+/// the window's row-major order with a strict `>` (the first of equals wins, as in
+/// `pool::max_pool2_forward`).
+#[inline(always)]
+fn store_pooled(
+    y: &[f32],
+    sl: usize,
+    tc: usize,
+    pw: usize,
+    r: usize,
+    pooled: &mut [f32],
+    argmax: &mut [u8],
+) {
+    let len = M * sl;
+    let pooled_rows = pooled.len().checked_div(pw).unwrap_or(0);
+    for pr in 0..2 {
+        let row = 2 * r + pr;
+        if row >= pooled_rows {
+            break;
+        }
+        let (dst, arg) = (
+            &mut pooled[row * pw..(row + 1) * pw],
+            &mut argmax[row * pw..(row + 1) * pw],
+        );
+        for t in (0..tc).step_by(LANES) {
+            let mut vals = [0.0f32; 2 * LANES];
+            let mut wins = [0u8; 2 * LANES];
+            for p in 0..2 {
+                let at =
+                    |rr: usize, c: usize| Lanes::at(y, (2 * pr + rr) * len + (2 * p + c) * sl + t);
+                let mut best = at(0, 0);
+                let mut k = Lanes([0.0; LANES]);
+                for (v, idx) in [(at(0, 1), 1.0), (at(1, 0), 2.0), (at(1, 1), 3.0)] {
+                    for l in 0..LANES {
+                        let wins = v.0[l] > best.0[l];
+                        best.0[l] = if wins { v.0[l] } else { best.0[l] };
+                        k.0[l] = if wins { idx } else { k.0[l] };
+                    }
+                }
+                for l in 0..LANES {
+                    vals[2 * l + p] = best.0[l];
+                    wins[2 * l + p] = k.0[l] as u8;
+                }
+            }
+            let j = 2 * t;
+            if j >= pw {
+                break;
+            }
+            let n = (2 * LANES).min(pw - j);
+            dst[j..j + n].copy_from_slice(&vals[..n]);
+            arg[j..j + n].copy_from_slice(&wins[..n]);
         }
     }
 }
@@ -611,13 +689,13 @@ fn interleave_phases_avx2(phases: &[f32], row: &mut [f32]) -> usize {
 /// every output plane, or a channel group's rows of every `V_e`. With `from_end`, each piece
 /// is cut from its end (chunk `k` is the k-th from the end, the short one first): a band's
 /// rows of every plane rotated by 180°.
-fn group_chunks(
-    data: &mut [f32],
+fn group_chunks<T>(
+    data: &mut [T],
     part: usize,
     chunk: usize,
     from_end: bool,
-) -> Vec<Vec<&mut [f32]>> {
-    let mut groups: Vec<Vec<&mut [f32]>> = (0..part.div_ceil(chunk)).map(|_| Vec::new()).collect();
+) -> Vec<Vec<&mut [T]>> {
+    let mut groups: Vec<Vec<&mut [T]>> = (0..part.div_ceil(chunk)).map(|_| Vec::new()).collect();
     for piece in data.chunks_mut(part) {
         if from_end {
             for (k, c) in piece.rchunks_mut(chunk).enumerate() {
@@ -665,8 +743,48 @@ pub fn forward_with(
         reversed: false,
         accumulate: false,
     };
-    convolve(isa, x, DomainFilters::Forward(u), g, epilogue, &mut y);
+    convolve(isa, x, DomainFilters::Forward(u), g, epilogue, &mut y, None);
     y
+}
+
+/// `maxpool2(max(forward(x) + bias, 0))`: the fused convolution and ReLU of [`forward`], pooled
+/// 2×2 with stride 2 by the output transform itself, so the map at full resolution is never
+/// stored (at conv1_2, 50 MB written and read again at 512×384). Returns the pooled planes
+/// (`C_out×⌊H/2⌋×⌊W/2⌋`) and each value's window winner, the same values and winners as
+/// `pool::max_pool2_forward` on [`forward`]'s result (tested); both empty if the map is smaller
+/// than a window.
+#[track_caller]
+pub fn forward_relu_max_pool(
+    x: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> (Vec<f32>, Vec<u8>) {
+    forward_relu_max_pool_with(Isa::detect(), x, u, bias, g)
+}
+
+/// [`forward_relu_max_pool`] with the transforms compiled for `isa` (see [`forward_with`]).
+#[track_caller]
+pub fn forward_relu_max_pool_with(
+    isa: Isa,
+    x: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> (Vec<f32>, Vec<u8>) {
+    let len = g.c_out * (g.h / 2) * (g.w / 2);
+    let (mut pooled, mut argmax) = (elementwise::zeroed(len), vec![0u8; len]);
+    if len > 0 {
+        let epilogue = Epilogue {
+            bias,
+            relu: true,
+            reversed: false,
+            accumulate: false,
+        };
+        let u = DomainFilters::Forward(u);
+        convolve(isa, x, u, g, epilogue, &mut pooled, Some(&mut argmax));
+    }
+    (pooled, argmax)
 }
 
 /// The input gradient of [`forward`] for the geometry `g` of that forward pass: `dx: C_in×H×W`
@@ -733,6 +851,7 @@ fn input_gradient_pass(
         &g.flipped(),
         epilogue,
         dx,
+        None,
     );
 }
 
@@ -748,6 +867,8 @@ enum DomainFilters<'a> {
 
 /// The F(4×4, 3×3) convolution of geometry `g` with the filters `u` of `x`, finished and stored
 /// into `y` (`C_out×H×W`) as `epilogue` says: [`forward`]'s work, and [`input_gradient`]'s.
+/// With `argmax`, `y` receives the 2×2 max pooling of that instead (`C_out×⌊H/2⌋×⌊W/2⌋`, which
+/// must not be empty) and `argmax` its winners ([`forward_relu_max_pool`]).
 #[track_caller]
 fn convolve(
     isa: Isa,
@@ -756,6 +877,7 @@ fn convolve(
     g: &ConvGeometry,
     epilogue: Epilogue<'_>,
     y: &mut [f32],
+    argmax: Option<&mut [u8]>,
 ) {
     isa.assert_available("winograd");
     assert!(
@@ -770,7 +892,13 @@ fn convolve(
     );
     let (tile_rows, tile_cols) = (g.h.div_ceil(M), g.w.div_ceil(M));
     let (rows_per_band, band_list) = bands(tile_rows, tile_cols);
-    let plane_len = g.h * g.w;
+    // A stored plane and a band's rows of it: the map's, or its pooling's (half as many rows
+    // of half the width; bands start on even rows, so no window straddles two).
+    let (plane_len, band_len) = match argmax {
+        None => (g.h * g.w, M * rows_per_band * g.w),
+        Some(_) => ((g.h / 2) * (g.w / 2), M / 2 * rows_per_band * (g.w / 2)),
+    };
+    assert!(plane_len > 0, "winograd: nothing to store");
     assert_eq!(
         y.len(),
         g.c_out * plane_len,
@@ -780,12 +908,30 @@ fn convolve(
         assert_eq!(b.len(), g.c_out, "winograd: one bias per output channel");
     }
     let reversed = epilogue.reversed;
+    assert!(
+        argmax.is_none() || !(reversed || epilogue.accumulate),
+        "winograd: pooling is for the forward pass"
+    );
     // Each band's rows of every output plane, so that bands write their outputs directly.
-    let outs = group_chunks(y, plane_len, M * rows_per_band * g.w, reversed);
+    let outs = group_chunks(y, plane_len, band_len, reversed);
+    let args: Vec<Vec<&mut [u8]>> = match argmax {
+        Some(a) => {
+            assert_eq!(
+                a.len(),
+                g.c_out * plane_len,
+                "winograd: argmax has the wrong size"
+            );
+            group_chunks(a, plane_len, band_len, false)
+        }
+        None => (0..outs.len()).map(|_| Vec::new()).collect(),
+    };
+    // With pooling, a last band whose rows all fall on a dropped odd last row has no group, and
+    // is skipped: nothing of it would be stored.
     band_list
         .into_par_iter()
         .zip(outs)
-        .for_each(|((t0, t1), mut out)| {
+        .zip(args)
+        .for_each(|(((t0, t1), mut out), mut arg)| {
             let n = (t1 - t0) * tile_cols;
             // V: [36][C_in][n]. Each channel group's input-transform task gets its rows of all
             // 36 matrices, so the GEMMs below see one contiguous C_in × n operand each.
@@ -827,9 +973,19 @@ fn convolve(
                     );
                 });
             scratch::give(v);
-            out.par_iter_mut().enumerate().for_each(|(o, plane_rows)| {
-                transform_output(isa, &m, g, o, tile_cols, epilogue, plane_rows);
-            });
+            if arg.is_empty() {
+                out.par_iter_mut().enumerate().for_each(|(o, plane_rows)| {
+                    transform_output(isa, &m, g, o, tile_cols, epilogue, Dest::Rows(plane_rows));
+                });
+            } else {
+                out.par_iter_mut()
+                    .zip(arg.par_iter_mut())
+                    .enumerate()
+                    .for_each(|(o, (pooled, winners))| {
+                        let dest = Dest::Pooled(pooled, winners);
+                        transform_output(isa, &m, g, o, tile_cols, epilogue, dest);
+                    });
+            }
             scratch::give(m);
         });
 }
