@@ -201,8 +201,36 @@ pub(crate) fn backward_op<'a>(
             if let Some(mask) = relu_mask {
                 elementwise::relu_backward_in_place(flat_mut(&mut g), mask);
             }
-            // Then back through the fused pooling, to each window's winner.
+            let acc = grads[x]
+                .as_mut()
+                .filter(|a| a.shape() == shape_of(x))
+                .and_then(|a| a.as_slice_mut());
+            // Then back through the fused pooling, to each window's winner: made row by row
+            // inside the input gradient when only that is needed (a network's constant
+            // weights), else unpooled here for the weight and bias gradients too.
             if let Some(argmax) = pool {
+                let pooled_len = geo.c_out * (geo.out_h() / 2) * (geo.out_w() / 2);
+                let images = flat(&g)
+                    .chunks_exact(pooled_len)
+                    .zip(argmax.chunks_exact(pooled_len));
+                if needs(x) && !needs(w) && !b.is_some_and(needs) {
+                    match acc {
+                        Some(acc) => {
+                            for ((gp, arg), dx) in images.zip(acc.chunks_exact_mut(in_len)) {
+                                conv::conv2d_backward_input_unpooled_add(
+                                    gp, arg, filters, &geo, dx,
+                                );
+                            }
+                        }
+                        None => {
+                            let dx = join_images(images.map(|(gp, arg)| {
+                                conv::conv2d_backward_input_unpooled(gp, arg, filters, &geo)
+                            }));
+                            out.push((x, from_vec(shape_of(x), dx)));
+                        }
+                    }
+                    return out;
+                }
                 let planes = shape_of(x)[0] * geo.c_out;
                 let (h, w) = (geo.out_h(), geo.out_w());
                 let dy = pool::max_pool2_backward(flat(&g), argmax, planes, h, w);
@@ -211,10 +239,6 @@ pub(crate) fn backward_op<'a>(
             let gs = flat(&g);
             // dx, image by image (the flipped convolution, or col2im(Wᵀ · dY); see
             // `conv::input_grad_algorithm`): added into the gradient `x` already has, if any.
-            let acc = grads[x]
-                .as_mut()
-                .filter(|a| a.shape() == shape_of(x))
-                .and_then(|a| a.as_slice_mut());
             match acc {
                 Some(acc) if needs(x) => {
                     for (dy, dx) in gs.chunks_exact(out_len).zip(acc.chunks_exact_mut(in_len)) {

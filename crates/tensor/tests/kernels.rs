@@ -112,6 +112,25 @@ fn winograd_matches_direct_convolution() {
             let pooled = winograd::forward_relu_max_pool_with(isa, &x, f.winograd(), Some(&b), g);
             let want = pool::max_pool2_forward(&relu, g.c_out, g.h, g.w);
             assert_eq!(pooled, want, "case {i}: fused pooling differs ({isa:?})");
+            // Back through that pooling: the input gradient made from the pooled gradient
+            // and the winners, stored or added, equals the one of the unpooled map.
+            let (_, winners) = &want;
+            let gp = random_vec(&mut r, &[winners.len()]);
+            let dy = pool::max_pool2_backward(&gp, winners, g.c_out, g.h, g.w);
+            let u = f.winograd();
+            assert_eq!(
+                winograd::input_gradient_unpooled_with(isa, &gp, winners, u, g),
+                winograd::input_gradient_with(isa, &dy, u, g),
+                "case {i}: unpooled input gradient differs ({isa:?})"
+            );
+            let base = random_vec(&mut r, &[g.c_in * g.h * g.w]);
+            let (mut fused_acc, mut acc) = (base.clone(), base);
+            winograd::input_gradient_unpooled_add_with(isa, &gp, winners, u, g, &mut fused_acc);
+            winograd::input_gradient_add_with(isa, &dy, u, g, &mut acc);
+            assert_eq!(
+                fused_acc, acc,
+                "case {i}: unpooled addition differs ({isa:?})"
+            );
         }
         // The input gradient from the forward filters (reversed planes, transposed U):
         // ⟨conv(x), dy⟩ = ⟨x, dx⟩, equal to the flipped-filter convolution's, and the same bits

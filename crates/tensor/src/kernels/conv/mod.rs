@@ -381,6 +381,45 @@ pub fn conv2d_backward_input_add(dy: &[f32], f: &Filters, g: &ConvGeometry, dx: 
     }
 }
 
+/// [`conv2d_backward_input`] for the `dy` a 2×2 max pooling's backward would make from the
+/// pooled gradient `gp` and the windows' winners `argmax` (`C_out×⌊H'/2⌋×⌊W'/2⌋`): the Winograd
+/// path makes `dy`'s rows as its input transform reads them; the others unpool first.
+pub fn conv2d_backward_input_unpooled(
+    gp: &[f32],
+    argmax: &[u8],
+    f: &Filters,
+    g: &ConvGeometry,
+) -> Vec<f32> {
+    f.check(g);
+    match input_grad_algorithm(g) {
+        Algorithm::Winograd4x4 => winograd::input_gradient_unpooled(gp, argmax, f.winograd(), g),
+        _ => conv2d_backward_input(&unpool(gp, argmax, g), f, g),
+    }
+}
+
+/// `dx += ` [`conv2d_backward_input_unpooled`]'s result, as [`conv2d_backward_input_add`] does.
+pub fn conv2d_backward_input_unpooled_add(
+    gp: &[f32],
+    argmax: &[u8],
+    f: &Filters,
+    g: &ConvGeometry,
+    dx: &mut [f32],
+) {
+    f.check(g);
+    match input_grad_algorithm(g) {
+        Algorithm::Winograd4x4 => {
+            winograd::input_gradient_unpooled_add(gp, argmax, f.winograd(), g, dx)
+        }
+        _ => conv2d_backward_input_add(&unpool(gp, argmax, g), f, g, dx),
+    }
+}
+
+/// The output-sized gradient a max pooling's backward makes of `gp` (see
+/// [`super::pool::max_pool2_backward`]).
+fn unpool(gp: &[f32], argmax: &[u8], g: &ConvGeometry) -> Vec<f32> {
+    super::pool::max_pool2_backward(gp, argmax, g.c_out, g.out_h(), g.out_w())
+}
+
 /// Weight gradient of one image: `dW = dY · colᵀ` ([`im2col::backward_weight`]), returned flat,
 /// `C_out×C_in×k_h×k_w`. Style transfer never needs it; the gradient checks do.
 pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {

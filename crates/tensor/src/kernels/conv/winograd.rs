@@ -264,7 +264,7 @@ pub fn tasks(g: &ConvGeometry) -> usize {
 /// where `d` is the 6×6 input patch at rows `4·ty − 1 …`, columns `4·tx − 1 …` (zero outside).
 /// `v[e]` holds rows `c0..c1` of `V_e` (`(c1 − c0) × n`, `n` the band's tile count). Compiled
 /// for `isa`.
-fn transform_input(isa: Isa, x: &[f32], g: &ConvGeometry, band: Band, v: &mut [&mut [f32]]) {
+fn transform_input(isa: Isa, x: Source, g: &ConvGeometry, band: Band, v: &mut [&mut [f32]]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `convolve` checked that the processor runs `isa` (`assert_available`), and
@@ -276,8 +276,42 @@ fn transform_input(isa: Isa, x: &[f32], g: &ConvGeometry, band: Band, v: &mut [&
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn transform_input_avx2(x: &[f32], g: &ConvGeometry, band: Band, v: &mut [&mut [f32]]) {
+fn transform_input_avx2(x: Source, g: &ConvGeometry, band: Band, v: &mut [&mut [f32]]) {
     transform_input_body::<true>(x, g, band, v)
+}
+
+/// What a pass's input transform reads.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// The input planes, `C×H×W`.
+    Planes(&'a [f32]),
+    /// Planes known by their 2×2 max pooling's gradient: `g` (`C×⌊H/2⌋×⌊W/2⌋`) at each window's
+    /// winner (`argmax`, as `pool::max_pool2_forward` gives it), zero elsewhere — what the
+    /// pooling's backward would write, made row by row as the transform reads it
+    /// ([`input_gradient_unpooled`]).
+    Unpooled { g: &'a [f32], argmax: &'a [u8] },
+}
+
+/// Row `y` of an `h×w` plane given as in [`Source::Unpooled`] by its pooled gradient `g` and
+/// winners `argmax` (`⌊h/2⌋×⌊w/2⌋`), into `out` (`w` values): `g` at the winner of its window,
+/// 0 at the window's three others and on a dropped odd last row or column.
+#[inline(always)]
+fn unpool_row(g: &[f32], argmax: &[u8], (h, w): (usize, usize), y: usize, out: &mut [f32]) {
+    let pw = w / 2;
+    if y >= 2 * (h / 2) {
+        out.fill(0.0);
+        return;
+    }
+    let (gr, ar) = (&g[y / 2 * pw..][..pw], &argmax[y / 2 * pw..][..pw]);
+    // The window positions this row holds: 2·(y mod 2) and the one after.
+    let first = 2 * (y % 2) as u8;
+    for ((o, &v), &k) in out.chunks_exact_mut(2).zip(gr).zip(ar) {
+        o[0] = if k == first { v } else { 0.0 };
+        o[1] = if k == first + 1 { v } else { 0.0 };
+    }
+    if w % 2 == 1 {
+        out[w - 1] = 0.0;
+    }
 }
 
 /// The work of one input-transform task: tile rows `[t0, t1)` of `tile_cols` tiles, channels
@@ -300,7 +334,7 @@ struct Band {
 /// time. `AVX2` says the caller runs with AVX2 + FMA (the phase split then uses shuffles).
 #[inline(always)]
 fn transform_input_body<const AVX2: bool>(
-    x: &[f32],
+    x: Source,
     g: &ConvGeometry,
     b: Band,
     v: &mut [&mut [f32]],
@@ -315,8 +349,13 @@ fn transform_input_body<const AVX2: bool>(
     let mut vt = vec![0.0f32; T * len];
     // One input row with a zero column in front and zeros after: row[1 + j] = x[·][j].
     let mut row = vec![0.0f32; len];
+    // An unpooled source's row, made here before it is copied.
+    let mut made = match x {
+        Source::Planes(_) => Vec::new(),
+        Source::Unpooled { .. } => vec![0.0f32; g.w],
+    };
+    let pooled_len = (g.h / 2) * (g.w / 2);
     for c in b.c0..b.c1 {
-        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for ty in b.t0..b.t1 {
             for (r, rows) in p.chunks_exact_mut(len).enumerate() {
                 let iy = (M * ty + r) as isize - 1;
@@ -330,7 +369,14 @@ fn transform_input_body<const AVX2: bool>(
                     iy as usize
                 };
                 let dst = &mut row[1..=g.w];
-                let src = &plane[src * g.w..(src + 1) * g.w];
+                let src = match x {
+                    Source::Planes(x) => &x[(c * g.h + src) * g.w..][..g.w],
+                    Source::Unpooled { g: gp, argmax } => {
+                        let at = c * pooled_len..(c + 1) * pooled_len;
+                        unpool_row(&gp[at.clone()], &argmax[at], (g.h, g.w), src, &mut made);
+                        &made
+                    }
+                };
                 if b.reversed {
                     for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
                         *d = *s;
@@ -743,6 +789,7 @@ pub fn forward_with(
         reversed: false,
         accumulate: false,
     };
+    let x = Source::Planes(x);
     convolve(isa, x, DomainFilters::Forward(u), g, epilogue, &mut y, None);
     y
 }
@@ -782,6 +829,7 @@ pub fn forward_relu_max_pool_with(
             accumulate: false,
         };
         let u = DomainFilters::Forward(u);
+        let x = Source::Planes(x);
         convolve(isa, x, u, g, epilogue, &mut pooled, Some(&mut argmax));
     }
     (pooled, argmax)
@@ -807,7 +855,7 @@ pub fn input_gradient(dy: &[f32], u: &[f32], g: &ConvGeometry) -> Vec<f32> {
 #[track_caller]
 pub fn input_gradient_with(isa: Isa, dy: &[f32], u: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let mut dx = elementwise::zeroed(g.c_in * g.h * g.w);
-    input_gradient_pass(isa, dy, u, g, false, &mut dx);
+    input_gradient_pass(isa, Source::Planes(dy), u, g, false, &mut dx);
     dx
 }
 
@@ -823,7 +871,70 @@ pub fn input_gradient_add(dy: &[f32], u: &[f32], g: &ConvGeometry, dx: &mut [f32
 /// [`input_gradient_add`] with the transforms compiled for `isa` (see [`forward_with`]).
 #[track_caller]
 pub fn input_gradient_add_with(isa: Isa, dy: &[f32], u: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
-    input_gradient_pass(isa, dy, u, g, true, dx)
+    input_gradient_pass(isa, Source::Planes(dy), u, g, true, dx)
+}
+
+/// [`input_gradient`] for the `dy` that a 2×2 max pooling's backward would make from the pooled
+/// gradient `gp` and the windows' winners `argmax` (both `C_out×⌊H/2⌋×⌊W/2⌋`; see
+/// [`forward_relu_max_pool`]): the input transform makes `dy`'s rows as it reads them, so the
+/// full-size `dy` (50 MB at conv1_2, 512×384, mostly zeros) is never written or read back. The
+/// same bits as `input_gradient(&pool::max_pool2_backward(gp, argmax, …))`.
+#[track_caller]
+pub fn input_gradient_unpooled(gp: &[f32], argmax: &[u8], u: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    input_gradient_unpooled_with(Isa::detect(), gp, argmax, u, g)
+}
+
+/// [`input_gradient_unpooled`] with the transforms compiled for `isa` (see [`forward_with`]).
+#[track_caller]
+pub fn input_gradient_unpooled_with(
+    isa: Isa,
+    gp: &[f32],
+    argmax: &[u8],
+    u: &[f32],
+    g: &ConvGeometry,
+) -> Vec<f32> {
+    let mut dx = elementwise::zeroed(g.c_in * g.h * g.w);
+    let source = unpooled(gp, argmax, g);
+    input_gradient_pass(isa, source, u, g, false, &mut dx);
+    dx
+}
+
+/// `dx += ` [`input_gradient_unpooled`]'s result, as [`input_gradient_add`] does.
+#[track_caller]
+pub fn input_gradient_unpooled_add(
+    gp: &[f32],
+    argmax: &[u8],
+    u: &[f32],
+    g: &ConvGeometry,
+    dx: &mut [f32],
+) {
+    input_gradient_unpooled_add_with(Isa::detect(), gp, argmax, u, g, dx)
+}
+
+/// [`input_gradient_unpooled_add`] with the transforms compiled for `isa` (see
+/// [`forward_with`]).
+#[track_caller]
+pub fn input_gradient_unpooled_add_with(
+    isa: Isa,
+    gp: &[f32],
+    argmax: &[u8],
+    u: &[f32],
+    g: &ConvGeometry,
+    dx: &mut [f32],
+) {
+    let source = unpooled(gp, argmax, g);
+    input_gradient_pass(isa, source, u, g, true, dx)
+}
+
+/// The [`Source::Unpooled`] of a pooled gradient of the output of `g` (checked for size).
+#[track_caller]
+fn unpooled<'a>(gp: &'a [f32], argmax: &'a [u8], g: &ConvGeometry) -> Source<'a> {
+    let len = g.c_out * (g.h / 2) * (g.w / 2);
+    assert!(
+        gp.len() == len && argmax.len() == len,
+        "winograd: the pooled gradient and its winners must have {len} values"
+    );
+    Source::Unpooled { g: gp, argmax }
 }
 
 /// [`input_gradient`]'s work, stored into `dx` (added to it if `accumulate`). The input
@@ -832,7 +943,7 @@ pub fn input_gradient_add_with(isa: Isa, dy: &[f32], u: &[f32], g: &ConvGeometry
 #[track_caller]
 fn input_gradient_pass(
     isa: Isa,
-    dy: &[f32],
+    dy: Source,
     u: &[f32],
     g: &ConvGeometry,
     accumulate: bool,
@@ -872,7 +983,7 @@ enum DomainFilters<'a> {
 #[track_caller]
 fn convolve(
     isa: Isa,
-    x: &[f32],
+    x: Source,
     u: DomainFilters,
     g: &ConvGeometry,
     epilogue: Epilogue<'_>,
