@@ -776,14 +776,14 @@ fn the_memory_budget_is_checked_before_the_run() {
         "--iters",
         "300",
         "--max-memory",
-        "3G",
+        "2.5G",
         "--dry-run",
     ]);
     let (plan, msg) = (String::from_utf8_lossy(&capped.stdout), stderr(&capped));
     assert!(capped.status.success(), "{msg}");
     assert!(msg.contains("L-BFGS history capped at"), "{msg}");
     assert!(
-        plan.contains("of a 3.0 GiB budget (--max-memory)"),
+        plan.contains("of a 2.5 GiB budget (--max-memory)"),
         "{plan}"
     );
     let history: usize = plan

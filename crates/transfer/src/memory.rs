@@ -5,17 +5,18 @@
 //!
 //! ```text
 //! peak = base + weights + prepared filters                       (fixed)
-//!      + FRAGMENTATION · 4 B · (3·M_max + Σ_content M_l)          (one evaluation)
+//!      + FRAGMENTATION · 4 B · (2·M_max + Σ_content M_l)          (one evaluation)
 //!      + 4 B · N · (2·pairs + IMAGE_COPIES)                       (images and optimizer state)
 //! ```
 //!
 //! (with tiled evaluation, the maps of one tile's window, plus the whole content targets) where
 //! `M_l` is the number of floats in layer `l`'s feature map, `M_max` the largest map up to
 //! the deepest layer used (block 1's: 64 channels at full size), `N = 3·H·W` the image, and
-//! `pairs` the L-BFGS history actually kept. One evaluation's peak is in the backward pass of
-//! block 1: the incoming gradient, the outgoing one and the gradient already waiting at the
-//! style layer `relu1_1` — three maps of the largest size — while the content targets stay
-//! resident. The prepared filters are the Winograd-domain form of each 3×3 layer (4× the raw
+//! `pairs` the L-BFGS history actually kept. One evaluation's peak is in the backward pass, at
+//! the style layer `relu1_1`: its map, which the Gram matrix's derivative reads, and the
+//! gradient that derivative writes — two maps of the largest size (conv1_2's input gradient is
+//! later added into that gradient in place, and conv1_2's own output, pooled as it is stored,
+//! never exists at full size) — while the content targets stay resident. The prepared filters are the Winograd-domain form of each 3×3 layer (4× the raw
 //! weights; the input gradient reads the same set transposed, see
 //! `nst_tensor::kernels::conv::winograd::input_gradient`). The factor
 //! [`FRAGMENTATION`] accounts for the allocator keeping freed blocks for reuse (the speed
@@ -30,8 +31,9 @@ use std::path::Path;
 /// Resident memory a run needs beyond its data: code, thread stacks, allocator state (bytes).
 pub const BASE_BYTES: u64 = 24 << 20;
 /// How much more resident memory the evaluation's maps take than their live size, because the
-/// allocator keeps freed blocks for reuse rather than returning them (measured: 1.7–1.9).
-pub const FRAGMENTATION: f64 = 1.8;
+/// allocator keeps freed blocks for reuse rather than returning them (fitted to the peaks
+/// measured at 1024×768 and 2048×1536, which need 2.0 and 2.1; BENCHMARKS.md).
+pub const FRAGMENTATION: f64 = 2.1;
 /// Image-sized vectors alive besides the L-BFGS pairs: the iterate, the previous iterate, the
 /// direction, the current and trial gradients, the evaluated image and its copy on the tape,
 /// the best image, the content image and the output.
@@ -117,7 +119,7 @@ pub fn estimate_peak(vgg: &Vgg, shape: &RunShape, pairs: usize) -> Result<u64, V
         .sum();
     let whole = maps(vgg, shape, (width, height))?;
     let evaluation = match shape.tile {
-        None => FRAGMENTATION * 4.0 * (3 * whole.largest + whole.content) as f64,
+        None => FRAGMENTATION * 4.0 * (2 * whole.largest + whole.content) as f64,
         Some(side) => {
             // Each tile's window is evaluated like a small image; the content targets stay
             // whole.
@@ -128,7 +130,7 @@ pub fn estimate_peak(vgg: &Vgg, shape: &RunShape, pairs: usize) -> Result<u64, V
                 (side + 2 * geo.halo).min(height),
             );
             let tile = maps(vgg, shape, window)?;
-            FRAGMENTATION * 4.0 * (3 * tile.largest + tile.content) as f64
+            FRAGMENTATION * 4.0 * (2 * tile.largest + tile.content) as f64
                 + 4.0 * whole.content as f64
         }
     };
