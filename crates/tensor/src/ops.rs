@@ -288,7 +288,7 @@ impl<'g> Var<'g> {
     /// Sum of all elements, a 0-dimensional tensor. Accumulated in f64 so that a loss summed over
     /// millions of pixels keeps its precision.
     pub fn sum(self) -> Var<'g> {
-        let s = flat(&self.value()).iter().map(|&v| v as f64).sum::<f64>();
+        let s = elementwise::sum_f64(flat(&self.value()));
         self.graph.record(
             ArrayD::from_elem(IxDyn(&[]), s as f32),
             Op::Sum { x: self.id },
@@ -300,7 +300,7 @@ impl<'g> Var<'g> {
     pub fn mean(self) -> Var<'g> {
         let v = self.value();
         assert!(!v.is_empty(), "mean: empty tensor of shape {:?}", v.shape());
-        let s = flat(&v).iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        let s = elementwise::sum_f64(flat(&v)) / v.len() as f64;
         self.graph.record(
             ArrayD::from_elem(IxDyn(&[]), s as f32),
             Op::Mean { x: self.id },

@@ -654,6 +654,25 @@ fn avg_pool_drops_the_odd_row_and_column() {
     assert!(dx[4] == 0.0 && dx[10..].iter().all(|&v| v == 0.0));
 }
 
+/// The parallel f64 sum of the `sum` and `mean` ops: over several pieces and a short last one,
+/// the plain serial sum to rounding, and the same bits on 1 and 3 threads.
+#[test]
+fn sum_f64_in_pieces_is_the_serial_sum_on_any_thread_count() {
+    let x = random_vec(&mut rng(303), &[3 * (1 << 16) + 77]);
+    let serial: f64 = x.iter().map(|&v| v as f64).sum();
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| elementwise::sum_f64(&x))
+    };
+    let (one, three) = (on(1), on(3));
+    assert_eq!(one.to_bits(), three.to_bits());
+    let scale: f64 = x.iter().map(|&v| (v as f64).abs()).sum();
+    assert!((one - serial).abs() <= 1e-12 * scale, "{one} vs {serial}");
+}
+
 /// A forward and backward through conv, pool and Gram gives the same bits on 1, 2, 3 and 8
 /// threads, and twice in a row: the parallel split depends on the shapes only.
 #[test]

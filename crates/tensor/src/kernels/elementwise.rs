@@ -33,6 +33,30 @@ pub fn add_assign(acc: &mut [f32], g: &[f32]) {
         });
 }
 
+/// `Σ x` in f64, in pieces of [`CHUNK`] values summed in parallel (eight partial sums each),
+/// the pieces' sums then added in order: the same result for any thread count. A loss's mean
+/// over a map (the content term's 1.6 M squared differences at 512×384) took 1.2 ms as one
+/// running sum on one thread.
+pub fn sum_f64(x: &[f32]) -> f64 {
+    let pieces: Vec<f64> = x
+        .par_chunks(CHUNK)
+        .map(|piece| {
+            let mut sums = [0.0f64; 8];
+            let body = piece.len() - piece.len() % 8;
+            for c in piece[..body].chunks_exact(8) {
+                for (s, &v) in sums.iter_mut().zip(c) {
+                    *s += v as f64;
+                }
+            }
+            for (s, &v) in sums.iter_mut().zip(&piece[body..]) {
+                *s += v as f64;
+            }
+            sums.iter().sum::<f64>()
+        })
+        .collect();
+    pieces.iter().sum()
+}
+
 /// `y = max(x, 0)`.
 pub fn relu_forward(x: &[f32]) -> Vec<f32> {
     let mut y = zeroed(x.len());
