@@ -93,8 +93,15 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
         Isa::detect().name(),
         Isa::detect().at_most_avx2().name(),
     );
+    // The layer column fits the longest name (`conv1_2+relu1_2+pool1`).
+    let lw = report
+        .iter()
+        .map(|r| r.layer.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     println!(
-        "{:<16} {:>10} {:>11}  {:<42} {:>8} {:>6} {:>6}",
+        "{:<lw$} {:>10} {:>11}  {:<42} {:>8} {:>6} {:>6}",
         "layer",
         "forward ms",
         "backward ms",
@@ -106,7 +113,7 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
     for r in &report {
         let conv = r.conv.as_ref();
         println!(
-            "{:<16} {:>10.1} {:>11.1}  {:<42} {:>8} {:>6} {:>5.1}%",
+            "{:<lw$} {:>10.1} {:>11.1}  {:<42} {:>8} {:>6} {:>5.1}%",
             r.layer,
             r.forward_ms,
             r.backward_ms,
