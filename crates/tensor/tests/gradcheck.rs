@@ -58,6 +58,38 @@ fn conv2d_wide_enough_for_winograd() {
     conv_case(10, &[1, 32, 5, 6], &[32, 32, 3, 3], 1);
 }
 
+/// Ops applied to a graph's parameters (a map, its weights, its bias).
+type OnParams = dyn for<'g> Fn(&[Var<'g>]) -> Var<'g>;
+
+/// A fused op against the ops it stands for: the same values and the same gradients for its
+/// input, weights and bias (all trained), bit for bit, under the loss `Σ y ⊙ weights`; and the
+/// ReLU inside must have clipped something (else the comparison proves little).
+fn assert_fused_equals_unfused(
+    seed: u64,
+    inputs: &[ArrayD<f32>],
+    weights: &ArrayD<f32>,
+    fused: &OnParams,
+    unfused: &OnParams,
+) {
+    let run = |op: &OnParams| {
+        let g = Graph::new();
+        let v: Vec<Var> = inputs.iter().map(|p| g.param(p.clone())).collect();
+        let y = op(&v);
+        let loss = (y * g.constant(Arc::new(weights.clone()))).sum();
+        let value = y.value();
+        let grads = g.backward(loss);
+        let grads: Vec<_> = v.iter().map(|p| grads.get(*p).unwrap().clone()).collect();
+        (value, grads)
+    };
+    let (fused, unfused) = (run(fused), run(unfused));
+    assert_eq!(*fused.0, *unfused.0, "values differ (case {seed})");
+    assert!(
+        fused.0.iter().any(|&v| v == 0.0),
+        "the ReLU never clipped (case {seed})"
+    );
+    assert_eq!(fused.1, unfused.1, "gradients differ (case {seed})");
+}
+
 /// The fused `conv2d_relu` gives the same values and the same gradients (for input, weights
 /// and bias) as `conv2d` followed by `relu` — whose derivatives are checked against finite
 /// differences above — on the im2col path and on the Winograd path. (Finite differences
@@ -75,27 +107,13 @@ fn conv2d_relu_fused_equals_conv2d_then_relu() {
             random(&mut r, &[w[0]]),
         ];
         let weights = random(&mut r, &[x[0], w[0], x[2], x[3]]);
-        let run = |fused: bool| {
-            let g = Graph::new();
-            let v: Vec<Var> = inputs.iter().map(|p| g.param(p.clone())).collect();
-            let y = if fused {
-                v[0].conv2d_relu(v[1], Some(v[2]), 1)
-            } else {
-                v[0].conv2d(v[1], Some(v[2]), 1).relu()
-            };
-            let loss = (y * g.constant(Arc::new(weights.clone()))).sum();
-            let value = y.value();
-            let grads = g.backward(loss);
-            let grads: Vec<_> = v.iter().map(|p| grads.get(*p).unwrap().clone()).collect();
-            (value, grads)
-        };
-        let (fused, unfused) = (run(true), run(false));
-        assert_eq!(*fused.0, *unfused.0, "values differ (case {seed})");
-        assert!(
-            fused.0.iter().any(|&v| v == 0.0),
-            "the ReLU never clipped (case {seed})"
+        assert_fused_equals_unfused(
+            seed,
+            &inputs,
+            &weights,
+            &|v| v[0].conv2d_relu(v[1], Some(v[2]), 1),
+            &|v| v[0].conv2d(v[1], Some(v[2]), 1).relu(),
         );
-        assert_eq!(fused.1, unfused.1, "gradients differ (case {seed})");
     }
 }
 
@@ -117,27 +135,13 @@ fn conv2d_relu_max_pool2_equals_the_three_ops() {
             random(&mut r, &[w[0]]),
         ];
         let weights = random(&mut r, &[x[0], w[0], x[2] / 2, x[3] / 2]);
-        let run = |fused: bool| {
-            let g = Graph::new();
-            let v: Vec<Var> = inputs.iter().map(|p| g.param(p.clone())).collect();
-            let y = if fused {
-                v[0].conv2d_relu_max_pool2(v[1], Some(v[2]), 1)
-            } else {
-                v[0].conv2d_relu(v[1], Some(v[2]), 1).max_pool2()
-            };
-            let loss = (y * g.constant(Arc::new(weights.clone()))).sum();
-            let value = y.value();
-            let grads = g.backward(loss);
-            let grads: Vec<_> = v.iter().map(|p| grads.get(*p).unwrap().clone()).collect();
-            (value, grads)
-        };
-        let (fused, unfused) = (run(true), run(false));
-        assert_eq!(*fused.0, *unfused.0, "values differ (case {seed})");
-        assert!(
-            fused.0.iter().any(|&v| v == 0.0),
-            "the ReLU never clipped a whole window (case {seed})"
+        assert_fused_equals_unfused(
+            seed,
+            &inputs,
+            &weights,
+            &|v| v[0].conv2d_relu_max_pool2(v[1], Some(v[2]), 1),
+            &|v| v[0].conv2d_relu(v[1], Some(v[2]), 1).max_pool2(),
         );
-        assert_eq!(fused.1, unfused.1, "gradients differ (case {seed})");
         // With constant weights only the map's gradient is wanted, and the fused op makes it
         // from the pooled gradient directly (added into one already there when the map is read
         // twice): still the same bits.
