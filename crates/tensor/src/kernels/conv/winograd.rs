@@ -524,6 +524,11 @@ fn transform_output_body<const AVX2: bool>(
         };
         // The band's result rows; a reversed band's `out` holds them last to first.
         let rows = out.len() / w;
+        if epilogue.accumulate {
+            // The gradient added into was written long before (50 MB at relu1_1, evicted
+            // from every cache): ask for the next tile row's rows while this one is stored.
+            prefetch_rows(out, w, rows, M * (r + 1), epilogue.reversed);
+        }
         // Interleave the phases into the output rows: row[4·t + c] = y[rr][c][t].
         for rr in 0..M.min(rows - M * r) {
             let i = M * r + rr;
@@ -548,6 +553,27 @@ fn transform_output_body<const AVX2: bool>(
             }
         }
     }
+}
+
+/// Prefetches result rows `first .. first + 4` of a band's `out` (`rows` rows of `w`; mirrored
+/// if `reversed`) into the cache, one request per 64-byte line; rows past the band are skipped.
+#[inline(always)]
+fn prefetch_rows(out: &[f32], w: usize, rows: usize, first: usize, reversed: bool) {
+    #[cfg(target_arch = "x86_64")]
+    for i in first..(first + M).min(rows) {
+        let at = if reversed { rows - 1 - i } else { i };
+        for line in out[at * w..(at + 1) * w].chunks(16) {
+            // SAFETY: SSE is part of every x86-64 processor, and a prefetch is a hint: it
+            // reads nothing into the program and cannot fault (the address is in `out` anyway).
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    line.as_ptr().cast(),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (out, w, rows, first, reversed);
 }
 
 /// [`Dest::Pooled`]'s store for tile row `r` of a band: the 2×2 max pooling of its four result
