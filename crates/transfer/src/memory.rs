@@ -225,11 +225,18 @@ pub fn pairs_kept(optimizer: OptimizerKind, evals: usize) -> usize {
     }
 }
 
+/// The share of the budget a plan may fill. The estimate is within about ±10% of the measured
+/// peaks (BENCHMARKS.md), and a run must stay under its budget — a pod or job over its limit is
+/// killed — so the plan keeps the rest for the estimate's error: at 2048×1536 under
+/// `--max-memory 6G`, filling the whole budget gave a peak of 6.30 GiB (BENCHMARKS.md).
+pub const BUDGET_SHARE: f64 = 0.9;
+
 /// Tile sides tried, largest first, when a whole-image evaluation does not fit and no `--tile`
 /// was given: larger tiles waste less on their halo.
 pub const AUTO_TILES: [usize; 3] = [1024, 512, 256];
 
-/// Plans a run of `shape` with `optimizer` for `evals` evaluations within `budget` bytes. The
+/// Plans a run of `shape` with `optimizer` for `evals` evaluations within `budget` bytes (its
+/// estimate at most [`BUDGET_SHARE`] of them). The
 /// evaluation is whole-image if that fits with at least [`MIN_HISTORY`] L-BFGS pairs, else tiled
 /// with the largest of [`AUTO_TILES`] that does (unless `shape.tile` fixes the tile); then the
 /// L-BFGS history asked for, or the longest that fits. If nothing fits, the error names the
@@ -253,6 +260,7 @@ pub fn plan(
         estimate_peak(vgg, &s, pairs)
     };
     let size = shape.size;
+    let room = (budget as f64 * BUDGET_SHARE) as u64;
     let pairs = pairs_kept(optimizer, evals);
     let min_pairs = pairs.min(MIN_HISTORY);
     let history = match optimizer {
@@ -267,11 +275,11 @@ pub fn plan(
     };
     for &tile in &candidates {
         let floor = estimate(size, tile, min_pairs)?;
-        if floor > budget {
+        if floor > room {
             continue;
         }
         let peak = estimate(size, tile, pairs)?;
-        if peak <= budget {
+        if peak <= room {
             return Ok(Plan {
                 peak_bytes: peak,
                 history,
@@ -281,7 +289,7 @@ pub fn plan(
         }
         // Every pair costs the same two image-sized vectors: solve for the count that fits.
         let per_pair = estimate(size, tile, min_pairs + 1)? - floor;
-        let fits = min_pairs + ((budget - floor) / per_pair.max(1)) as usize;
+        let fits = min_pairs + ((room - floor) / per_pair.max(1)) as usize;
         return Ok(Plan {
             peak_bytes: estimate(size, tile, fits)?,
             history: Some(fits),
@@ -300,7 +308,7 @@ pub fn plan(
     let (mut lo, mut hi) = (0usize, w.max(h));
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if estimate(scaled(mid), leanest, min_pairs)? <= budget {
+        if estimate(scaled(mid), leanest, min_pairs)? <= room {
             lo = mid;
         } else {
             hi = mid - 1;
