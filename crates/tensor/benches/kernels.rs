@@ -5,6 +5,7 @@
 //! GEMM and for each conv pass.
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use nst_tensor::kernels::conv::winograd::Source;
 use nst_tensor::kernels::conv::{self, direct, im2col, winograd, ConvGeometry, Filters};
 use nst_tensor::kernels::gemm::{gemm_with, Backend, MatMut, MatRef};
 use nst_tensor::kernels::isa::Isa;
@@ -191,7 +192,7 @@ fn bench_conv(c: &mut Criterion) {
             bench.iter(|| conv::conv2d_forward(&x, &f, Some(&b), false, &g))
         });
         group.bench_function(BenchmarkId::new("input_grad", name), |bench| {
-            bench.iter(|| conv::conv2d_backward_input(&dy, &f, &g))
+            bench.iter(|| conv::conv2d_backward_input(Source::Planes(&dy), &f, &g))
         });
         // Each algorithm on its own, for choosing between them.
         group.bench_function(BenchmarkId::new("forward_im2col", name), |bench| {

@@ -9,6 +9,7 @@
 //! as the ops that consume it have been recorded.
 
 use crate::array::{flat, flat_mut, from_vec, join_images};
+use crate::kernels::conv::winograd::Source;
 use crate::kernels::conv::Filters;
 use crate::kernels::gemm::MatRef;
 use crate::kernels::{conv, elementwise, matmul, pool};
@@ -208,47 +209,34 @@ pub(crate) fn backward_op<'a>(
             // Then back through the fused pooling, to each window's winner: made row by row
             // inside the input gradient when only that is needed (a network's constant
             // weights), else unpooled here for the weight and bias gradients too.
-            if let Some(argmax) = pool {
-                let pooled_len = geo.c_out * (geo.out_h() / 2) * (geo.out_w() / 2);
-                let images = flat(&g)
-                    .chunks_exact(pooled_len)
-                    .zip(argmax.chunks_exact(pooled_len));
-                if needs(x) && !needs(w) && !b.is_some_and(needs) {
-                    match acc {
-                        Some(acc) => {
-                            for ((gp, arg), dx) in images.zip(acc.chunks_exact_mut(in_len)) {
-                                conv::conv2d_backward_input_unpooled_add(
-                                    gp, arg, filters, &geo, dx,
-                                );
-                            }
-                        }
-                        None => {
-                            let dx = join_images(images.map(|(gp, arg)| {
-                                conv::conv2d_backward_input_unpooled(gp, arg, filters, &geo)
-                            }));
-                            out.push((x, from_vec(shape_of(x), dx)));
-                        }
-                    }
-                    return out;
-                }
+            let unpool_here = needs(w) || b.is_some_and(needs);
+            if let (Some(argmax), true) = (pool, unpool_here) {
                 let planes = shape_of(x)[0] * geo.c_out;
                 let (h, w) = (geo.out_h(), geo.out_w());
                 let dy = pool::max_pool2_backward(flat(&g), argmax, planes, h, w);
                 g = from_vec(&[shape_of(x)[0], geo.c_out, h, w], dy);
             }
             let gs = flat(&g);
+            let pooled_len = geo.c_out * (geo.out_h() / 2) * (geo.out_w() / 2);
+            let dy = |i: usize| match pool {
+                Some(argmax) if !unpool_here => Source::Unpooled {
+                    g: &gs[i * pooled_len..(i + 1) * pooled_len],
+                    argmax: &argmax[i * pooled_len..(i + 1) * pooled_len],
+                },
+                _ => Source::Planes(&gs[i * out_len..(i + 1) * out_len]),
+            };
             // dx, image by image (the flipped convolution, or col2im(Wᵀ · dY); see
             // `conv::input_grad_algorithm`): added into the gradient `x` already has, if any.
             match acc {
                 Some(acc) if needs(x) => {
-                    for (dy, dx) in gs.chunks_exact(out_len).zip(acc.chunks_exact_mut(in_len)) {
-                        conv::conv2d_backward_input_add(dy, filters, &geo, dx);
+                    for (i, dx) in acc.chunks_exact_mut(in_len).enumerate() {
+                        conv::conv2d_backward_input_add(dy(i), filters, &geo, dx);
                     }
                 }
                 _ if needs(x) => {
+                    let images = shape_of(x)[0];
                     let dx = join_images(
-                        gs.chunks_exact(out_len)
-                            .map(|dy| conv::conv2d_backward_input(dy, filters, &geo)),
+                        (0..images).map(|i| conv::conv2d_backward_input(dy(i), filters, &geo)),
                     );
                     out.push((x, from_vec(shape_of(x), dx)));
                 }

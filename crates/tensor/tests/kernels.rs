@@ -4,6 +4,7 @@
 mod common;
 
 use common::{random, random_vec, rng};
+use nst_tensor::kernels::conv::winograd::Source;
 use nst_tensor::kernels::conv::{self, direct, im2col, winograd, Algorithm, ConvGeometry, Filters};
 use nst_tensor::kernels::gemm::{gemm_with, Backend, MatMut, MatRef};
 use nst_tensor::kernels::isa::Isa;
@@ -118,15 +119,21 @@ fn winograd_matches_direct_convolution() {
             let gp = random_vec(&mut r, &[winners.len()]);
             let dy = pool::max_pool2_backward(&gp, winners, g.c_out, g.h, g.w);
             let u = f.winograd();
+            let source = Source::Unpooled {
+                g: &gp,
+                argmax: winners,
+            };
+            let mut unpooled = vec![f32::NAN; g.c_in * g.h * g.w];
+            winograd::input_gradient_from_with(isa, source, u, g, &mut unpooled, false);
             assert_eq!(
-                winograd::input_gradient_unpooled_with(isa, &gp, winners, u, g),
+                unpooled,
                 winograd::input_gradient_with(isa, &dy, u, g),
                 "case {i}: unpooled input gradient differs ({isa:?})"
             );
             let base = random_vec(&mut r, &[g.c_in * g.h * g.w]);
             let (mut fused_acc, mut acc) = (base.clone(), base);
-            winograd::input_gradient_unpooled_add_with(isa, &gp, winners, u, g, &mut fused_acc);
-            winograd::input_gradient_add_with(isa, &dy, u, g, &mut acc);
+            winograd::input_gradient_from_with(isa, source, u, g, &mut fused_acc, true);
+            winograd::input_gradient_from_with(isa, Source::Planes(&dy), u, g, &mut acc, true);
             assert_eq!(
                 fused_acc, acc,
                 "case {i}: unpooled addition differs ({isa:?})"
@@ -150,8 +157,9 @@ fn winograd_matches_direct_convolution() {
         let want: Vec<f32> = base.iter().zip(&grads[0]).map(|(a, d)| a + d).collect();
         for isa in Isa::available() {
             let mut acc = base.clone();
-            winograd::input_gradient_add_with(isa, &dy, f.winograd(), g, &mut acc);
-            assert_eq!(acc, want, "case {i}: input_gradient_add differs ({isa:?})");
+            let dy = Source::Planes(&dy);
+            winograd::input_gradient_from_with(isa, dy, f.winograd(), g, &mut acc, true);
+            assert_eq!(acc, want, "case {i}: the addition differs ({isa:?})");
         }
         assert_adjoint(g, &x, &w, &dy, &grads[0], i);
         let flipped = reference::conv2d_direct(
@@ -225,7 +233,7 @@ fn direct_summation_matches_direct_convolution() {
     let x = random_vec(&mut r, &[g.c_in * g.h * g.w]);
     let w = random_vec(&mut r, &[g.c_out * g.k()]);
     let dy = random_vec(&mut r, &[g.c_out * g.h * g.w]);
-    let dx = conv::conv2d_backward_input(&dy, &Filters::new(&w, &g), &g);
+    let dx = conv::conv2d_backward_input(Source::Planes(&dy), &Filters::new(&w, &g), &g);
     assert_adjoint(&g, &x, &w, &dy, &dx, 0);
 }
 
@@ -279,7 +287,7 @@ fn input_gradients_are_the_adjoint_of_direct_convolution() {
         let w = random_vec(&mut r, &[g.c_out * g.k()]);
         let dy = random_vec(&mut r, &[g.c_out * g.out_h() * g.out_w()]);
         for dx in [
-            conv::conv2d_backward_input(&dy, &Filters::new(&w, g), g),
+            conv::conv2d_backward_input(Source::Planes(&dy), &Filters::new(&w, g), g),
             im2col::backward_input(&dy, &w, g),
         ] {
             assert_adjoint(g, &x, &w, &dy, &dx, i);

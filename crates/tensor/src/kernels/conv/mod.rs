@@ -357,67 +357,50 @@ pub fn conv2d_forward_relu_max_pool(
     }
 }
 
-/// Input gradient of one image, `dx` for `dy: C_out×H'×W'`; returns `C_in×H×W`, by the
-/// algorithm [`input_grad_algorithm`] picks.
-pub fn conv2d_backward_input(dy: &[f32], f: &Filters, g: &ConvGeometry) -> Vec<f32> {
+/// Input gradient of one image, `dx` for `dy: C_out×H'×W'` given as a [`winograd::Source`]
+/// (the map, or the pooled gradient a fused pooling's backward would unpool); returns
+/// `C_in×H×W`, by the algorithm [`input_grad_algorithm`] picks. The Winograd path makes an
+/// unpooled `dy`'s rows as it reads them; the others unpool it first.
+pub fn conv2d_backward_input(dy: winograd::Source, f: &Filters, g: &ConvGeometry) -> Vec<f32> {
     f.check(g);
     match input_grad_algorithm(g) {
-        Algorithm::Col2im => im2col::backward_input(dy, f.raw(), g),
+        Algorithm::Col2im => im2col::backward_input(&as_map(dy, g), f.raw(), g),
         // The forward pass's own Winograd filters, read transposed, on the reversed planes.
-        Algorithm::Winograd4x4 => winograd::input_gradient(dy, f.winograd(), g),
+        Algorithm::Winograd4x4 => {
+            let mut dx = elementwise::zeroed(g.c_in * g.h * g.w);
+            winograd::input_gradient_from(dy, f.winograd(), g, &mut dx, false);
+            dx
+        }
         Algorithm::Im2col | Algorithm::Direct => {
-            conv2d_forward(dy, f.flipped(), None, false, &g.flipped())
+            conv2d_forward(&as_map(dy, g), f.flipped(), None, false, &g.flipped())
         }
     }
 }
 
 /// `dx += ` [`conv2d_backward_input`]'s result, with the same bits: the Winograd path adds as
 /// it stores (no second map-sized buffer, no pass to add it), the others add their result.
-pub fn conv2d_backward_input_add(dy: &[f32], f: &Filters, g: &ConvGeometry, dx: &mut [f32]) {
-    f.check(g);
-    match input_grad_algorithm(g) {
-        Algorithm::Winograd4x4 => winograd::input_gradient_add(dy, f.winograd(), g, dx),
-        _ => elementwise::add_assign(dx, &conv2d_backward_input(dy, f, g)),
-    }
-}
-
-/// [`conv2d_backward_input`] for the `dy` a 2×2 max pooling's backward would make from the
-/// pooled gradient `gp` and the windows' winners `argmax` (`C_out×⌊H'/2⌋×⌊W'/2⌋`): the Winograd
-/// path makes `dy`'s rows as its input transform reads them; the others unpool first.
-pub fn conv2d_backward_input_unpooled(
-    gp: &[f32],
-    argmax: &[u8],
-    f: &Filters,
-    g: &ConvGeometry,
-) -> Vec<f32> {
-    f.check(g);
-    match input_grad_algorithm(g) {
-        Algorithm::Winograd4x4 => winograd::input_gradient_unpooled(gp, argmax, f.winograd(), g),
-        _ => conv2d_backward_input(&unpool(gp, argmax, g), f, g),
-    }
-}
-
-/// `dx += ` [`conv2d_backward_input_unpooled`]'s result, as [`conv2d_backward_input_add`] does.
-pub fn conv2d_backward_input_unpooled_add(
-    gp: &[f32],
-    argmax: &[u8],
+pub fn conv2d_backward_input_add(
+    dy: winograd::Source,
     f: &Filters,
     g: &ConvGeometry,
     dx: &mut [f32],
 ) {
     f.check(g);
     match input_grad_algorithm(g) {
-        Algorithm::Winograd4x4 => {
-            winograd::input_gradient_unpooled_add(gp, argmax, f.winograd(), g, dx)
-        }
-        _ => conv2d_backward_input_add(&unpool(gp, argmax, g), f, g, dx),
+        Algorithm::Winograd4x4 => winograd::input_gradient_from(dy, f.winograd(), g, dx, true),
+        _ => elementwise::add_assign(dx, &conv2d_backward_input(dy, f, g)),
     }
 }
 
-/// The output-sized gradient a max pooling's backward makes of `gp` (see
-/// [`super::pool::max_pool2_backward`]).
-fn unpool(gp: &[f32], argmax: &[u8], g: &ConvGeometry) -> Vec<f32> {
-    super::pool::max_pool2_backward(gp, argmax, g.c_out, g.out_h(), g.out_w())
+/// `dy` as a map, `C_out×H'×W'`: borrowed, or unpooled as the pooling's backward would
+/// (`pool::max_pool2_backward`).
+fn as_map<'a>(dy: winograd::Source<'a>, g: &ConvGeometry) -> std::borrow::Cow<'a, [f32]> {
+    match dy {
+        winograd::Source::Planes(y) => std::borrow::Cow::Borrowed(y),
+        winograd::Source::Unpooled { g: gp, argmax } => std::borrow::Cow::Owned(
+            super::pool::max_pool2_backward(gp, argmax, g.c_out, g.out_h(), g.out_w()),
+        ),
+    }
 }
 
 /// Weight gradient of one image: `dW = dY · colᵀ` ([`im2col::backward_weight`]), returned flat,

@@ -162,7 +162,7 @@ struct Epilogue<'a> {
     /// (row `i` of a band's result into row `rows − 1 − i` of its `out`, each row's values
     /// reversed) — how [`input_gradient`] works on rotated planes without a pass of its own.
     reversed: bool,
-    /// Added to what the output holds instead of overwriting it ([`input_gradient_add`]).
+    /// Added to what the output holds instead of overwriting it ([`input_gradient_from`]).
     accumulate: bool,
 }
 
@@ -280,16 +280,36 @@ fn transform_input_avx2(x: Source, g: &ConvGeometry, band: Band, v: &mut [&mut [
     transform_input_body::<true>(x, g, band, v)
 }
 
-/// What a pass's input transform reads.
-#[derive(Clone, Copy)]
-enum Source<'a> {
-    /// The input planes, `C×H×W`.
+/// The planes a pass's input transform reads — for [`input_gradient_from`], the output
+/// gradient `dy` (`C×H×W`): as it is, or as the backward of the 2×2 max pooling fused into the
+/// forward pass ([`forward_relu_max_pool`]) would make it, made row by row as the transform
+/// reads it (so that map is never written: 50 MB at conv1_2, 512×384, mostly zeros).
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// The planes themselves, `C×H×W`.
     Planes(&'a [f32]),
     /// Planes known by their 2×2 max pooling's gradient: `g` (`C×⌊H/2⌋×⌊W/2⌋`) at each window's
-    /// winner (`argmax`, as `pool::max_pool2_forward` gives it), zero elsewhere — what the
-    /// pooling's backward would write, made row by row as the transform reads it
-    /// ([`input_gradient_unpooled`]).
-    Unpooled { g: &'a [f32], argmax: &'a [u8] },
+    /// winner (`argmax`, as `pool::max_pool2_forward` gives it), zero elsewhere — what
+    /// `pool::max_pool2_backward` would write.
+    Unpooled {
+        /// The pooled gradient.
+        g: &'a [f32],
+        /// Each window's winner.
+        argmax: &'a [u8],
+    },
+}
+
+impl Source<'_> {
+    /// Whether the planes are `c×h×w`.
+    fn fits(&self, c: usize, h: usize, w: usize) -> bool {
+        match *self {
+            Source::Planes(x) => x.len() == c * h * w,
+            Source::Unpooled { g, argmax } => {
+                let pooled = c * (h / 2) * (w / 2);
+                g.len() == pooled && argmax.len() == pooled
+            }
+        }
+    }
 }
 
 /// Row `y` of an `h×w` plane given as in [`Source::Unpooled`] by its pooled gradient `g` and
@@ -881,115 +901,50 @@ pub fn input_gradient(dy: &[f32], u: &[f32], g: &ConvGeometry) -> Vec<f32> {
 #[track_caller]
 pub fn input_gradient_with(isa: Isa, dy: &[f32], u: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let mut dx = elementwise::zeroed(g.c_in * g.h * g.w);
-    input_gradient_pass(isa, Source::Planes(dy), u, g, false, &mut dx);
+    input_gradient_from_with(isa, Source::Planes(dy), u, g, &mut dx, false);
     dx
 }
 
-/// `dx += ` the input gradient of [`input_gradient`], added as each value is stored: how a
-/// map read by two operations (a style layer's, by the next convolution and by its Gram
-/// matrix) gets the convolution's share of its gradient without a second buffer and a pass
-/// to add it. The same bits as adding [`input_gradient`]'s result to `dx`.
+/// [`input_gradient`] of `dy` given as a [`Source`], stored into `dx` (`C_in×H×W`) — or added
+/// to it if `accumulate`, as each value is stored: how a map read by two operations (a style
+/// layer's, by the next convolution and by its Gram matrix) gets the convolution's share of its
+/// gradient without a second buffer and a pass to add it. The same bits as storing, or adding,
+/// [`input_gradient`] of the planes the source stands for.
 #[track_caller]
-pub fn input_gradient_add(dy: &[f32], u: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
-    input_gradient_add_with(Isa::detect(), dy, u, g, dx)
-}
-
-/// [`input_gradient_add`] with the transforms compiled for `isa` (see [`forward_with`]).
-#[track_caller]
-pub fn input_gradient_add_with(isa: Isa, dy: &[f32], u: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
-    input_gradient_pass(isa, Source::Planes(dy), u, g, true, dx)
-}
-
-/// [`input_gradient`] for the `dy` that a 2×2 max pooling's backward would make from the pooled
-/// gradient `gp` and the windows' winners `argmax` (both `C_out×⌊H/2⌋×⌊W/2⌋`; see
-/// [`forward_relu_max_pool`]): the input transform makes `dy`'s rows as it reads them, so the
-/// full-size `dy` (50 MB at conv1_2, 512×384, mostly zeros) is never written or read back. The
-/// same bits as `input_gradient(&pool::max_pool2_backward(gp, argmax, …))`.
-#[track_caller]
-pub fn input_gradient_unpooled(gp: &[f32], argmax: &[u8], u: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    input_gradient_unpooled_with(Isa::detect(), gp, argmax, u, g)
-}
-
-/// [`input_gradient_unpooled`] with the transforms compiled for `isa` (see [`forward_with`]).
-#[track_caller]
-pub fn input_gradient_unpooled_with(
-    isa: Isa,
-    gp: &[f32],
-    argmax: &[u8],
-    u: &[f32],
-    g: &ConvGeometry,
-) -> Vec<f32> {
-    let mut dx = elementwise::zeroed(g.c_in * g.h * g.w);
-    let source = unpooled(gp, argmax, g);
-    input_gradient_pass(isa, source, u, g, false, &mut dx);
-    dx
-}
-
-/// `dx += ` [`input_gradient_unpooled`]'s result, as [`input_gradient_add`] does.
-#[track_caller]
-pub fn input_gradient_unpooled_add(
-    gp: &[f32],
-    argmax: &[u8],
+pub fn input_gradient_from(
+    dy: Source,
     u: &[f32],
     g: &ConvGeometry,
     dx: &mut [f32],
+    accumulate: bool,
 ) {
-    input_gradient_unpooled_add_with(Isa::detect(), gp, argmax, u, g, dx)
+    input_gradient_from_with(Isa::detect(), dy, u, g, dx, accumulate)
 }
 
-/// [`input_gradient_unpooled_add`] with the transforms compiled for `isa` (see
-/// [`forward_with`]).
+/// [`input_gradient_from`] with the transforms compiled for `isa` (see [`forward_with`]). The
+/// input transform reads `dy`'s planes reversed as it loads their rows (no copy of `dy`), and
+/// the output transform stores the result's planes reversed.
 #[track_caller]
-pub fn input_gradient_unpooled_add_with(
-    isa: Isa,
-    gp: &[f32],
-    argmax: &[u8],
-    u: &[f32],
-    g: &ConvGeometry,
-    dx: &mut [f32],
-) {
-    let source = unpooled(gp, argmax, g);
-    input_gradient_pass(isa, source, u, g, true, dx)
-}
-
-/// The [`Source::Unpooled`] of a pooled gradient of the output of `g` (checked for size).
-#[track_caller]
-fn unpooled<'a>(gp: &'a [f32], argmax: &'a [u8], g: &ConvGeometry) -> Source<'a> {
-    let len = g.c_out * (g.h / 2) * (g.w / 2);
-    assert!(
-        gp.len() == len && argmax.len() == len,
-        "winograd: the pooled gradient and its winners must have {len} values"
-    );
-    Source::Unpooled { g: gp, argmax }
-}
-
-/// [`input_gradient`]'s work, stored into `dx` (added to it if `accumulate`). The input
-/// transform reads `dy`'s planes reversed as it loads their rows (no copy of `dy`), and the
-/// output transform stores the result's planes reversed.
-#[track_caller]
-fn input_gradient_pass(
+pub fn input_gradient_from_with(
     isa: Isa,
     dy: Source,
     u: &[f32],
     g: &ConvGeometry,
-    accumulate: bool,
     dx: &mut [f32],
+    accumulate: bool,
 ) {
+    assert!(
+        dy.fits(g.c_out, g.h, g.w),
+        "winograd: the output gradient does not fit the geometry"
+    );
     let epilogue = Epilogue {
         bias: None,
         relu: false,
         reversed: true,
         accumulate,
     };
-    convolve(
-        isa,
-        dy,
-        DomainFilters::Transposed(u),
-        &g.flipped(),
-        epilogue,
-        dx,
-        None,
-    );
+    let u = DomainFilters::Transposed(u);
+    convolve(isa, dy, u, &g.flipped(), epilogue, dx, None);
 }
 
 /// The Winograd-domain filters a pass multiplies by.
