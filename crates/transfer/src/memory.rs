@@ -69,7 +69,7 @@ pub enum MemoryError {
         width: usize,
         /// Output height.
         height: usize,
-        /// The leanest plan's estimate (smallest tile, shortest history), formatted.
+        /// The budget the leanest plan (smallest tile, shortest history) needs, formatted.
         need: String,
         /// The budget, formatted.
         budget: String,
@@ -83,7 +83,7 @@ pub enum MemoryError {
          fits it: raise --max-memory, or lower --style-scale or --history"
     )]
     NothingFits {
-        /// The leanest plan's estimate, formatted.
+        /// The budget the leanest plan needs, formatted.
         need: String,
         /// The budget, formatted.
         budget: String,
@@ -314,7 +314,8 @@ pub fn plan(
             hi = mid - 1;
         }
     }
-    let need = format_bytes(estimate(size, leanest, min_pairs)?);
+    // The budget the leanest plan needs: its estimate fills at most BUDGET_SHARE of it.
+    let need = format_bytes((estimate(size, leanest, min_pairs)? as f64 / BUDGET_SHARE) as u64);
     if lo < MIN_SIDE {
         return Err(MemoryError::NothingFits {
             need,
