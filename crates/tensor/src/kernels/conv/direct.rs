@@ -64,7 +64,10 @@ impl Window {
         y0: usize,
         rows: usize,
     ) -> Window {
-        let row = g.w + 2;
+        // Zeros on both sides, and on the right up to a whole 8-pixel tile past the last one:
+        // the tile that finishes a row reads them into lanes it then discards (zeros, not
+        // stale values, so that those lanes compute on ordinary numbers).
+        let row = g.w.next_multiple_of(LANES) + 2;
         let plane = (rows + 2) * row;
         let mut data = scratch::take(channels.len() * plane);
         for (dst, c) in data.chunks_exact_mut(plane).zip(channels) {
@@ -75,7 +78,7 @@ impl Window {
                         let src = &x[(c * g.h + iy) * g.w..][..g.w];
                         dst_row[0] = 0.0;
                         dst_row[1..=g.w].copy_from_slice(src);
-                        dst_row[g.w + 1] = 0.0;
+                        dst_row[g.w + 1..].fill(0.0);
                     }
                     None => dst_row.fill(0.0),
                 }
@@ -219,8 +222,9 @@ impl Job<'_> {
     }
 
     /// The band, a window of input channels at a time: each row's 32-pixel tiles (with
-    /// AVX-512F), 16-pixel tiles, then 8-pixel tiles, then the last pixels one at a time, each
-    /// adding the window's taps to the sums so far; then bias and ReLU.
+    /// AVX-512F), 16-pixel tiles, then 8-pixel tiles, then the last pixels as one 8-pixel tile
+    /// over the window's padding, each adding the window's taps to the sums so far; then bias
+    /// and ReLU.
     #[inline(always)]
     fn band_body<const R: usize, const AVX2: bool, const AVX512: bool>(
         &self,
@@ -255,11 +259,24 @@ impl Job<'_> {
                 for x in (wide..full).step_by(LANES) {
                     add_tile::<R, 1, AVX2>(&win, &taps, dy, x, at(x), out);
                 }
-                for x in full..wd {
-                    for (r, out_r) in out.iter_mut().enumerate() {
-                        for (c, u, v, wt) in taps.of(r) {
-                            out_r[at(x)] += wt * win.row(c, dy + u)[x + v];
-                        }
+                if full < wd {
+                    // The last pixels as one 8-pixel tile over the window's zero padding, its
+                    // sums passed through a small buffer so that nothing past the row's end is
+                    // read or written (one pixel at a time, they cost conv1_1 two thirds more
+                    // at widths that are not a multiple of 8).
+                    let rem = wd - full;
+                    let sums = std::array::from_fn(|r| {
+                        [std::array::from_fn(|l| {
+                            if l < rem {
+                                out[r][at(full) + l]
+                            } else {
+                                0.0
+                            }
+                        })]
+                    });
+                    let acc = tile::<R, 1, AVX2>(&win, &taps, dy, full, sums);
+                    for (out_r, [acc_r]) in out.iter_mut().zip(&acc) {
+                        out_r[at(full)..at(full) + rem].copy_from_slice(&acc_r[..rem]);
                     }
                 }
             }
@@ -335,13 +352,6 @@ impl Taps {
     #[inline(always)]
     fn at(&self, r: usize, c: usize, u: usize, v: usize) -> f32 {
         self.packed[((c * 3 + u) * 3 + v) * TILE_CHANNELS + r]
-    }
-
-    /// Every tap of group output `r`: `(c, u, v, weight)`.
-    fn of(&self, r: usize) -> impl Iterator<Item = (usize, usize, usize, f32)> + '_ {
-        (0..self.channels)
-            .flat_map(|c| (0..9).map(move |k| (c, k / 3, k % 3)))
-            .map(move |(c, u, v)| (c, u, v, self.at(r, c, u, v)))
     }
 }
 
