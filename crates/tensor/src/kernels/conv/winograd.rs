@@ -34,6 +34,7 @@ use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::kernels::isa::Isa;
 use crate::kernels::{elementwise, scratch};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Output tile side, `m`.
 const M: usize = 4;
@@ -280,6 +281,29 @@ fn transform_input_avx2(x: Source, g: &ConvGeometry, band: Band, v: &mut [&mut [
     transform_input_body::<true>(x, g, band, v)
 }
 
+thread_local! {
+    /// Each thread's working rows for the transforms, kept from call to call: a call per band
+    /// and channel (group) allocating and freeing its own zeroed rows made the allocator ~2% of
+    /// an evaluation. The transforms start no parallel work, so a call never finds them taken.
+    static WORK: RefCell<[Vec<f32>; 4]> = RefCell::new(Default::default());
+}
+
+/// This thread's four working rows, of lengths `lens`, with **unspecified contents** (as
+/// [`scratch::take`]'s): the transforms write every value before reading it, or zero it.
+/// Returned with [`give_work`].
+fn take_work(lens: [usize; 4]) -> [Vec<f32>; 4] {
+    let mut work = WORK.with(|w| std::mem::take(&mut *w.borrow_mut()));
+    for (v, len) in work.iter_mut().zip(lens) {
+        v.resize(len, 0.0);
+    }
+    work
+}
+
+/// Gives [`take_work`]'s rows back to this thread.
+fn give_work(work: [Vec<f32>; 4]) {
+    WORK.with(|w| *w.borrow_mut() = work);
+}
+
 /// The planes a pass's input transform reads — for [`input_gradient_from`], the output
 /// gradient `dy` (`C×H×W`): as it is, or as the backward of the 2×2 max pooling fused into the
 /// forward pass ([`forward_relu_max_pool`]) would make it, made row by row as the transform
@@ -365,15 +389,17 @@ fn transform_input_body<const AVX2: bool>(
     // A phase holds every block's lanes plus one more block for the `t + 1` reads.
     let pl = (blocks + 1) * LANES;
     let len = M * pl;
-    let mut p = vec![0.0f32; T * len];
-    let mut vt = vec![0.0f32; T * len];
-    // One input row with a zero column in front and zeros after: row[1 + j] = x[·][j].
-    let mut row = vec![0.0f32; len];
-    // An unpooled source's row, made here before it is copied.
-    let mut made = match x {
-        Source::Planes(_) => Vec::new(),
-        Source::Unpooled { .. } => vec![0.0f32; g.w],
+    // The column phases, the same after `Bᵀ·`, one input row with a zero column in front and
+    // zeros after (row[1 + j] = x[·][j]), and an unpooled source's row, made here before it
+    // is copied.
+    let made_len = match x {
+        Source::Planes(_) => 0,
+        Source::Unpooled { .. } => g.w,
     };
+    let mut work = take_work([T * len, T * len, len, made_len]);
+    let [p, vt, row, made] = &mut work;
+    row[0] = 0.0;
+    row[g.w + 1..].fill(0.0);
     let pooled_len = (g.h / 2) * (g.w / 2);
     for c in b.c0..b.c1 {
         for ty in b.t0..b.t1 {
@@ -411,8 +437,8 @@ fn transform_input_body<const AVX2: bool>(
                     Source::Planes(x) => &x[(c * g.h + src) * g.w..][..g.w],
                     Source::Unpooled { g: gp, argmax } => {
                         let at = c * pooled_len..(c + 1) * pooled_len;
-                        unpool_row(&gp[at.clone()], &argmax[at], (g.h, g.w), src, &mut made);
-                        &made
+                        unpool_row(&gp[at.clone()], &argmax[at], (g.h, g.w), src, made);
+                        &made[..]
                     }
                 };
                 if b.reversed {
@@ -423,13 +449,13 @@ fn transform_input_body<const AVX2: bool>(
                     dst.copy_from_slice(src);
                 }
                 // phase s, entry t = row[4·t + s] = x[·][4·t + s − 1].
-                split_phases::<AVX2>(&row, rows);
+                split_phases::<AVX2>(row, rows);
             }
             // Bᵀ·d down the columns: vt[i] = Σ_r Bᵀ[i][r]·p[r], over every phase and tile.
             for j in (0..len).step_by(LANES) {
-                let d: [Lanes; T] = std::array::from_fn(|r| Lanes::at(&p, r * len + j));
+                let d: [Lanes; T] = std::array::from_fn(|r| Lanes::at(p, r * len + j));
                 for (i, val) in input_1d(d).into_iter().enumerate() {
-                    val.put(&mut vt, i * len + j);
+                    val.put(vt, i * len + j);
                 }
             }
             // ·B along each tile's six columns.
@@ -466,6 +492,7 @@ fn transform_input_body<const AVX2: bool>(
             }
         }
     }
+    give_work(work);
 }
 
 /// `Y = Aᵀ M A` (+ bias, then ReLU if asked: the `epilogue`) for output channel `o` over the
@@ -522,12 +549,12 @@ fn transform_output_body<const AVX2: bool>(
     let sl = tc.div_ceil(LANES) * LANES;
     let len = M * sl;
     let me: [&[f32]; E] = std::array::from_fn(|e| &m[(e * c_out + o) * n..(e * c_out + o + 1) * n]);
-    let mut s = vec![0.0f32; T * len];
-    let mut y = vec![0.0f32; M * len];
     let bias = Lanes([epilogue.bias.map_or(0.0, |b| b[o]); LANES]);
-    // One result row, interleaved here before it is stored reversed or added.
+    // The rows after `·A` and after `Aᵀ·`, and one result row, interleaved there before it is
+    // stored reversed or added.
     let direct = !(epilogue.reversed || epilogue.accumulate);
-    let mut line = if direct { Vec::new() } else { vec![0.0f32; w] };
+    let mut work = take_work([T * len, M * len, if direct { 0 } else { w }, 0]);
+    let [s, y, line, _] = &mut work;
     for r in 0..n / tc {
         let q0 = r * tc;
         // M·A along each tile's rows: s[i][c][t].
@@ -540,23 +567,23 @@ fn transform_output_body<const AVX2: bool>(
                     std::array::from_fn(|k| Lanes::load(&src[k][t..]))
                 };
                 for (c, val) in output_1d(d).into_iter().enumerate() {
-                    val.put(&mut s, (i * M + c) * sl + t);
+                    val.put(s, (i * M + c) * sl + t);
                 }
             }
         }
         // Aᵀ· down the columns, over every phase and tile, plus the bias: y[rr][c][t].
         for j in (0..len).step_by(LANES) {
-            let d: [Lanes; T] = std::array::from_fn(|i| Lanes::at(&s, i * len + j));
+            let d: [Lanes; T] = std::array::from_fn(|i| Lanes::at(s, i * len + j));
             for (rr, val) in output_1d(d).into_iter().enumerate() {
                 let out = val + bias;
                 let out = if epilogue.relu { out.relu() } else { out };
-                out.put(&mut y, rr * len + j);
+                out.put(y, rr * len + j);
             }
         }
         let out = match &mut dest {
             Dest::Rows(out) => out,
             Dest::Pooled(pooled, argmax) => {
-                store_pooled(&y, sl, tc, w / 2, r, pooled, argmax);
+                store_pooled(y, sl, tc, w / 2, r, pooled, argmax);
                 continue;
             }
         };
@@ -577,7 +604,7 @@ fn transform_output_body<const AVX2: bool>(
                 interleave_phases::<AVX2>(phases, row);
                 continue;
             }
-            interleave_phases::<AVX2>(phases, &mut line);
+            interleave_phases::<AVX2>(phases, line);
             match (epilogue.reversed, epilogue.accumulate) {
                 (true, true) => row
                     .iter_mut()
@@ -587,10 +614,11 @@ fn transform_output_body<const AVX2: bool>(
                     .iter_mut()
                     .zip(line.iter().rev())
                     .for_each(|(d, s)| *d = *s),
-                _ => row.iter_mut().zip(&line).for_each(|(d, s)| *d += s),
+                _ => row.iter_mut().zip(line.iter()).for_each(|(d, s)| *d += s),
             }
         }
     }
+    give_work(work);
 }
 
 /// Prefetches result rows `first .. first + 4` of a band's `out` (`rows` rows of `w`; mirrored
