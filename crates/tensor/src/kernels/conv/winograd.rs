@@ -42,12 +42,14 @@ const M: usize = 4;
 const T: usize = 6;
 /// Positions in the Winograd domain, `T²`: one GEMM each.
 const E: usize = T * T;
-/// Tiles per band the banding aims for: enough for the GEMMs to amortise packing the filters,
-/// few enough that a band's transformed input and products (36 × channels × tiles floats each)
-/// stay in cache. Measured on VGG16 at 512×384 (criterion, `forward_winograd4x4`): 256 → 128
-/// took conv1_2 from 121 to 89 ms and left the deep layers unchanged or slightly faster; 64 was
-/// slower again (96 ms).
-const BAND_TARGET_TILES: usize = 128;
+/// Tiles per band the banding aims for (a band is whole tile rows, so at least one): enough for
+/// the GEMMs to amortise packing the filters, few enough that a band's transformed input and
+/// products (36 × channels × tiles floats each) stay near the cores. Measured on VGG16 (whole
+/// evaluations, `nst bench`, AMD EPYC Zen 5, BENCHMARKS.md): 128 → 64 took 512×384 from 271 to
+/// 259 ms, 500×375 from 278 to 260, 1024×768 from 1062 to 1031, 256×192 from 75.7 to 73.0; 48
+/// was the same as 64, 32 slower (290 ms). (An earlier session, measuring conv1_2 alone before
+/// the input rows were prefetched, had found 256 → 128 faster and 64 slower.)
+const BAND_TARGET_TILES: usize = 64;
 /// Input channels per task of the input transform.
 const CHANNEL_GROUP: usize = 16;
 
