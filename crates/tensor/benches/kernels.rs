@@ -96,7 +96,8 @@ fn bench_sgemm(c: &mut Criterion) {
 }
 
 /// One Winograd band's products as the network runs them, single-threaded, on each backend: for
-/// each of the 36 positions `e`, `U_e (C_out × C_in) · V_e (C_in × 128 tiles)` — 36 *different*
+/// each of the 36 positions `e`, `U_e (C_out × C_in) · V_e (C_in × 64 tiles)` (the bands of the
+/// deeper layers; 128 before the fifteenth session, BENCHMARKS.md) — 36 *different*
 /// filter matrices, so that from conv3 on they arrive from memory rather than from cache, as in
 /// an evaluation — once as the forward pass multiplies, once with each `U_e` read transposed as
 /// the input gradient does. (A benchmark that reuses one `U_e` measures a product the network
@@ -104,7 +105,7 @@ fn bench_sgemm(c: &mut Criterion) {
 fn bench_winograd_gemm(c: &mut Criterion) {
     const E: usize = 36;
     let mut group = quick(c, "winograd_band_gemm_1thread");
-    let n = 128;
+    let n = 64;
     for (name, g) in layers().into_iter().skip(1) {
         let (m, k) = (g.c_out, g.c_in);
         let (u, v) = (data(E * m * k), data(E * k * n));
