@@ -127,7 +127,7 @@ fn winograd_matches_direct_convolution() {
             winograd::input_gradient_from_with(isa, source, u, g, &mut unpooled, false);
             assert_eq!(
                 unpooled,
-                winograd::input_gradient_with(isa, &dy, u, g),
+                winograd::input_gradient_with(isa, Source::Planes(&dy), u, g),
                 "case {i}: unpooled input gradient differs ({isa:?})"
             );
             let base = random_vec(&mut r, &[g.c_in * g.h * g.w]);
@@ -145,7 +145,7 @@ fn winograd_matches_direct_convolution() {
         let dy = random_vec(&mut r, &[g.c_out * g.h * g.w]);
         let grads: Vec<Vec<f32>> = Isa::available()
             .into_iter()
-            .map(|isa| winograd::input_gradient_with(isa, &dy, f.winograd(), g))
+            .map(|isa| winograd::input_gradient_with(isa, Source::Planes(&dy), f.winograd(), g))
             .collect();
         assert!(
             grads.iter().all(|d| d == &grads[0]),

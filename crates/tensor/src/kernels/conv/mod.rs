@@ -366,11 +366,7 @@ pub fn conv2d_backward_input(dy: winograd::Source, f: &Filters, g: &ConvGeometry
     match input_grad_algorithm(g) {
         Algorithm::Col2im => im2col::backward_input(&as_map(dy, g), f.raw(), g),
         // The forward pass's own Winograd filters, read transposed, on the reversed planes.
-        Algorithm::Winograd4x4 => {
-            let mut dx = elementwise::zeroed(g.c_in * g.h * g.w);
-            winograd::input_gradient_from(dy, f.winograd(), g, &mut dx, false);
-            dx
-        }
+        Algorithm::Winograd4x4 => winograd::input_gradient(dy, f.winograd(), g),
         Algorithm::Im2col | Algorithm::Direct => {
             conv2d_forward(&as_map(dy, g), f.flipped(), None, false, &g.flipped())
         }

@@ -937,7 +937,7 @@ pub fn forward_relu_max_pool_with(
 }
 
 /// The input gradient of [`forward`] for the geometry `g` of that forward pass: `dx: C_in×H×W`
-/// for `dy: C_out×H×W`, from the *forward* pass's Winograd filters `u`, so no second,
+/// for `dy: C_out×H×W` (given as a [`Source`]: the planes, or a fused pooling's gradient), from the *forward* pass's Winograd filters `u`, so no second,
 /// flipped set of filters is prepared or kept (for VGG16 that set is as large as the first,
 /// 160 MB).
 ///
@@ -948,23 +948,22 @@ pub fn forward_relu_max_pool_with(
 /// reversal of its values. So `dx = rev(rev(dy) ⋆ gᵀ)`: the forward algorithm on the reversed
 /// planes, with each position's `U_e` read transposed (a change of strides, not a copy).
 #[track_caller]
-pub fn input_gradient(dy: &[f32], u: &[f32], g: &ConvGeometry) -> Vec<f32> {
+pub fn input_gradient(dy: Source, u: &[f32], g: &ConvGeometry) -> Vec<f32> {
     input_gradient_with(Isa::detect(), dy, u, g)
 }
 
 /// [`input_gradient`] with the transforms compiled for `isa` (see [`forward_with`]).
 #[track_caller]
-pub fn input_gradient_with(isa: Isa, dy: &[f32], u: &[f32], g: &ConvGeometry) -> Vec<f32> {
+pub fn input_gradient_with(isa: Isa, dy: Source, u: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let mut dx = elementwise::zeroed(g.c_in * g.h * g.w);
-    input_gradient_from_with(isa, Source::Planes(dy), u, g, &mut dx, false);
+    input_gradient_from_with(isa, dy, u, g, &mut dx, false);
     dx
 }
 
-/// [`input_gradient`] of `dy` given as a [`Source`], stored into `dx` (`C_in×H×W`) — or added
-/// to it if `accumulate`, as each value is stored: how a map read by two operations (a style
-/// layer's, by the next convolution and by its Gram matrix) gets the convolution's share of its
-/// gradient without a second buffer and a pass to add it. The same bits as storing, or adding,
-/// [`input_gradient`] of the planes the source stands for.
+/// [`input_gradient`] stored into `dx` (`C_in×H×W`) — or added to it if `accumulate`, as each
+/// value is stored: how a map read by two operations (a style layer's, by the next convolution
+/// and by its Gram matrix) gets the convolution's share of its gradient without a second buffer
+/// and a pass to add it. The same bits as storing, or adding, [`input_gradient`]'s result.
 #[track_caller]
 pub fn input_gradient_from(
     dy: Source,
