@@ -16,8 +16,9 @@
 //! the style layer `relu1_1`: its map, which the Gram matrix's derivative reads, and the
 //! gradient that derivative writes — two maps of the largest size (conv1_2's input gradient is
 //! later added into that gradient in place, and conv1_2's own output, pooled as it is stored,
-//! never exists at full size) — while the content targets stay resident. The prepared filters are the Winograd-domain form of each 3×3 layer (4× the raw
-//! weights; the input gradient reads the same set transposed, see
+//! never exists at full size) — while the content targets stay resident. The prepared filters
+//! are the Winograd-domain form of each 3×3 layer (4× the raw weights; the input gradient
+//! reads the same set transposed, see
 //! `nst_tensor::kernels::conv::winograd::input_gradient`). The factor
 //! [`FRAGMENTATION`] accounts for the allocator keeping freed blocks for reuse (the speed
 //! setting in the CLI's `main.rs`); it is calibrated against measured peaks (BENCHMARKS.md).
@@ -236,11 +237,11 @@ pub const BUDGET_SHARE: f64 = 0.9;
 pub const AUTO_TILES: [usize; 3] = [1024, 512, 256];
 
 /// Plans a run of `shape` with `optimizer` for `evals` evaluations within `budget` bytes (its
-/// estimate at most [`BUDGET_SHARE`] of them). The
-/// evaluation is whole-image if that fits with at least [`MIN_HISTORY`] L-BFGS pairs, else tiled
-/// with the largest of [`AUTO_TILES`] that does (unless `shape.tile` fixes the tile); then the
-/// L-BFGS history asked for, or the longest that fits. If nothing fits, the error names the
-/// largest output size that would (same aspect ratio, smallest tile, shortest history).
+/// estimate at most [`BUDGET_SHARE`] of them). The evaluation is whole-image if that fits with
+/// at least [`MIN_HISTORY`] L-BFGS pairs, else tiled with the largest of [`AUTO_TILES`] that
+/// does (unless `shape.tile` fixes the tile); then the L-BFGS history asked for, or the longest
+/// that fits. If nothing fits, the error names the largest output size that would (same aspect
+/// ratio, smallest tile, shortest history).
 pub fn plan(
     vgg: &Vgg,
     shape: &RunShape,
