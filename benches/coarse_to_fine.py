@@ -6,7 +6,9 @@
 
 PyTorch runs L-BFGS (strong Wolfe, history 100; tools/torch_reference.py) for --torch-evals
 evaluations at the size, from the content image; its best total loss is the bar. Each nst run
-(`SCALES:ITERS`) is `nst transfer --scales SCALES --iters ITERS --output out.npy`; its output is
+(`SCALES:ITERS[:PRECONDITION]`) is `nst transfer --scales SCALES --iters ITERS [--precondition
+PRECONDITION] --output out.npy`, and the run `default` is `nst transfer --size SIZE` with every
+other option at its default (the issue's "nothing but --size"); each output is
 then evaluated at the same size by `nst eval` on the raw .npy (the classic objective, alpha=5,
 beta=500, gamma=0), so every number is the same objective at the same size. Reported: loss and
 wall time of each run and their ratios to PyTorch's. Needs the release binary and
@@ -46,21 +48,27 @@ def main():
         torch_best = min(e["total"] for e in json.loads(out)["log"])
         print(f"PyTorch L-BFGS, {a.torch_evals} evaluations at {a.size} px: best loss {torch_best:.4e}, "
               f"{torch_s:.0f} s")
-        print("| nst --scales | --iters | loss at the output | loss / PyTorch's | wall s | time / PyTorch's |")
-        print("|---|---|---|---|---|---|")
+        print("| nst run | loss at the output | loss / PyTorch's | wall s | time / PyTorch's |")
+        print("|---|---|---|---|---|")
         for run in a.runs.split(","):
-            scales, iters = run.split(":")
             result = os.path.join(tmp, "out.npy")
             common = ["--content", content, "--style", style, "--weights", weights,
-                      "--threads", str(a.threads), "--content-weight", "5", "--style-weight", "500",
-                      "--tv-weight", "0"]
-            _, s = timed([NST, "transfer", *common, "--size", str(a.size), "--scales", scales,
-                          "--iters", iters, "--output", result, "--quiet"])
-            ev, _ = timed([NST, "eval", *common, "--image", result, "--json"])
+                      "--threads", str(a.threads)]
+            weights_flags = ["--content-weight", "5", "--style-weight", "500", "--tv-weight", "0"]
+            if run == "default":
+                # Nothing but the size: the defaults a new user gets.
+                options = []
+            else:
+                scales, iters, *precondition = run.split(":")
+                options = [*weights_flags, "--scales", scales, "--iters", iters]
+                options += ["--precondition", precondition[0]] if precondition else []
+            _, s = timed([NST, "transfer", *common, *options, "--size", str(a.size),
+                          "--output", result, "--quiet"])
+            ev, _ = timed([NST, "eval", *common, *weights_flags, "--image", result, "--json"])
             loss = json.loads(ev)["total"]
-            print(f"| {scales} | {iters} | {loss:.4e} | {loss / torch_best:.3f} | {s:.0f} | "
+            label = "defaults (`--size` only)" if run == "default" else " ".join(options[len(weights_flags):])
+            print(f"| {label} | {loss:.4e} | {loss / torch_best:.3f} | {s:.0f} | "
                   f"{s / torch_s:.2f} |", flush=True)
-
 
 if __name__ == "__main__":
     main()

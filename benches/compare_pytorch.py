@@ -7,7 +7,8 @@
 For each case — VGG16 at 256x192, 512x384 and 512x512, and VGG19 at 512x384 — it resizes the
 demo images (written as PNGs so that both sides read identical pixels), runs PyTorch's L-BFGS
 (strong Wolfe, history 100, via tools/torch_reference.py) and `nst transfer` with the same
-objective (alpha=5, beta=500, gamma=0, content init) and reports milliseconds per evaluation
+objective (alpha=5, beta=500, gamma=0, content init, and the classic L-BFGS: `--precondition
+none`, so that both follow the same trajectory) and reports milliseconds per evaluation
 (median of each run's evaluations) and the total loss each reaches in the same number of
 evaluations. VGG19 uses the full-size random weights in the torchvision layout that
 `python3 tools/test_tools.py` converts into tools/.cache/converted/vgg19-torchvision (the layer
@@ -66,7 +67,7 @@ def run_nst(content, style, width, evals, threads, tmp, weights, gemm):
         env["NST_GEMM"] = gemm
     subprocess.check_call([NST, "transfer", "--content", content, "--style", style, "--size", str(width),
                            "--iters", str(evals), "--threads", str(threads), "--content-weight", "5",
-                           "--style-weight", "500", "--tv-weight", "0", "--init", "content",
+                           "--style-weight", "500", "--tv-weight", "0", "--init", "content", "--precondition", "none",
                            "--output", os.path.join(tmp, "out.npy"), "--log-json", log, "--quiet",
                            "--weights", weights], env=env)
     with open(log) as f:

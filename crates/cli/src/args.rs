@@ -182,6 +182,15 @@ pub enum LineSearchArg {
     None,
 }
 
+/// The metric L-BFGS starts its inverse-Hessian guess from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PreconditionArg {
+    /// The image pyramid's metric (full, ½ and ¼ size): broad changes weigh more.
+    Multiscale,
+    /// The plain metric of the classic implementations and `torch.optim.LBFGS`.
+    None,
+}
+
 /// Pooling choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PoolingArg {
@@ -284,6 +293,10 @@ pub struct RunArgs {
     /// L-BFGS step strategy.
     #[arg(long, value_enum, default_value_t = LineSearchArg::StrongWolfe)]
     pub line_search: LineSearchArg,
+    /// L-BFGS preconditioner: `multiscale` starts each direction from the image pyramid's
+    /// metric (the same objective, reached in fewer evaluations); `none` is the classic L-BFGS.
+    #[arg(long, value_enum, default_value_t = PreconditionArg::Multiscale)]
+    pub precondition: PreconditionArg,
     /// Initial image: content, noise, style, or a PATH (image or .npy of the output's size).
     #[arg(
         long,

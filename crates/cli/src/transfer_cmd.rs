@@ -1,6 +1,8 @@
 //! `nst transfer`: validate the options, prepare the images and the objective, run, write.
 
-use crate::args::{LineSearchArg, OptimizerArg, PreserveColorsArg, RunArgs, TransferArgs};
+use crate::args::{
+    LineSearchArg, OptimizerArg, PreconditionArg, PreserveColorsArg, RunArgs, TransferArgs,
+};
 use crate::error::CliError;
 use crate::report::{counted, Reporter, Stage};
 use crate::setup::{self, StyleCache};
@@ -10,7 +12,7 @@ use nst_transfer::color::PreserveColors;
 use nst_transfer::image_io::{self, OutputFormat};
 use nst_transfer::init::{initial_image, Init};
 use nst_transfer::memory;
-use nst_transfer::optim::LineSearch;
+use nst_transfer::optim::{LineSearch, Precondition};
 use nst_transfer::run::{run, EvalRecord, OptimizerKind};
 use nst_transfer::scales;
 use std::path::Path;
@@ -478,6 +480,10 @@ fn optimizer_kind(args: &RunArgs) -> OptimizerKind {
             line_search: match args.line_search {
                 LineSearchArg::StrongWolfe => LineSearch::StrongWolfe,
                 LineSearchArg::None => LineSearch::None,
+            },
+            precondition: match args.precondition {
+                PreconditionArg::Multiscale => Precondition::Multiscale,
+                PreconditionArg::None => Precondition::None,
             },
         },
         OptimizerArg::Adam => OptimizerKind::Adam {

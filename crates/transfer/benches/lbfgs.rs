@@ -6,7 +6,7 @@
 //! time is the optimizer's: 130 evaluations, of which the last 30 or so run with all 100 pairs.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use nst_transfer::optim::{Lbfgs, LineSearch, Optimizer};
+use nst_transfer::optim::{Lbfgs, LineSearch, Multiscale, Optimizer};
 use std::time::Duration;
 
 /// Values in a 512×384 RGB image.
@@ -26,31 +26,39 @@ fn bench_lbfgs(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(20));
-    group.bench_function("130_evaluations/512x384x3/history_100", |bench| {
-        bench.iter(|| {
-            let mut x = x0.clone();
-            let mut calls = 0;
-            let mut f = |x: &[f32]| {
-                calls += 1;
-                if calls > EVALS {
-                    return None;
-                }
-                let loss: f64 = x
-                    .iter()
-                    .zip(&d)
-                    .map(|(x, d)| 0.5 * (d * x * x) as f64)
-                    .sum();
-                let grad = x.iter().zip(&d).map(|(x, d)| d * x).collect();
-                Some((loss as f32, grad))
-            };
-            let mut lbfgs = Lbfgs {
-                history: 100,
-                line_search: LineSearch::StrongWolfe,
-            };
-            lbfgs.minimize(&mut x, &mut f);
-            x
-        })
-    });
+    // The classic metric, and the multiscale one (`optim::Multiscale`: a few passes more per
+    // step).
+    for (name, metric) in [
+        ("history_100", None),
+        ("history_100_multiscale", Some(Multiscale::new(3, 384, 512))),
+    ] {
+        group.bench_function(format!("130_evaluations/512x384x3/{name}"), |bench| {
+            bench.iter(|| {
+                let mut x = x0.clone();
+                let mut calls = 0;
+                let mut f = |x: &[f32]| {
+                    calls += 1;
+                    if calls > EVALS {
+                        return None;
+                    }
+                    let loss: f64 = x
+                        .iter()
+                        .zip(&d)
+                        .map(|(x, d)| 0.5 * (d * x * x) as f64)
+                        .sum();
+                    let grad = x.iter().zip(&d).map(|(x, d)| d * x).collect();
+                    Some((loss as f32, grad))
+                };
+                let mut lbfgs = Lbfgs {
+                    history: 100,
+                    line_search: LineSearch::StrongWolfe,
+                    metric: metric.clone(),
+                };
+                lbfgs.minimize(&mut x, &mut f);
+                x
+            })
+        });
+    }
     group.finish();
 }
 

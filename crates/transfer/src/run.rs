@@ -1,9 +1,9 @@
 //! One style-transfer run: minimise the objective over the image from an initial image, for a
 //! budget of evaluations, reporting every evaluation to an observer.
 
-use crate::optim::{Adam, GradientDescent, Lbfgs, LineSearch, Optimizer};
+use crate::optim::{Adam, GradientDescent, Lbfgs, LineSearch, Multiscale, Optimizer, Precondition};
 use nst_loss::Objective;
-use nst_tensor::ndarray::ArrayD;
+use nst_tensor::ndarray::{ArrayD, Dimension};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -16,6 +16,8 @@ pub enum OptimizerKind {
         history: usize,
         /// Step-length strategy.
         line_search: LineSearch,
+        /// The metric of the inverse-Hessian guess.
+        precondition: Precondition,
     },
     /// Adam with learning rate `lr`.
     Adam {
@@ -34,15 +36,18 @@ impl std::fmt::Display for OptimizerKind {
         match self {
             OptimizerKind::Lbfgs {
                 history,
-                line_search: LineSearch::StrongWolfe,
+                line_search,
+                precondition,
             } => {
-                write!(f, "L-BFGS (history {history}, strong-Wolfe line search)")
-            }
-            OptimizerKind::Lbfgs {
-                history,
-                line_search: LineSearch::None,
-            } => {
-                write!(f, "L-BFGS (history {history}, no line search)")
+                let steps = match line_search {
+                    LineSearch::StrongWolfe => "strong-Wolfe line search",
+                    LineSearch::None => "no line search",
+                };
+                let metric = match precondition {
+                    Precondition::Multiscale => ", multiscale preconditioner",
+                    Precondition::None => "",
+                };
+                write!(f, "L-BFGS (history {history}, {steps}{metric})")
             }
             OptimizerKind::Adam { lr } => write!(f, "Adam (lr {lr})"),
             OptimizerKind::Gd { lr } => write!(f, "gradient descent (lr {lr})"),
@@ -153,9 +158,18 @@ pub fn run<E>(
             OptimizerKind::Lbfgs {
                 history,
                 line_search,
+                precondition,
             } => Box::new(Lbfgs {
                 history,
                 line_search,
+                metric: match precondition {
+                    // The image is 1 × planes × height × width.
+                    Precondition::Multiscale => match shape.slice() {
+                        &[_, planes, height, width] => Some(Multiscale::new(planes, height, width)),
+                        _ => None,
+                    },
+                    Precondition::None => None,
+                },
             }),
             OptimizerKind::Adam { lr } => Box::new(Adam { lr }),
             OptimizerKind::Gd { lr } => Box::new(GradientDescent { lr }),

@@ -1,6 +1,6 @@
 //! The optimizers on functions whose minima are known.
 
-use nst_transfer::optim::{Adam, Eval, GradientDescent, Lbfgs, LineSearch, Optimizer};
+use nst_transfer::optim::{Adam, Eval, GradientDescent, Lbfgs, LineSearch, Multiscale, Optimizer};
 
 /// Rosenbrock in `n` dimensions: `Σ 100(x_{i+1} − x_i²)² + (1 − x_i)²`, minimum 0 at all ones.
 fn rosenbrock(x: &[f32]) -> (f32, Vec<f32>) {
@@ -64,6 +64,7 @@ fn lbfgs_with_strong_wolfe_solves_rosenbrock() {
     let mut opt = Lbfgs {
         history: 10,
         line_search: LineSearch::StrongWolfe,
+        metric: None,
     };
     let (x, seen, n) = minimize(&mut opt, rosenbrock, vec![-1.2, 1.0, -1.2, 1.0], 200);
     assert!(n <= 200);
@@ -82,6 +83,7 @@ fn the_budget_counts_line_search_evaluations_and_is_never_exceeded() {
         let mut opt = Lbfgs {
             history: 5,
             line_search: LineSearch::StrongWolfe,
+            metric: None,
         };
         let (_, _, n) = minimize(&mut opt, rosenbrock, vec![-1.2, 1.0], budget);
         assert_eq!(
@@ -96,6 +98,7 @@ fn lbfgs_without_line_search_does_not_blow_up() {
     let mut opt = Lbfgs {
         history: 100,
         line_search: LineSearch::None,
+        metric: None,
     };
     let x0: Vec<f32> = (0..50).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect();
     let f0 = quadratic(&x0).0;
@@ -129,4 +132,47 @@ fn one_gradient_descent_step_is_exactly_x_minus_lr_grad() {
     for i in 0..3 {
         assert_eq!(x[i], (x0[i] as f64 - 0.01f32 as f64 * g[i] as f64) as f32);
     }
+}
+
+/// Image shape of the preconditioned tests: 3 planes of 13 × 10 (odd, not a multiple of 4).
+const IMAGE: (usize, usize, usize) = (3, 13, 10);
+
+#[test]
+fn lbfgs_with_the_multiscale_metric_solves_an_image_shaped_quadratic() {
+    // Fixed unit steps converge more slowly (as in the test without a metric above).
+    for (line_search, reduction) in [(LineSearch::StrongWolfe, 1e-6), (LineSearch::None, 1e-3)] {
+        let (p, h, w) = IMAGE;
+        let mut opt = Lbfgs {
+            history: 20,
+            line_search,
+            metric: Some(Multiscale::new(p, h, w)),
+        };
+        let x0: Vec<f32> = (0..p * h * w)
+            .map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0)
+            .collect();
+        let f0 = quadratic(&x0).0;
+        let (x, seen, n) = minimize(&mut opt, quadratic, x0, 300);
+        assert!(seen.iter().all(|v| v.is_finite()), "{line_search:?}");
+        let fx = quadratic(&x).0;
+        assert!(
+            fx < reduction * f0,
+            "{line_search:?}: from {f0} to only {fx} in {n} evaluations"
+        );
+    }
+}
+
+#[test]
+fn lbfgs_with_the_multiscale_metric_solves_rosenbrock_on_an_image() {
+    let (p, h, w) = IMAGE;
+    let mut opt = Lbfgs {
+        history: 10,
+        line_search: LineSearch::StrongWolfe,
+        metric: Some(Multiscale::new(p, h, w)),
+    };
+    let x0: Vec<f32> = (0..p * h * w)
+        .map(|i| if i % 2 == 0 { -1.2 } else { 1.0 })
+        .collect();
+    let (x, _, n) = minimize(&mut opt, rosenbrock, x0, 3000);
+    let final_f = rosenbrock(&x).0;
+    assert!(final_f < 1e-5, "f = {final_f} after {n} evaluations");
 }

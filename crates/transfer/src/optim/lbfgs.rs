@@ -2,9 +2,11 @@
 //!
 //! The direction is `d = −H·g`, where `H` approximates the inverse Hessian from the last `m`
 //! steps `s_k = x_{k+1} − x_k` and gradient changes `y_k = g_{k+1} − g_k`, applied by the
-//! *two-loop recursion* without ever forming `H`. The initial `H₀ = γ·I` uses
-//! `γ = sᵀy / yᵀy` of the newest pair. A pair is kept only if `yᵀs > 1e-10` (positive
-//! curvature), so `H` stays positive definite and `d` a descent direction.
+//! *two-loop recursion* without ever forming `H`. The recursion starts from `H₀ = γ·M`, with
+//! `γ = sᵀy / yᵀMy` of the newest pair and `M` the identity (the classic method) or the image
+//! pyramid's metric ([`Multiscale`], a preconditioner); the first direction, and each after a
+//! restart, is `−M·g`. A pair is kept only if `yᵀs > 1e-10` (positive curvature), so `H` stays
+//! positive definite and `d` a descent direction.
 //!
 //! The step along `d` is chosen by the strong-Wolfe line search by default. With
 //! [`LineSearch::None`] it is the classic fixed step of Lua `optim.lbfgs` and
@@ -13,6 +15,7 @@
 //! cleared, and the next step is again a scaled gradient step of half the length.
 
 use super::line_search::{strong_wolfe, Trial};
+use super::multiscale::Multiscale;
 use super::{axpy, axpy_dot, dot, Eval, Optimizer};
 use std::collections::VecDeque;
 
@@ -31,6 +34,8 @@ pub struct Lbfgs {
     pub history: usize,
     /// How to choose the step.
     pub line_search: LineSearch,
+    /// The metric `M` of `H₀ = γ·M` (`None`: the identity, as the classic implementations).
+    pub metric: Option<Multiscale>,
 }
 
 /// Most line-search evaluations per iteration.
@@ -43,17 +48,17 @@ struct Pair {
     rho: f64,
 }
 
-/// `−H·g` by the two-loop recursion, with `H₀ = h0·I`:
+/// `−H·g` by the two-loop recursion, with `H₀ = h0·M` (`M = I` without a metric):
 ///
 /// ```text
 /// q ← −g;  for i newest → oldest:  αᵢ = ρᵢ sᵢᵀq,  q ← q − αᵢ yᵢ
-/// q ← h0·q; for i oldest → newest:  βᵢ = ρᵢ yᵢᵀq,  q ← q + (αᵢ − βᵢ) sᵢ
+/// q ← h0·M·q; for i oldest → newest:  βᵢ = ρᵢ yᵢᵀq,  q ← q + (αᵢ − βᵢ) sᵢ
 /// ```
 ///
 /// Each update is made in one pass with the next pair's dot product ([`axpy_dot`]): the history
 /// (up to 100 pairs of image-sized vectors) is read once per loop, and reading it is what a step
 /// costs.
-fn direction(g: &[f32], memory: &VecDeque<Pair>, h0: f64) -> Vec<f32> {
+fn direction(g: &[f32], memory: &VecDeque<Pair>, h0: f64, metric: Option<&Multiscale>) -> Vec<f32> {
     let mut q: Vec<f32> = g.iter().map(|v| -v).collect();
     let n = memory.len();
     let mut alpha = vec![0.0; n];
@@ -72,6 +77,9 @@ fn direction(g: &[f32], memory: &VecDeque<Pair>, h0: f64) -> Vec<f32> {
             None => axpy(-alpha[i], &p.y, &mut q),
         }
     }
+    if let Some(m) = metric {
+        q = m.apply(&q);
+    }
     q.iter_mut().for_each(|v| *v = (*v as f64 * h0) as f32);
     let mut beta = memory[0].rho * dot(&memory[0].y, &q);
     for (i, p) in memory.iter().enumerate() {
@@ -83,6 +91,18 @@ fn direction(g: &[f32], memory: &VecDeque<Pair>, h0: f64) -> Vec<f32> {
         }
     }
     q
+}
+
+impl Lbfgs {
+    /// `−M·g`: the direction of steepest descent in the metric.
+    fn steepest(&self, g: &[f32]) -> Vec<f32> {
+        let mut d = match &self.metric {
+            Some(m) => m.apply(g),
+            None => g.to_vec(),
+        };
+        d.iter_mut().for_each(|v| *v = -*v);
+        d
+    }
 }
 
 impl Optimizer for Lbfgs {
@@ -106,15 +126,15 @@ impl Optimizer for Lbfgs {
                 return; // a stationary point (or nothing sensible to do)
             }
             let mut d = if restart || memory.is_empty() {
-                cur.g.iter().map(|v| -v).collect()
+                self.steepest(&cur.g)
             } else {
-                direction(&cur.g, &memory, h0)
+                direction(&cur.g, &memory, h0, self.metric.as_ref())
             };
             let mut gtd = dot(&cur.g, &d);
             if gtd.is_nan() || gtd >= 0.0 {
                 // Not a descent direction (only from rounding): forget and go downhill.
                 memory.clear();
-                d = cur.g.iter().map(|v| -v).collect();
+                d = self.steepest(&cur.g);
                 gtd = dot(&cur.g, &d);
                 restart = true;
             }
@@ -176,7 +196,11 @@ impl Optimizer for Lbfgs {
                 if memory.len() == self.history {
                     memory.pop_front();
                 }
-                h0 = ys / dot(&y, &y);
+                h0 = ys
+                    / match &self.metric {
+                        Some(m) => m.quadratic(&y),
+                        None => dot(&y, &y),
+                    };
                 memory.push_back(Pair {
                     s,
                     y,

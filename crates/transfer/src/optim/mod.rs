@@ -12,11 +12,22 @@ mod adam;
 mod gd;
 mod lbfgs;
 mod line_search;
+mod multiscale;
 mod vector;
 
 pub use adam::Adam;
 pub use gd::GradientDescent;
 pub use lbfgs::{Lbfgs, LineSearch};
+pub use multiscale::Multiscale;
+
+/// The metric L-BFGS's inverse-Hessian guess starts from (see [`Multiscale`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// `H₀ = γ·M`, the image pyramid's metric ([`Multiscale`]).
+    Multiscale,
+    /// `H₀ = γ·I`, as the classic implementations.
+    None,
+}
 use vector::{axpy, axpy_dot, dot};
 
 /// The evaluation callback: `Some((L(x), ∇L(x)))`, or `None` to stop.
