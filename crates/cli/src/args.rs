@@ -294,7 +294,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = LineSearchArg::StrongWolfe)]
     pub line_search: LineSearchArg,
     /// L-BFGS preconditioner: `multiscale` starts each direction from the image pyramid's
-    /// metric (the same objective, reached in fewer evaluations); `none` is the classic L-BFGS.
+    /// metric and sizes the first step in image units (the same objective, reached in fewer
+    /// evaluations); `none` is the classic L-BFGS.
     #[arg(long, value_enum, default_value_t = PreconditionArg::Multiscale)]
     pub precondition: PreconditionArg,
     /// Initial image: content, noise, style, or a PATH (image or .npy of the output's size).

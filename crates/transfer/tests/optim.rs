@@ -176,3 +176,33 @@ fn lbfgs_with_the_multiscale_metric_solves_rosenbrock_on_an_image() {
     let final_f = rosenbrock(&x).0;
     assert!(final_f < 1e-5, "f = {final_f} after {n} evaluations");
 }
+
+#[test]
+fn with_the_metric_the_first_trial_step_moves_the_largest_pixel_by_a_half() {
+    let (p, h, w) = IMAGE;
+    for line_search in [LineSearch::StrongWolfe, LineSearch::None] {
+        let mut opt = Lbfgs {
+            history: 5,
+            line_search,
+            metric: Some(Multiscale::new(p, h, w)),
+        };
+        let x0: Vec<f32> = (0..p * h * w).map(|i| (i % 5) as f32 * 0.01).collect();
+        let mut points: Vec<Vec<f32>> = Vec::new();
+        let mut f = |xs: &[f32]| {
+            if points.len() == 2 {
+                return None;
+            }
+            points.push(xs.to_vec());
+            Some(quadratic(xs))
+        };
+        opt.minimize(&mut x0.clone(), &mut f);
+        let largest = points[1]
+            .iter()
+            .zip(&points[0])
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            (largest - 0.5).abs() < 1e-4,
+            "{line_search:?}: the first trial moved a pixel by {largest}"
+        );
+    }
+}

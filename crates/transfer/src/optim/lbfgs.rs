@@ -5,7 +5,8 @@
 //! *two-loop recursion* without ever forming `H`. The recursion starts from `H₀ = γ·M`, with
 //! `γ = sᵀy / yᵀMy` of the newest pair and `M` the identity (the classic method) or the image
 //! pyramid's metric ([`Multiscale`], a preconditioner); the first direction, and each after a
-//! restart, is `−M·g`. A pair is kept only if `yᵀs > 1e-10` (positive curvature), so `H` stays
+//! restart, is `−M·g`, its first trial step `min(1, 1/‖g‖₁)` in the classic method and, with the
+//! metric, the one that moves no pixel by more than `FIRST_STEP`. A pair is kept only if `yᵀs > 1e-10` (positive curvature), so `H` stays
 //! positive definite and `d` a descent direction.
 //!
 //! The step along `d` is chosen by the strong-Wolfe line search by default. With
@@ -37,6 +38,13 @@ pub struct Lbfgs {
     /// The metric `M` of `H₀ = γ·M` (`None`: the identity, as the classic implementations).
     pub metric: Option<Multiscale>,
 }
+
+/// With a metric, the first step after a (re)start moves the pixel that moves most by this much
+/// (of the [0, 1] range). The classic `1/‖g‖₁` depends on the loss weights and the image size:
+/// at 512 px with the default weights it is about 1e-9, four orders of magnitude short, and the
+/// line search spends about four evaluations growing it tenfold at a time; ½ is accepted at
+/// once there (BENCHMARKS.md).
+const FIRST_STEP: f64 = 0.5;
 
 /// Most line-search evaluations per iteration.
 const MAX_LINE_SEARCH_EVALS: usize = 25;
@@ -138,11 +146,15 @@ impl Optimizer for Lbfgs {
                 gtd = dot(&cur.g, &d);
                 restart = true;
             }
-            // The first step after a (re)start is scaled by 1/‖g‖₁, as in the classic code.
-            let t = if restart {
-                restart_scale * (1.0 / g_l1).min(1.0)
-            } else {
+            // The first step after a (re)start, which has no pair to scale it: by 1/‖g‖₁ in the
+            // classic code; with a metric, in the image's own units (see FIRST_STEP).
+            let t = if !restart {
                 1.0
+            } else if self.metric.is_some() {
+                let largest = d.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
+                restart_scale * FIRST_STEP / largest
+            } else {
+                restart_scale * (1.0 / g_l1).min(1.0)
             };
             cur.gtd = gtd;
             let x_old = x.to_vec();
