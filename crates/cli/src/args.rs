@@ -273,7 +273,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "PX", default_value_t = 512)]
     pub size: u32,
     /// Budget of loss+gradient evaluations (line-search evaluations included).
-    #[arg(long, value_name = "N", default_value_t = 300)]
+    #[arg(long, value_name = "N", default_value_t = 200)]
     pub iters: usize,
     /// Optimizer.
     #[arg(long, value_enum, default_value_t = OptimizerArg::Lbfgs)]

@@ -6,8 +6,9 @@
 //! `γ = sᵀy / yᵀMy` of the newest pair and `M` the identity (the classic method) or the image
 //! pyramid's metric ([`Multiscale`], a preconditioner); the first direction, and each after a
 //! restart, is `−M·g`, its first trial step `min(1, 1/‖g‖₁)` in the classic method and, with the
-//! metric, the one that moves no pixel by more than `FIRST_STEP`. A pair is kept only if `yᵀs > 1e-10` (positive curvature), so `H` stays
-//! positive definite and `d` a descent direction.
+//! metric, the one that moves no pixel by more than `FIRST_STEP`. A pair is kept only if
+//! `yᵀs > 1e-10` (positive curvature), so `H` stays positive definite and `d` a descent
+//! direction.
 //!
 //! The step along `d` is chosen by the strong-Wolfe line search by default. With
 //! [`LineSearch::None`] it is the classic fixed step of Lua `optim.lbfgs` and
