@@ -186,8 +186,8 @@ fn winograd_matches_direct_convolution() {
 
 /// Direct summation (VGG's conv1_1 and its input gradient) against the reference, for every
 /// instruction-set build the processor has: few input channels (the forward), few output
-/// channels (the flipped convolution of an input gradient), widths that leave 8-pixel tiles and
-/// single pixels, 1×1 maps, partial channel windows and groups, several bands; the fused ReLU.
+/// channels (the flipped convolution of an input gradient), widths that leave 64-, 32-, 16- and
+/// 8-pixel tiles and single pixels, 1×1 maps, partial channel windows and groups, several bands; the fused ReLU.
 #[test]
 fn direct_summation_matches_direct_convolution() {
     for (i, g) in [
@@ -197,6 +197,8 @@ fn direct_summation_matches_direct_convolution() {
         geo(64, 9, 33, 3, 3, 1),  // its input gradient's shape: 16 windows, one group of 3
         geo(6, 17, 24, 1, 3, 1),  // a partial window (4 + 2 channels), one output
         geo(2, 2, 3, 5, 3, 1),    // a group of 4 and a group of 1
+        geo(3, 11, 121, 8, 3, 1), // 121 = 64 + 32 + 16 + 8 + 1: every AVX-512 and AVX2 tile
+        geo(64, 5, 100, 3, 3, 1), // an input gradient's shape, 100 = 64 + 32 + 4
     ]
     .iter()
     .enumerate()

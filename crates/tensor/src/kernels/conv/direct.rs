@@ -21,10 +21,13 @@
 //! Bias and ReLU come last.
 //!
 //! The tile exists three times, chosen at run time (see [`Isa`]): AVX2 + FMA intrinsics, plain
-//! loops for the baseline instruction set, and, where the processor has AVX-512F, a 4 × 32 tile
-//! of 512-bit registers for a row's first multiples of 32 pixels (the AVX2 tiles finish the
-//! row). The two FMA builds add the same taps in the same order and give the same bits
-//! (tested); with 16 lanes conv1_1's forward pass takes 4.2 instead of 5.4 ms on a Zen 5.
+//! loops for the baseline instruction set, and, where the processor has AVX-512F, tiles of
+//! 512-bit registers — 4 × 64 pixels for a row's first multiples of 64, then 4 × 32 (the AVX2
+//! tiles finish the row). The two FMA builds add the same taps in the same order and give the
+//! same bits (tested); with 16 lanes conv1_1's forward pass takes 4.2 instead of 5.4 ms on a
+//! Zen 5. The first window of input channels starts its sums at zero rather than reading the
+//! zeroed output back (conv1_1's three channels are one window, so its forward pass never reads
+//! its output).
 
 use super::ConvGeometry;
 use crate::kernels::isa::Isa;
@@ -39,6 +42,10 @@ const LANES_512: usize = 16;
 const TILE_CHANNELS: usize = 4;
 /// Vectors of [`LANES`] pixels per register tile.
 const TILE_VECS: usize = 2;
+/// Vectors of [`LANES_512`] pixels per AVX-512 register tile: 4 (64 pixels) for each row's
+/// first multiples of 64, where per tap 4 input loads and 4 broadcast weights feed 16 fused
+/// multiply-adds (with 2 vectors, 2 loads and 4 broadcasts fed 8); then [`TILE_VECS`].
+const TILE_VECS_512: usize = 4;
 /// Output rows per task.
 const BAND_ROWS: usize = 8;
 
@@ -221,7 +228,7 @@ impl Job<'_> {
         }
     }
 
-    /// The band, a window of input channels at a time: each row's 32-pixel tiles (with
+    /// The band, a window of input channels at a time: each row's 64- and 32-pixel tiles (with
     /// AVX-512F), 16-pixel tiles, then 8-pixel tiles, then the last pixels as one 8-pixel tile
     /// over the window's padding, each adding the window's taps to the sums so far; then bias
     /// and ReLU.
@@ -234,30 +241,41 @@ impl Job<'_> {
     ) {
         let wd = self.g.w;
         let rows = out[0].len() / wd;
-        let wide512 = if AVX512 {
-            wd / (TILE_VECS * LANES_512) * (TILE_VECS * LANES_512)
+        let (widest, wide512) = if AVX512 {
+            let (long, short) = (TILE_VECS_512 * LANES_512, TILE_VECS * LANES_512);
+            (wd / long * long, wd / short * short)
         } else {
-            0
+            (0, 0)
         };
         let wide = wd / (TILE_VECS * LANES) * (TILE_VECS * LANES);
         let full = wd / LANES * LANES;
         for c0 in (0..self.g.c_in).step_by(WINDOW_CHANNELS) {
             let channels = c0..(c0 + WINDOW_CHANNELS).min(self.g.c_in);
+            let first = c0 == 0;
             let win = Window::new(self.x, self.g, channels.clone(), y0, rows);
             let taps = Taps::new(self.w, self.g.c_in, o0, R, channels);
             for dy in 0..rows {
                 let at = |x: usize| dy * wd + x;
                 #[cfg(target_arch = "x86_64")]
-                for x in (0..wide512).step_by(TILE_VECS * LANES_512) {
-                    // SAFETY: `wide512` is only non-zero when `AVX512` is set, on the path
-                    // `band_avx512` takes after the processor reported AVX-512F.
-                    unsafe { add_tile_avx512::<R>(&win, &taps, dy, x, at(x), out) };
+                for x in (0..widest).step_by(TILE_VECS_512 * LANES_512) {
+                    // SAFETY: `widest` and `wide512` are only non-zero when `AVX512` is set, on
+                    // the path `band_avx512` takes after the processor reported AVX-512F.
+                    unsafe {
+                        add_tile_avx512::<R, TILE_VECS_512>(&win, &taps, (dy, x, at(x)), first, out)
+                    };
+                }
+                #[cfg(target_arch = "x86_64")]
+                for x in (widest..wide512).step_by(TILE_VECS * LANES_512) {
+                    // SAFETY: as above.
+                    unsafe {
+                        add_tile_avx512::<R, TILE_VECS>(&win, &taps, (dy, x, at(x)), first, out)
+                    };
                 }
                 for x in (wide512..wide).step_by(TILE_VECS * LANES) {
-                    add_tile::<R, TILE_VECS, AVX2>(&win, &taps, dy, x, at(x), out);
+                    add_tile::<R, TILE_VECS, AVX2>(&win, &taps, (dy, x, at(x)), first, out);
                 }
                 for x in (wide..full).step_by(LANES) {
-                    add_tile::<R, 1, AVX2>(&win, &taps, dy, x, at(x), out);
+                    add_tile::<R, 1, AVX2>(&win, &taps, (dy, x, at(x)), first, out);
                 }
                 if full < wd {
                     // The last pixels as one 8-pixel tile over the window's zero padding, its
@@ -293,21 +311,26 @@ impl Job<'_> {
 }
 
 /// Adds one register tile's taps (band row `dy`, pixels `x..x + 8V`) to the sums so far in
-/// `out[r][at..at + 8V]`.
+/// `out[r][at..at + 8V]` — or, for the `first` window, writes them there: the sums start at zero
+/// instead of being read (the output is all zeros then; reading them back from memory cost more
+/// than the multiply-adds at conv1_1, whose 3 input channels are a single window).
 #[inline(always)]
 fn add_tile<const R: usize, const V: usize, const AVX2: bool>(
     win: &Window,
     taps: &Taps,
-    dy: usize,
-    x: usize,
-    at: usize,
+    (dy, x, at): (usize, usize, usize),
+    first: bool,
     out: &mut [&mut [f32]],
 ) {
     let sums = std::array::from_fn(|r| {
         std::array::from_fn(|v| {
-            out[r][at + v * LANES..at + (v + 1) * LANES]
-                .try_into()
-                .expect("8 floats")
+            if first {
+                [0.0; LANES]
+            } else {
+                out[r][at + v * LANES..at + (v + 1) * LANES]
+                    .try_into()
+                    .expect("8 floats")
+            }
         })
     });
     let acc = tile::<R, V, AVX2>(win, taps, dy, x, sums);
@@ -439,25 +462,24 @@ fn tile_avx2<const R: usize, const V: usize>(
     out
 }
 
-/// [`add_tile`] for a tile of [`TILE_VECS`] AVX-512 registers per output channel (32 pixels):
-/// the same taps in the same order, each a fused multiply-add, so each output gets the same
-/// bits as from the AVX2 tile; twice the pixels per instruction, and with 32 registers the
-/// accumulators never leave them.
+/// [`add_tile`] for a tile of `V` AVX-512 registers per output channel (16·V pixels): the same
+/// taps in the same order, each a fused multiply-add, so each output gets the same bits as from
+/// the AVX2 tile; twice the pixels per instruction, and with 32 registers the accumulators never
+/// leave them — even at `V` = [`TILE_VECS_512`], whose `R·V` accumulators, `V` input vectors and
+/// one broadcast weight take at most 21.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f")]
 #[inline]
-fn add_tile_avx512<const R: usize>(
+fn add_tile_avx512<const R: usize, const V: usize>(
     win: &Window,
     taps: &Taps,
-    dy: usize,
-    x: usize,
-    at: usize,
+    (dy, x, at): (usize, usize, usize),
+    first: bool,
     out: &mut [&mut [f32]],
 ) {
     use std::arch::x86_64::*;
-    const V: usize = TILE_VECS;
     let mut acc = [[_mm512_setzero_ps(); V]; R];
-    for (acc_r, out_r) in acc.iter_mut().zip(out.iter()) {
+    for (acc_r, out_r) in acc.iter_mut().zip(out.iter()).filter(|_| !first) {
         let sums = &out_r[at..at + V * LANES_512];
         for (vv, a) in acc_r.iter_mut().enumerate() {
             // SAFETY: `sums` holds V·16 floats.
