@@ -163,7 +163,8 @@ pub fn run<E>(
                 history,
                 line_search,
                 metric: match precondition {
-                    // The image is 1 × planes × height × width.
+                    // The image is 1 × planes × height × width; a vector of any other shape
+                    // has no pyramid, and runs the classic method.
                     Precondition::Multiscale => match shape.slice() {
                         &[_, planes, height, width] => Some(Multiscale::new(planes, height, width)),
                         _ => None,

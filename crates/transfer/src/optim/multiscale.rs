@@ -146,13 +146,8 @@ impl Multiscale {
     }
 
     /// Values in one image.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.planes * self.height * self.width
-    }
-
-    /// Whether the image is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// `M·v`, each plane on its own thread.
