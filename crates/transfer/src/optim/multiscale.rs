@@ -95,22 +95,20 @@ impl Level {
         small
     }
 
-    /// `plane += wₗ²·Uₗ·small`: each output row interpolated between two coarse rows, then
-    /// along its columns.
-    fn add_up(&self, small: &[f32], plane: &mut [f32], width: usize) {
+    /// `row += wₗ²·(Uₗ·small)[y]`: output row `y` interpolated between two coarse rows (into
+    /// `coarse`, a scratch row of at least `cols.n` values), then along its columns.
+    fn add_up_row(&self, small: &[f32], y: usize, row: &mut [f32], coarse: &mut [f32]) {
         let ws = self.cols.n;
-        let k = self.weight * self.weight;
-        let mut coarse = vec![0.0f32; ws];
-        for (row, &(i0, i1, l)) in plane.chunks_exact_mut(width).zip(&self.rows.taps) {
-            let (a, b) = (
-                &small[i0 * ws..(i0 + 1) * ws],
-                &small[i1 * ws..(i1 + 1) * ws],
-            );
-            for ((c, &a), &b) in coarse.iter_mut().zip(a).zip(b) {
-                *c = (1.0 - l) * a + l * b;
-            }
-            self.cols.up(&coarse, row, k);
+        let (i0, i1, l) = self.rows.taps[y];
+        let (a, b) = (
+            &small[i0 * ws..(i0 + 1) * ws],
+            &small[i1 * ws..(i1 + 1) * ws],
+        );
+        let coarse = &mut coarse[..ws];
+        for ((c, &a), &b) in coarse.iter_mut().zip(a).zip(b) {
+            *c = (1.0 - l) * a + l * b;
         }
+        self.cols.up(coarse, row, self.weight * self.weight);
     }
 }
 
@@ -150,26 +148,40 @@ impl Multiscale {
         self.planes * self.height * self.width
     }
 
-    /// `M·v`, each plane on its own thread.
+    /// `Uₗᵀ·v` of every plane at every coarser level, one task each: entry `p·(LEVELS − 1) +
+    /// l − 1` is plane `p` at level `l`.
+    fn coarse(&self, v: &[f32]) -> Vec<Vec<f32>> {
+        let (area, levels) = (self.height * self.width, self.levels.len());
+        (0..self.planes * levels)
+            .into_par_iter()
+            .map(|t| self.levels[t % levels].down(&v[t / levels * area..][..area], self.width))
+            .collect()
+    }
+
+    /// `M·v`: the coarse images by [`Multiscale::coarse`], then the output rows in parallel,
+    /// each adding its levels in order.
     pub fn apply(&self, v: &[f32]) -> Vec<f32> {
         assert_eq!(v.len(), self.len(), "multiscale: wrong length");
-        let area = self.height * self.width;
         let mut out = v.to_vec();
-        if area == 0 {
+        if self.height * self.width == 0 || self.levels.is_empty() {
             return out;
         }
-        out.par_chunks_mut(area)
-            .zip(v.par_chunks(area))
-            .for_each(|(dst, src)| {
-                for level in &self.levels {
-                    let small = level.down(src, self.width);
-                    level.add_up(&small, dst, self.width);
+        let coarse = self.coarse(v);
+        let (h, levels) = (self.height, self.levels.len());
+        out.par_chunks_mut(self.width).enumerate().for_each_init(
+            || vec![0.0f32; self.width],
+            |scratch, (r, row)| {
+                let (p, y) = (r / h, r % h);
+                for (l, level) in self.levels.iter().enumerate() {
+                    level.add_up_row(&coarse[p * levels + l], y, row, scratch);
                 }
-            });
+            },
+        );
         out
     }
 
-    /// `vᵀ·M·v = ‖v‖² + Σₗ wₗ²·‖Uₗᵀ·v‖²`, in f64, without forming `M·v`.
+    /// `vᵀ·M·v = ‖v‖² + Σₗ wₗ²·‖Uₗᵀ·v‖²`, in f64, without forming `M·v`; the terms are summed
+    /// in a fixed order (plane by plane), so the result does not depend on the thread count.
     pub fn quadratic(&self, v: &[f32]) -> f64 {
         assert_eq!(v.len(), self.len(), "multiscale: wrong length");
         let area = self.height * self.width;
@@ -177,20 +189,21 @@ impl Multiscale {
             return 0.0;
         }
         let norm_sq = |s: &[f32]| s.iter().map(|&x| x as f64 * x as f64).sum::<f64>();
-        v.par_chunks(area)
-            .map(|plane| {
-                let coarse: f64 = self
-                    .levels
-                    .iter()
-                    .map(|level| {
-                        let w = level.weight as f64;
-                        w * w * norm_sq(&level.down(plane, self.width))
-                    })
-                    .sum();
-                norm_sq(plane) + coarse
+        let fine: Vec<f64> = v.par_chunks(area).map(norm_sq).collect();
+        let levels = self.levels.len();
+        let coarse: Vec<f64> = self
+            .coarse(v)
+            .par_iter()
+            .enumerate()
+            .map(|(t, c)| {
+                let w = self.levels[t % levels].weight as f64;
+                w * w * norm_sq(c)
             })
-            .collect::<Vec<f64>>()
-            .iter()
+            .collect();
+        // Plane by plane: its own norm plus its levels'.
+        fine.iter()
+            .enumerate()
+            .map(|(p, f)| f + coarse[p * levels..][..levels].iter().sum::<f64>())
             .sum()
     }
 }
