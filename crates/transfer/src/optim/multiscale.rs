@@ -158,8 +158,8 @@ impl Multiscale {
             .collect()
     }
 
-    /// `M·v`: the coarse images by [`Multiscale::coarse`], then the output rows in parallel,
-    /// each adding its levels in order.
+    /// `M·v`: the coarse images `Uₗᵀ·v` (one task per plane and level), then the output rows in
+    /// parallel, each adding its levels in order.
     pub fn apply(&self, v: &[f32]) -> Vec<f32> {
         assert_eq!(v.len(), self.len(), "multiscale: wrong length");
         let mut out = v.to_vec();
