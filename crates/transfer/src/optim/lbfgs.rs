@@ -18,7 +18,7 @@
 
 use super::line_search::{strong_wolfe, Trial};
 use super::multiscale::Multiscale;
-use super::{axpy, axpy_dot, dot, Eval, Optimizer};
+use super::{axpy, axpy_dot, dot, max_abs, Eval, Optimizer};
 use std::collections::VecDeque;
 
 /// How L-BFGS picks the step length along its direction.
@@ -152,8 +152,7 @@ impl Optimizer for Lbfgs {
             let t = if !restart {
                 1.0
             } else if self.metric.is_some() {
-                let largest = d.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
-                restart_scale * FIRST_STEP / largest
+                restart_scale * FIRST_STEP / max_abs(&d)
             } else {
                 restart_scale * (1.0 / g_l1).min(1.0)
             };

@@ -9,7 +9,7 @@
 //! first growing `t` until a bracket around such a step is found, then shrinking the bracket
 //! ("zoom") by cubic interpolation of the two ends' values and slopes.
 
-use super::{axpy, dot, Eval};
+use super::{axpy, dot, max_abs, Eval};
 
 /// Sufficient-decrease constant.
 const C1: f64 = 1e-4;
@@ -44,7 +44,7 @@ pub(crate) fn strong_wolfe(
     t: f64,
     max_evals: usize,
 ) -> SearchResult {
-    let d_norm = d.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
+    let d_norm = max_abs(d);
     let mut scratch = x.to_vec();
     let mut evals = 0;
     let mut eval_at = |t: f64| -> Option<Trial> {

@@ -28,7 +28,7 @@ pub enum Precondition {
     /// `H₀ = γ·I`, as the classic implementations.
     None,
 }
-use vector::{axpy, axpy_dot, dot};
+use vector::{axpy, axpy_dot, dot, max_abs};
 
 /// The evaluation callback: `Some((L(x), ∇L(x)))`, or `None` to stop.
 pub type Eval<'a> = dyn FnMut(&[f32]) -> Option<(f32, Vec<f32>)> + 'a;

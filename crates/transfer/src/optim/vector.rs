@@ -95,6 +95,11 @@ fn dot_piece_avx2(a: &[f32], b: &[f32]) -> f64 {
     sums.iter().sum()
 }
 
+/// `max |vᵢ|` (0 for an empty `v`): how far a step along `v` moves the value that moves most.
+pub(crate) fn max_abs(v: &[f32]) -> f64 {
+    v.iter().fold(0.0f32, |m, x| m.max(x.abs())) as f64
+}
+
 /// `y ← y + alpha·x`, each value computed in f64 and rounded once to f32, in parallel pieces.
 pub(crate) fn axpy(alpha: f64, x: &[f32], y: &mut [f32]) {
     axpy_with(Isa::detect().at_most_avx2(), alpha, x, y)
