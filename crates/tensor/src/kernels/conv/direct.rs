@@ -281,11 +281,12 @@ impl Job<'_> {
                     // The last pixels as one 8-pixel tile over the window's zero padding, its
                     // sums passed through a small buffer so that nothing past the row's end is
                     // read or written (one pixel at a time, they cost conv1_1 two thirds more
-                    // at widths that are not a multiple of 8).
+                    // at widths that are not a multiple of 8); from zero in the first window, as
+                    // every tile.
                     let rem = wd - full;
                     let sums = std::array::from_fn(|r| {
                         [std::array::from_fn(|l| {
-                            if l < rem {
+                            if l < rem && !first {
                                 out[r][at(full) + l]
                             } else {
                                 0.0
@@ -479,11 +480,13 @@ fn add_tile_avx512<const R: usize, const V: usize>(
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); V]; R];
-    for (acc_r, out_r) in acc.iter_mut().zip(out.iter()).filter(|_| !first) {
-        let sums = &out_r[at..at + V * LANES_512];
-        for (vv, a) in acc_r.iter_mut().enumerate() {
-            // SAFETY: `sums` holds V·16 floats.
-            *a = unsafe { _mm512_loadu_ps(sums.as_ptr().add(vv * LANES_512)) };
+    if !first {
+        for (acc_r, out_r) in acc.iter_mut().zip(out.iter()) {
+            let sums = &out_r[at..at + V * LANES_512];
+            for (vv, a) in acc_r.iter_mut().enumerate() {
+                // SAFETY: `sums` holds V·16 floats.
+                *a = unsafe { _mm512_loadu_ps(sums.as_ptr().add(vv * LANES_512)) };
+            }
         }
     }
     for c in 0..taps.channels {
