@@ -70,5 +70,6 @@ def main():
             print(f"| {label} | {loss:.4e} | {loss / torch_best:.3f} | {s:.0f} | "
                   f"{s / torch_s:.2f} |", flush=True)
 
+
 if __name__ == "__main__":
     main()

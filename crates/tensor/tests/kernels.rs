@@ -187,7 +187,8 @@ fn winograd_matches_direct_convolution() {
 /// Direct summation (VGG's conv1_1 and its input gradient) against the reference, for every
 /// instruction-set build the processor has: few input channels (the forward), few output
 /// channels (the flipped convolution of an input gradient), widths that leave 64-, 32-, 16- and
-/// 8-pixel tiles and single pixels, 1×1 maps, partial channel windows and groups, several bands; the fused ReLU.
+/// 8-pixel tiles and single pixels, 1×1 maps, partial channel windows and groups, several
+/// bands; the fused ReLU.
 #[test]
 fn direct_summation_matches_direct_convolution() {
     for (i, g) in [

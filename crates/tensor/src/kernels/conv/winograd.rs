@@ -937,9 +937,9 @@ pub fn forward_relu_max_pool_with(
 }
 
 /// The input gradient of [`forward`] for the geometry `g` of that forward pass: `dx: C_in×H×W`
-/// for `dy: C_out×H×W` (given as a [`Source`]: the planes, or a fused pooling's gradient), from the *forward* pass's Winograd filters `u`, so no second,
-/// flipped set of filters is prepared or kept (for VGG16 that set is as large as the first,
-/// 160 MB).
+/// for `dy: C_out×H×W` (given as a [`Source`]: the planes, or a fused pooling's gradient), from
+/// the *forward* pass's Winograd filters `u`, so no second, flipped set of filters is prepared
+/// or kept (for VGG16 that set is as large as the first, 160 MB).
 ///
 /// The input gradient of a 3×3 "same" correlation is the correlation of `dy` with the filters
 /// rotated by 180° and transposed (`C_in` and `C_out` swapped). Rotating the data instead of
