@@ -360,6 +360,22 @@ fn unpool_row(g: &[f32], argmax: &[u8], (h, w): (usize, usize), y: usize, out: &
     }
 }
 
+/// Asks for what row `y` of channel `c` of `x` is made from to be brought into the cache (see
+/// [`prefetch`]): the row itself, or the pooled gradient's row and its winners.
+#[inline(always)]
+fn prefetch_row(x: Source, g: &ConvGeometry, c: usize, y: usize) {
+    match x {
+        Source::Planes(x) => prefetch(&x[(c * g.h + y) * g.w..][..g.w]),
+        Source::Unpooled { g: gp, argmax } if y < 2 * (g.h / 2) => {
+            let pw = g.w / 2;
+            let at = c * (g.h / 2) * pw + y / 2 * pw;
+            prefetch(&gp[at..at + pw]);
+            prefetch(&argmax[at..at + pw]);
+        }
+        Source::Unpooled { .. } => {}
+    }
+}
+
 /// The work of one input-transform task: tile rows `[t0, t1)` of `tile_cols` tiles, channels
 /// `[c0, c1)`.
 #[derive(Clone, Copy)]
@@ -423,16 +439,13 @@ fn transform_input_body<const AVX2: bool>(
                 let ahead = iy as usize + M * (b.t1 - b.t0);
                 if ahead < g.h {
                     let ya = if b.reversed { g.h - 1 - ahead } else { ahead };
-                    match x {
-                        Source::Planes(x) => prefetch(&x[(c * g.h + ya) * g.w..][..g.w]),
-                        Source::Unpooled { g: gp, argmax } if ya < 2 * (g.h / 2) => {
-                            let pw = g.w / 2;
-                            let at = c * pooled_len + ya / 2 * pw;
-                            prefetch(&gp[at..at + pw]);
-                            prefetch(&argmax[at..at + pw]);
-                        }
-                        Source::Unpooled { .. } => {}
-                    }
+                    prefetch_row(x, g, c, ya);
+                }
+                // And the row the next channel of this task reads at this point, a few
+                // microseconds on: the band-ahead request has often left the nearer caches by
+                // then.
+                if c + 1 < b.c1 {
+                    prefetch_row(x, g, c + 1, src);
                 }
                 let dst = &mut row[1..=g.w];
                 let src = match x {
