@@ -171,12 +171,22 @@ struct Epilogue<'a> {
 
 /// Where the output transform puts a band's rows of one output plane.
 enum Dest<'a> {
-    /// The rows themselves (`rows × W`; mirrored if the epilogue says `reversed`).
-    Rows(&'a mut [f32]),
+    /// The rows themselves (`rows × W`; mirrored if the epilogue says `reversed`), and where the
+    /// band's rows of the next output plane lie, if there is one.
+    Rows(&'a mut [f32], Option<RowsAt>),
     /// Their 2×2, stride-2 max pooling (`⌊rows/2⌋ × ⌊W/2⌋`) and, for each pooled value, which
     /// input of its window won (`2·row + column`, the first of equals) — as `pool::max_pool2_forward`
     /// would give from the rows, without the rows ever being stored.
     Pooled(&'a mut [f32], &'a mut [u8]),
+}
+
+/// Where a band's rows of an output plane lie, as an address and a number of values: for
+/// prefetching them only ([`prefetch_lines`]), never to read or write through, since another
+/// task may be writing them.
+#[derive(Clone, Copy)]
+struct RowsAt {
+    addr: usize,
+    len: usize,
 }
 
 /// `Bᵀ·d` for one column (or row) `d` of a 6×6 input tile, for [`LANES`] tiles at once.
@@ -595,8 +605,8 @@ fn transform_output_body<const AVX2: bool>(
                 out.put(y, rr * len + j);
             }
         }
-        let out = match &mut dest {
-            Dest::Rows(out) => out,
+        let (out, next_plane) = match &mut dest {
+            Dest::Rows(out, next_plane) => (out, *next_plane),
             Dest::Pooled(pooled, argmax) => {
                 store_pooled(y, sl, tc, w / 2, r, pooled, argmax);
                 continue;
@@ -606,8 +616,17 @@ fn transform_output_body<const AVX2: bool>(
         let rows = out.len() / w;
         if epilogue.accumulate {
             // The gradient added into was written long before (50 MB at relu1_1, evicted
-            // from every cache): ask for the next tile row's rows while this one is stored.
-            prefetch_rows(out, w, rows, M * (r + 1), epilogue.reversed);
+            // from every cache): ask for the next tile row's rows while this one is stored —
+            // after the band's last, for the next plane's first, which comes next (conv1_2's
+            // bands are one tile row).
+            let at = RowsAt {
+                addr: out.as_ptr() as usize,
+                len: out.len(),
+            };
+            match next_plane {
+                Some(next) if M * (r + 1) >= rows => prefetch_rows(next, w, 0, epilogue.reversed),
+                _ => prefetch_rows(at, w, M * (r + 1), epilogue.reversed),
+            }
         }
         // Interleave the phases into the output rows: row[4·t + c] = y[rr][c][t].
         for rr in 0..M.min(rows - M * r) {
@@ -636,13 +655,14 @@ fn transform_output_body<const AVX2: bool>(
     give_work(work);
 }
 
-/// Prefetches result rows `first .. first + 4` of a band's `out` (`rows` rows of `w`; mirrored
-/// if `reversed`) into the cache; rows past the band are skipped.
+/// Prefetches result rows `first .. first + 4` of a band's rows `out` (rows of `w` values;
+/// mirrored if `reversed`) into the cache; rows past the band are skipped.
 #[inline(always)]
-fn prefetch_rows(out: &[f32], w: usize, rows: usize, first: usize, reversed: bool) {
+fn prefetch_rows(out: RowsAt, w: usize, first: usize, reversed: bool) {
+    let rows = out.len / w;
     for i in first..(first + M).min(rows) {
         let at = if reversed { rows - 1 - i } else { i };
-        prefetch(&out[at * w..(at + 1) * w]);
+        prefetch_lines(out.addr + at * w * size_of::<f32>(), w * size_of::<f32>());
     }
 }
 
@@ -650,18 +670,26 @@ fn prefetch_rows(out: &[f32], w: usize, rows: usize, first: usize, reversed: boo
 /// changes no result.
 #[inline(always)]
 fn prefetch<V>(data: &[V]) {
+    prefetch_lines(data.as_ptr() as usize, size_of_val(data));
+}
+
+/// Asks for the `bytes` bytes at address `addr` to be brought into the cache, one request per
+/// 64-byte line: a hint, which reads nothing into the program and changes no result.
+#[inline(always)]
+fn prefetch_lines(addr: usize, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
-    for offset in (0..std::mem::size_of_val(data)).step_by(64) {
-        // SAFETY: SSE is part of every x86-64 processor, and a prefetch is a hint: it reads
-        // nothing into the program and cannot fault (the address is inside `data` anyway).
+    for offset in (0..bytes).step_by(64) {
+        // SAFETY: SSE is part of every x86-64 processor, and a prefetch is a hint: it does not
+        // access memory as far as the program is concerned and cannot fault, whatever the
+        // address (the callers' addresses lie inside live buffers anyway).
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                data.as_ptr().cast::<i8>().add(offset),
+                (addr + offset) as *const i8,
             )
         };
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
+    let _ = (addr, bytes);
 }
 
 /// [`Dest::Pooled`]'s store for tile row `r` of a band: the 2×2 max pooling of its four result
@@ -1133,8 +1161,16 @@ fn convolve(
                 });
             scratch::give(v);
             if arg.is_empty() {
+                let at: Vec<RowsAt> = out
+                    .iter()
+                    .map(|rows| RowsAt {
+                        addr: rows.as_ptr() as usize,
+                        len: rows.len(),
+                    })
+                    .collect();
                 out.par_iter_mut().enumerate().for_each(|(o, plane_rows)| {
-                    transform_output(isa, &m, g, o, tile_cols, epilogue, Dest::Rows(plane_rows));
+                    let dest = Dest::Rows(plane_rows, at.get(o + 1).copied());
+                    transform_output(isa, &m, g, o, tile_cols, epilogue, dest);
                 });
             } else {
                 out.par_iter_mut()
