@@ -318,41 +318,54 @@ pub(crate) fn backward_op<'a>(
             debug_assert_eq!(dx.len(), n * c * m);
             out.push((x, from_vec(s, dx)));
         }
-        Op::Add { a, b } => {
-            if needs(a) {
+        Op::Add { a, b } => match (needs(a), needs(b)) {
+            (true, true) => {
                 out.push((a, g.clone()));
+                out.push((b, g));
             }
-            if needs(b) {
-                out.push((b, g.clone()));
-            }
-        }
+            (true, false) => out.push((a, g)),
+            (false, true) => out.push((b, g)),
+            (false, false) => {}
+        },
         Op::Sub { a, b } => {
-            if needs(a) {
-                out.push((a, g.clone()));
-            }
             if needs(b) {
-                out.push((b, -g));
+                out.push((b, from_vec(g.shape(), elementwise::map(flat(&g), |v| -v))));
+            }
+            if needs(a) {
+                out.push((a, g));
             }
         }
         Op::Mul { a, b } => {
             // d(a⊙b) = g⊙b for a, g⊙a for b.
+            let times = |other: usize| {
+                let product = elementwise::zip_map(flat(&g), flat(value_of(other)), |g, v| g * v);
+                from_vec(g.shape(), product)
+            };
             if needs(a) {
-                out.push((a, &g * value_of(b)));
+                out.push((a, times(b)));
             }
             if needs(b) {
-                out.push((b, &g * value_of(a)));
+                out.push((b, times(a)));
             }
         }
-        Op::Scale { x, factor } => out.push((x, g * factor)),
-        Op::Square { x } => out.push((x, g * value_of(x) * 2.0)),
+        Op::Scale { x, factor } => {
+            let dx = elementwise::map(flat(&g), |v| v * factor);
+            out.push((x, from_vec(g.shape(), dx)));
+        }
+        Op::Square { x } => {
+            let dx = elementwise::zip_map(flat(&g), flat(value_of(x)), |g, v| g * v * 2.0);
+            out.push((x, from_vec(g.shape(), dx)));
+        }
         Op::Sum { x } => {
-            let g0 = flat(&g)[0];
-            out.push((x, ArrayD::from_elem(shape_of(x), g0)));
+            let s = shape_of(x);
+            let dx = elementwise::filled(s.iter().product(), flat(&g)[0]);
+            out.push((x, from_vec(s, dx)));
         }
         Op::Mean { x } => {
             let s = shape_of(x);
-            let g0 = flat(&g)[0] / s.iter().product::<usize>() as f32;
-            out.push((x, ArrayD::from_elem(s, g0)));
+            let n = s.iter().product::<usize>();
+            let dx = elementwise::filled(n, flat(&g)[0] / n as f32);
+            out.push((x, from_vec(s, dx)));
         }
         Op::Reshape { x } => {
             out.push((

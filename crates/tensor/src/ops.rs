@@ -275,13 +275,15 @@ impl<'g> Var<'g> {
 
     /// `factor · self`.
     pub fn scale(self, factor: f32) -> Var<'g> {
-        let y = &*self.value() * factor;
+        let v = self.value();
+        let y = from_vec(v.shape(), elementwise::map(flat(&v), |x| x * factor));
         self.graph.record(y, Op::Scale { x: self.id, factor })
     }
 
     /// Elementwise square.
     pub fn square(self) -> Var<'g> {
-        let y = self.value().mapv(|v| v * v);
+        let v = self.value();
+        let y = from_vec(v.shape(), elementwise::map(flat(&v), |x| x * x));
         self.graph.record(y, Op::Square { x: self.id })
     }
 
@@ -419,7 +421,11 @@ impl<'g> std::ops::Add for Var<'g> {
     #[track_caller]
     fn add(self, rhs: Var<'g>) -> Var<'g> {
         self.same_shape(rhs, "add");
-        let y = &*self.value() + &*rhs.value();
+        let (a, b) = (self.value(), rhs.value());
+        let y = from_vec(
+            a.shape(),
+            elementwise::zip_map(flat(&a), flat(&b), |u, v| u + v),
+        );
         self.graph.record(
             y,
             Op::Add {
@@ -437,7 +443,11 @@ impl<'g> std::ops::Sub for Var<'g> {
     #[track_caller]
     fn sub(self, rhs: Var<'g>) -> Var<'g> {
         self.same_shape(rhs, "sub");
-        let y = &*self.value() - &*rhs.value();
+        let (a, b) = (self.value(), rhs.value());
+        let y = from_vec(
+            a.shape(),
+            elementwise::zip_map(flat(&a), flat(&b), |u, v| u - v),
+        );
         self.graph.record(
             y,
             Op::Sub {
@@ -455,7 +465,11 @@ impl<'g> std::ops::Mul for Var<'g> {
     #[track_caller]
     fn mul(self, rhs: Var<'g>) -> Var<'g> {
         self.same_shape(rhs, "mul");
-        let y = &*self.value() * &*rhs.value();
+        let (a, b) = (self.value(), rhs.value());
+        let y = from_vec(
+            a.shape(),
+            elementwise::zip_map(flat(&a), flat(&b), |u, v| u * v),
+        );
         self.graph.record(
             y,
             Op::Mul {

@@ -641,18 +641,26 @@ fn relu_mask_passes_the_gradient_where_the_output_is_positive() {
     }
 }
 
-/// The parallel kernels that only move or add values: exact, across chunk boundaries.
+/// The parallel elementwise kernels: exact (each value as the serial loop computes it, in its
+/// place), on the calling thread's short path and across chunk boundaries.
 #[test]
-fn zeroed_and_add_assign_are_exact_across_chunks() {
+fn elementwise_kernels_are_exact_across_chunks() {
     let mut r = rng(420);
     for n in [0, 1, 65_535, 65_536, (1 << 17) + 5] {
         let z = elementwise::zeroed(n);
         assert!(z.len() == n && z.iter().all(|&v| v == 0.0), "length {n}");
+        let f = elementwise::filled(n, -2.5);
+        assert!(f.len() == n && f.iter().all(|&v| v == -2.5), "length {n}");
         let (a, b) = (random_vec(&mut r, &[n]), random_vec(&mut r, &[n]));
         let mut sum = a.clone();
         elementwise::add_assign(&mut sum, &b);
         let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
         assert_eq!(sum, want, "length {n}");
+        let squares: Vec<f32> = a.iter().map(|x| x * x).collect();
+        assert_eq!(elementwise::map(&a, |x| x * x), squares, "map, length {n}");
+        let scaled: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x * y * 2.0).collect();
+        let got = elementwise::zip_map(&a, &b, |x, y| x * y * 2.0);
+        assert_eq!(got, scaled, "zip_map, length {n}");
     }
 }
 

@@ -14,9 +14,47 @@ const CHUNK: usize = 1 << 16;
 /// must clear reused heap memory) while the other threads wait — 50 MB for one of conv1_2's
 /// maps at 512×384, a serial step that grows with the thread count's share of everything else.
 pub fn zeroed(len: usize) -> Vec<f32> {
+    filled(len, 0.0)
+}
+
+/// A vector of `len` copies of `value`, written by all threads (see [`zeroed`]): the derivative
+/// of a mean or a sum, spread over every element.
+pub fn filled(len: usize, value: f32) -> Vec<f32> {
+    if len <= CHUNK {
+        return vec![value; len];
+    }
     let mut v = Vec::with_capacity(len);
-    v.par_extend(rayon::iter::repeat_n(0.0f32, len).with_min_len(CHUNK));
+    v.par_extend(rayon::iter::repeat_n(value, len).with_min_len(CHUNK));
     v
+}
+
+/// `f(xᵢ)` for every element, by all threads in fixed chunks: the ReLU and the losses'
+/// elementwise ops (scaling, squaring, negating) on maps of up to millions of values, which one
+/// thread would walk while the other waits. A vector of at most one chunk (a loss term, a Gram
+/// matrix) is done on the calling thread: handing it to the pool would cost more.
+pub fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    if x.len() <= CHUNK {
+        return x.iter().map(|&v| f(v)).collect();
+    }
+    let mut y = Vec::with_capacity(x.len());
+    y.par_extend(x.par_iter().with_min_len(CHUNK).map(|&v| f(v)));
+    y
+}
+
+/// `f(aᵢ, bᵢ)` for every pair of elements (same lengths), by all threads as [`map`].
+pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "zip_map: lengths differ");
+    if a.len() <= CHUNK {
+        return a.iter().zip(b).map(|(&u, &v)| f(u, v)).collect();
+    }
+    let mut y = Vec::with_capacity(a.len());
+    y.par_extend(
+        a.par_iter()
+            .zip(b)
+            .with_min_len(CHUNK)
+            .map(|(&u, &v)| f(u, v)),
+    );
+    y
 }
 
 /// `acc += g`, elementwise, by all threads: how the tape sums the gradients of a value read by
@@ -59,15 +97,7 @@ pub fn sum_f64(x: &[f32]) -> f64 {
 
 /// `y = max(x, 0)`.
 pub fn relu_forward(x: &[f32]) -> Vec<f32> {
-    let mut y = zeroed(x.len());
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(yc, xc)| {
-            for (o, &v) in yc.iter_mut().zip(xc) {
-                *o = v.max(0.0);
-            }
-        });
-    y
+    map(x, |v| v.max(0.0))
 }
 
 /// The ReLU's derivative as one bit per element: bit `i % 64` of word `i / 64` is set iff
