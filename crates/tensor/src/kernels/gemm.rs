@@ -227,17 +227,62 @@ pub fn gemm_with(backend: Backend, alpha: f32, a: MatRef, b: MatRef, beta: f32, 
 /// whichever task computes them, so the result does not depend on the thread count.
 #[track_caller]
 pub fn gemm_column_blocks(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut, block: usize) {
+    check_shapes(&a, &b, &c);
+    // SAFETY: `check_shapes` checked every index of the views, and `c` is a unique borrow of
+    // initialised values for the whole call, aliasing neither `a` nor `b`.
+    unsafe {
+        let strides = (c.row_stride, c.col_stride);
+        column_blocks_raw(alpha, a, b, beta, c.data.as_mut_ptr(), strides, block)
+    }
+}
+
+/// `alpha·A·B` as a new row-major `m×n` matrix, computed as [`gemm_column_blocks`] does, into
+/// memory that is never zeroed first: with `beta = 0` both backends write every element of `C`
+/// and read none (`matrixmultiply`: "if β is zero, then C does not need to be initialized"; the
+/// `gemm` crate reads its destination only when told to, which it is only for `beta ≠ 0`).
+/// Zeroing 50 MB first (the Gram backward's result at relu1_1, 512×384) cost one more pass over
+/// it: 2.3 ms of a 21 ms backward (BENCHMARKS.md).
+#[track_caller]
+pub fn gemm_column_blocks_new(alpha: f32, a: MatRef, b: MatRef, block: usize) -> Vec<f32> {
+    let (m, n) = (a.rows, b.cols);
+    check_operands(&a, &b, m, n);
+    if a.cols == 0 {
+        // No products to sum: zeros, which a backend would not be asked to write.
+        return vec![0.0; m * n];
+    }
+    let mut c: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: `check_shapes` checked `A` and `B`; `C` is the `m·n` values of `c`'s allocation,
+    // row-major, owned here and aliasing nothing. With `beta = 0` every one of them is written
+    // and none read (see above), so all are initialised when the length is set.
+    unsafe {
+        column_blocks_raw(alpha, a, b, 0.0, c.as_mut_ptr(), (n, 1), block);
+        c.set_len(m * n);
+    }
+    c
+}
+
+/// [`gemm_column_blocks`]' tasks, for `C` (`a.rows × b.cols`, strides `c_strides`) at `c`.
+///
+/// # Safety
+/// As [`gemm_raw`]'s, for the whole of `C`.
+unsafe fn column_blocks_raw(
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: *mut f32,
+    c_strides: (usize, usize),
+    block: usize,
+) {
     use rayon::prelude::*;
     assert!(block > 0, "gemm_column_blocks: empty blocks");
-    check_shapes(&a, &b, &c);
-    if c.rows == 0 || c.cols == 0 {
+    let n = b.cols;
+    if a.rows == 0 || n == 0 {
         return;
     }
     let backend = backend();
-    let n = c.cols;
     // The raw pointer crosses to the tasks as an address: each task writes only its own columns.
-    let c_addr = c.data.as_mut_ptr() as usize;
-    let strides = (c.row_stride, c.col_stride);
+    let c_addr = c as usize;
     (0..n.div_ceil(block)).into_par_iter().for_each(|k| {
         let j0 = k * block;
         let cols = block.min(n - j0);
@@ -247,13 +292,12 @@ pub fn gemm_column_blocks(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut
             cols,
             ..b
         };
-        // SAFETY: `check_shapes` checked every index of the whole views; block `k` reads `B`
-        // and writes `C` at columns `j0..j0 + cols` only, a subset of them, and blocks are
-        // disjoint, so no element of `C` is written by two tasks. `c` stays borrowed uniquely
-        // for the whole call, so nothing else touches `C`, and it aliases neither `a` nor `b`.
+        // SAFETY: the caller's promise covers all of `C`; block `k` reads `B` and writes `C` at
+        // columns `j0..j0 + cols` only, and blocks are disjoint, so no element of `C` is
+        // written by two tasks.
         unsafe {
-            let c_ptr = (c_addr as *mut f32).add(j0 * c.col_stride);
-            gemm_raw(backend, alpha, a, b_cols, beta, c_ptr, strides);
+            let c_ptr = (c_addr as *mut f32).add(j0 * c_strides.1);
+            gemm_raw(backend, alpha, a, b_cols, beta, c_ptr, c_strides);
         }
     });
 }
@@ -263,23 +307,33 @@ pub fn gemm_column_blocks(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut
 /// `unsafe` calls of [`gemm_raw`] rely on.
 #[track_caller]
 fn check_shapes(a: &MatRef, b: &MatRef, c: &MatMut) {
-    assert!(
-        a.cols == b.rows && a.rows == c.rows && b.cols == c.cols,
-        "gemm: A is {}×{}, B is {}×{}, C is {}×{}",
-        a.rows,
-        a.cols,
-        b.rows,
-        b.cols,
-        c.rows,
-        c.cols
-    );
+    check_operands(a, b, c.rows, c.cols);
     let c_extent = if c.rows == 0 || c.cols == 0 {
         0
     } else {
         (c.rows - 1) * c.row_stride + (c.cols - 1) * c.col_stride + 1
     };
     assert!(
-        a.extent() <= a.data.len() && b.extent() <= b.data.len() && c_extent <= c.data.len(),
+        c_extent <= c.data.len(),
+        "gemm: a strided view reaches past its slice"
+    );
+}
+
+/// [`check_shapes`] for `A` and `B`, against a `C` of `rows × cols`.
+#[track_caller]
+fn check_operands(a: &MatRef, b: &MatRef, rows: usize, cols: usize) {
+    assert!(
+        a.cols == b.rows && a.rows == rows && b.cols == cols,
+        "gemm: A is {}×{}, B is {}×{}, C is {}×{}",
+        a.rows,
+        a.cols,
+        b.rows,
+        b.cols,
+        rows,
+        cols
+    );
+    assert!(
+        a.extent() <= a.data.len() && b.extent() <= b.data.len(),
         "gemm: a strided view reaches past its slice"
     );
 }

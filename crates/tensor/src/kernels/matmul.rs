@@ -3,7 +3,7 @@
 //! results do not depend on the thread count.
 
 use super::elementwise;
-use super::gemm::{gemm, gemm_column_blocks, MatMut, MatRef};
+use super::gemm::{gemm, gemm_column_blocks_new, MatMut, MatRef};
 use rayon::prelude::*;
 
 /// Output rows per rayon task in [`matmul`] (tall products).
@@ -27,32 +27,30 @@ fn col_block(n: usize, max: usize) -> usize {
 ///
 /// The work is split along the longer side of `C`: blocks of 16 rows, or — for wide products
 /// like a Gram backward's `S·F` (64×64 times 64×196608) — blocks of up to 4096 columns, each
-/// written straight into `C` ([`gemm_column_blocks`]), so that each task packs only its own
-/// slice of `B` instead of all of it.
+/// written straight into `C` ([`gemm_column_blocks_new`], never zeroed first), so that each task
+/// packs only its own slice of `B` instead of all of it.
 pub fn matmul(a: MatRef, b: MatRef) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
     let (m, n) = (a.rows, b.cols);
+    if n > m {
+        return gemm_column_blocks_new(1.0, a, b, col_block(n, COL_BLOCK));
+    }
     let mut c = elementwise::zeroed(m * n);
-    if n == 0 || m == 0 {
+    if n == 0 {
         return c;
     }
-    if n <= m {
-        c.par_chunks_mut(ROW_BLOCK * n)
-            .enumerate()
-            .for_each(|(blk, c_rows)| {
-                let r0 = blk * ROW_BLOCK;
-                let rows = c_rows.len() / n;
-                let a_rows = MatRef {
-                    data: &a.data[r0 * a.row_stride..],
-                    rows,
-                    ..a
-                };
-                // C[r0..r0+rows, :] (rows × n) = A[r0..r0+rows, :] (rows × k) · B (k × n).
-                gemm(1.0, a_rows, b, 0.0, MatMut::row_major(c_rows, rows, n));
-            });
-        return c;
-    }
-    let block = col_block(n, COL_BLOCK);
-    gemm_column_blocks(1.0, a, b, 0.0, MatMut::row_major(&mut c, m, n), block);
+    c.par_chunks_mut(ROW_BLOCK * n)
+        .enumerate()
+        .for_each(|(blk, c_rows)| {
+            let r0 = blk * ROW_BLOCK;
+            let rows = c_rows.len() / n;
+            let a_rows = MatRef {
+                data: &a.data[r0 * a.row_stride..],
+                rows,
+                ..a
+            };
+            // C[r0..r0+rows, :] (rows × n) = A[r0..r0+rows, :] (rows × k) · B (k × n).
+            gemm(1.0, a_rows, b, 0.0, MatMut::row_major(c_rows, rows, n));
+        });
     c
 }
