@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod elementwise;
+pub mod fresh;
 pub mod gemm;
 pub mod gram;
 pub mod isa;

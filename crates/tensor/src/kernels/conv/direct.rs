@@ -30,9 +30,11 @@
 //! its output).
 
 use super::ConvGeometry;
+use crate::kernels::fresh::{self, Fresh};
 use crate::kernels::isa::Isa;
-use crate::kernels::{elementwise, scratch};
+use crate::kernels::scratch;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Lanes of one vector register of f32 (AVX2).
 const LANES: usize = 8;
@@ -144,13 +146,10 @@ pub fn forward_with(
     );
     assert_eq!(w.len(), g.c_out * g.k(), "direct convolution: filter size");
     let (h, wd) = (g.h, g.w);
-    let mut y = elementwise::zeroed(g.c_out * h * wd);
-    if y.is_empty() {
-        return y;
-    }
+    let mut y = Fresh::new(g.c_out * h * wd);
     // One task per (channel group, band): the band's rows of each of the group's planes.
-    let mut tasks: Vec<(usize, usize, Vec<&mut [f32]>)> = Vec::new();
-    for (group, planes) in y.chunks_mut(TILE_CHANNELS * h * wd).enumerate() {
+    let mut tasks: Vec<(usize, usize, Vec<BandRows>)> = Vec::new();
+    for (group, planes) in y.parts().chunks_mut(TILE_CHANNELS * h * wd).enumerate() {
         let first = tasks.len();
         for plane in planes.chunks_mut(h * wd) {
             for (band, rows) in plane.chunks_mut(BAND_ROWS * wd).enumerate() {
@@ -168,11 +167,17 @@ pub fn forward_with(
         bias,
         relu,
     };
-    tasks
-        .into_par_iter()
-        .for_each(|(o0, y0, mut out)| job.band(isa, o0, y0, &mut out));
-    y
+    tasks.into_par_iter().for_each(|(o0, y0, parts)| {
+        let mut out: Vec<&mut [f32]> = parts.into_iter().map(fresh::zero).collect();
+        job.band(isa, o0, y0, &mut out)
+    });
+    // SAFETY: the tasks' parts cover every value (each plane's bands, every plane of every
+    // group), and each task zeroed its parts before anything else.
+    unsafe { y.into_zeroed() }
 }
+
+/// One plane's rows of a task's band, not yet initialised (see [`fresh`]).
+type BandRows<'a> = &'a mut [MaybeUninit<f32>];
 
 /// What every task of one forward pass shares.
 #[derive(Clone, Copy)]

@@ -30,11 +30,13 @@
 //! thread count.
 
 use super::ConvGeometry;
+use crate::kernels::fresh::{self, Fresh};
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::kernels::isa::Isa;
-use crate::kernels::{elementwise, scratch};
+use crate::kernels::scratch;
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// Output tile side, `m`.
 const M: usize = 4;
@@ -924,16 +926,17 @@ pub fn forward_with(
     relu: bool,
     g: &ConvGeometry,
 ) -> Vec<f32> {
-    let mut y = elementwise::zeroed(g.c_out * g.h * g.w);
+    let mut y = Fresh::new(g.c_out * g.h * g.w);
     let epilogue = Epilogue {
         bias,
         relu,
         reversed: false,
         accumulate: false,
     };
-    let x = Source::Planes(x);
-    convolve(isa, x, DomainFilters::Forward(u), g, epilogue, &mut y, None);
-    y
+    let (x, u) = (Source::Planes(x), DomainFilters::Forward(u));
+    convolve(isa, x, u, g, epilogue, Output::Fresh(y.parts()), None);
+    // SAFETY: `convolve` zeroes every part of a fresh output before writing it.
+    unsafe { y.into_zeroed() }
 }
 
 /// `maxpool2(max(forward(x) + bias, 0))`: the fused convolution and ReLU of [`forward`], pooled
@@ -962,7 +965,7 @@ pub fn forward_relu_max_pool_with(
     g: &ConvGeometry,
 ) -> (Vec<f32>, Vec<u8>) {
     let len = g.c_out * (g.h / 2) * (g.w / 2);
-    let (mut pooled, mut argmax) = (elementwise::zeroed(len), vec![0u8; len]);
+    let (mut pooled, mut argmax) = (Fresh::new(len), vec![0u8; len]);
     if len > 0 {
         let epilogue = Epilogue {
             bias,
@@ -972,9 +975,12 @@ pub fn forward_relu_max_pool_with(
         };
         let u = DomainFilters::Forward(u);
         let x = Source::Planes(x);
-        convolve(isa, x, u, g, epilogue, &mut pooled, Some(&mut argmax));
+        let out = Output::Fresh(pooled.parts());
+        convolve(isa, x, u, g, epilogue, out, Some(&mut argmax));
     }
-    (pooled, argmax)
+    // SAFETY: `convolve` zeroes every part of a fresh output before writing it (and with
+    // `len` = 0 there is nothing to initialise).
+    (unsafe { pooled.into_zeroed() }, argmax)
 }
 
 /// The input gradient of [`forward`] for the geometry `g` of that forward pass: `dx: C_in×H×W`
@@ -996,9 +1002,10 @@ pub fn input_gradient(dy: Source, u: &[f32], g: &ConvGeometry) -> Vec<f32> {
 /// [`input_gradient`] with the transforms compiled for `isa` (see [`forward_with`]).
 #[track_caller]
 pub fn input_gradient_with(isa: Isa, dy: Source, u: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    let mut dx = elementwise::zeroed(g.c_in * g.h * g.w);
-    input_gradient_from_with(isa, dy, u, g, &mut dx, false);
-    dx
+    let mut dx = Fresh::new(g.c_in * g.h * g.w);
+    input_gradient_into(isa, dy, u, g, Output::Fresh(dx.parts()), false);
+    // SAFETY: `convolve` zeroes every part of a fresh output before writing it.
+    unsafe { dx.into_zeroed() }
 }
 
 /// [`input_gradient`] stored into `dx` (`C_in×H×W`) — or added to it if `accumulate`, as each
@@ -1028,6 +1035,19 @@ pub fn input_gradient_from_with(
     dx: &mut [f32],
     accumulate: bool,
 ) {
+    input_gradient_into(isa, dy, u, g, Output::Values(dx), accumulate);
+}
+
+/// [`input_gradient_from_with`] into either kind of [`Output`].
+#[track_caller]
+fn input_gradient_into(
+    isa: Isa,
+    dy: Source,
+    u: &[f32],
+    g: &ConvGeometry,
+    dx: Output,
+    accumulate: bool,
+) {
     assert!(
         dy.fits(g.c_out, g.h, g.w),
         "winograd: the output gradient does not fit the geometry"
@@ -1040,6 +1060,27 @@ pub fn input_gradient_from_with(
     };
     let u = DomainFilters::Transposed(u);
     convolve(isa, dy, u, &g.flipped(), epilogue, dx, None);
+}
+
+/// Where [`convolve`] stores its result.
+enum Output<'a> {
+    /// Values already there: overwritten, or added to if the epilogue says `accumulate`.
+    Values(&'a mut [f32]),
+    /// A [`Fresh`] buffer's values: each band zeroes its rows of a plane right before the
+    /// output transform writes them.
+    Fresh(&'a mut [MaybeUninit<f32>]),
+}
+
+/// A band's rows of one plane of an [`Output`], as values to write: zeroed first if `fresh`.
+///
+/// # Safety
+/// Unless `fresh`, every value of `part` must be initialised (an [`Output::Values`] part).
+unsafe fn band_values(part: &mut [MaybeUninit<f32>], fresh: bool) -> &mut [f32] {
+    if fresh {
+        return fresh::zero(part);
+    }
+    // SAFETY: the caller's promise: every value is initialised; the layouts are the same.
+    unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// The Winograd-domain filters a pass multiplies by.
@@ -1063,10 +1104,23 @@ fn convolve(
     u: DomainFilters,
     g: &ConvGeometry,
     epilogue: Epilogue<'_>,
-    y: &mut [f32],
+    y: Output,
     argmax: Option<&mut [u8]>,
 ) {
     isa.assert_available("winograd");
+    let (y, fresh) = match y {
+        // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and nothing but initialised values
+        // is ever written through this view (each part goes back through `band_values`).
+        Output::Values(v) => {
+            let view = unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) };
+            (view, false)
+        }
+        Output::Fresh(parts) => (parts, true),
+    };
+    assert!(
+        !(fresh && epilogue.accumulate),
+        "winograd: a fresh output has nothing to add to"
+    );
     assert!(
         g.is_3x3_same(),
         "winograd: needs a 3×3 kernel with padding 1"
@@ -1169,7 +1223,9 @@ fn convolve(
                     })
                     .collect();
                 out.par_iter_mut().enumerate().for_each(|(o, plane_rows)| {
-                    let dest = Dest::Rows(plane_rows, at.get(o + 1).copied());
+                    // SAFETY: a part of `Output::Values` is initialised; a fresh one is zeroed.
+                    let rows = unsafe { band_values(plane_rows, fresh) };
+                    let dest = Dest::Rows(rows, at.get(o + 1).copied());
                     transform_output(isa, &m, g, o, tile_cols, epilogue, dest);
                 });
             } else {
@@ -1177,6 +1233,8 @@ fn convolve(
                     .zip(arg.par_iter_mut())
                     .enumerate()
                     .for_each(|(o, (pooled, winners))| {
+                        // SAFETY: as above.
+                        let pooled = unsafe { band_values(pooled, fresh) };
                         let dest = Dest::Pooled(pooled, winners);
                         transform_output(isa, &m, g, o, tile_cols, epilogue, dest);
                     });
