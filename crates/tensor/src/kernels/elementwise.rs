@@ -3,6 +3,7 @@
 //! The ReLU's bit mask is built and applied with AVX2 where the processor has it (8 values per
 //! instruction; the same bits as the one-value-at-a-time loops, which other processors run).
 
+use crate::kernels::fresh::Fresh;
 use crate::kernels::isa::Isa;
 use rayon::prelude::*;
 
@@ -36,9 +37,17 @@ pub fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     if x.len() <= CHUNK {
         return x.iter().map(|&v| f(v)).collect();
     }
-    let mut y = Vec::with_capacity(x.len());
-    y.par_extend(x.par_iter().with_min_len(CHUNK).map(|&v| f(v)));
-    y
+    let mut y = Fresh::new(x.len());
+    y.parts()
+        .par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(yc, xc)| {
+            for (o, &v) in yc.iter_mut().zip(xc) {
+                o.write(f(v));
+            }
+        });
+    // SAFETY: the chunks cover every value, and each was written.
+    unsafe { y.into_written() }
 }
 
 /// `f(aᵢ, bᵢ)` for every pair of elements (same lengths), by all threads as [`map`].
@@ -47,14 +56,17 @@ pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<
     if a.len() <= CHUNK {
         return a.iter().zip(b).map(|(&u, &v)| f(u, v)).collect();
     }
-    let mut y = Vec::with_capacity(a.len());
-    y.par_extend(
-        a.par_iter()
-            .zip(b)
-            .with_min_len(CHUNK)
-            .map(|(&u, &v)| f(u, v)),
-    );
-    y
+    let mut y = Fresh::new(a.len());
+    y.parts()
+        .par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(yc, (ac, bc))| {
+            for (o, (&u, &v)) in yc.iter_mut().zip(ac.iter().zip(bc)) {
+                o.write(f(u, v));
+            }
+        });
+    // SAFETY: as in `map`.
+    unsafe { y.into_written() }
 }
 
 /// `acc += g`, elementwise, by all threads: how the tape sums the gradients of a value read by

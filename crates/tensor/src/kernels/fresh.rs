@@ -11,8 +11,8 @@
 use std::mem::MaybeUninit;
 
 /// A vector of `len` floats being made by a parallel kernel: split [`Fresh::parts`] among the
-/// tasks, have each task pass its parts through [`zero`], then take the vector with
-/// [`Fresh::into_zeroed`].
+/// tasks, have each task pass its parts through [`zero`] (or write every value of them), then
+/// take the vector with [`Fresh::into_written`].
 pub struct Fresh {
     data: Vec<f32>,
     len: usize,
@@ -32,11 +32,11 @@ impl Fresh {
         &mut self.data.spare_capacity_mut()[..self.len]
     }
 
-    /// The vector, once every value of [`Fresh::parts`] has been initialised.
+    /// The vector, once every value of [`Fresh::parts`] has been written.
     ///
     /// # Safety
-    /// Every one of the `len` values must have been through [`zero`] (or otherwise written).
-    pub unsafe fn into_zeroed(mut self) -> Vec<f32> {
+    /// Every one of the `len` values must have been written (by [`zero`] or otherwise).
+    pub unsafe fn into_written(mut self) -> Vec<f32> {
         // SAFETY: the caller's promise: all `len ≤ capacity` values are initialised.
         unsafe { self.data.set_len(self.len) };
         self.data

@@ -173,7 +173,7 @@ pub fn forward_with(
     });
     // SAFETY: the tasks' parts cover every value (each plane's bands, every plane of every
     // group), and each task zeroed its parts before anything else.
-    unsafe { y.into_zeroed() }
+    unsafe { y.into_written() }
 }
 
 /// One plane's rows of a task's band, not yet initialised (see [`fresh`]).

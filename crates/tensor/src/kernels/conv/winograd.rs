@@ -936,7 +936,7 @@ pub fn forward_with(
     let (x, u) = (Source::Planes(x), DomainFilters::Forward(u));
     convolve(isa, x, u, g, epilogue, Output::Fresh(y.parts()), None);
     // SAFETY: `convolve` zeroes every part of a fresh output before writing it.
-    unsafe { y.into_zeroed() }
+    unsafe { y.into_written() }
 }
 
 /// `maxpool2(max(forward(x) + bias, 0))`: the fused convolution and ReLU of [`forward`], pooled
@@ -980,7 +980,7 @@ pub fn forward_relu_max_pool_with(
     }
     // SAFETY: `convolve` zeroes every part of a fresh output before writing it (and with
     // `len` = 0 there is nothing to initialise).
-    (unsafe { pooled.into_zeroed() }, argmax)
+    (unsafe { pooled.into_written() }, argmax)
 }
 
 /// The input gradient of [`forward`] for the geometry `g` of that forward pass: `dx: C_in×H×W`
@@ -1005,7 +1005,7 @@ pub fn input_gradient_with(isa: Isa, dy: Source, u: &[f32], g: &ConvGeometry) ->
     let mut dx = Fresh::new(g.c_in * g.h * g.w);
     input_gradient_into(isa, dy, u, g, Output::Fresh(dx.parts()), false);
     // SAFETY: `convolve` zeroes every part of a fresh output before writing it.
-    unsafe { dx.into_zeroed() }
+    unsafe { dx.into_written() }
 }
 
 /// [`input_gradient`] stored into `dx` (`C_in×H×W`) — or added to it if `accumulate`, as each
