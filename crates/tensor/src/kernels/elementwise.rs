@@ -10,10 +10,11 @@ use rayon::prelude::*;
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 16;
 
-/// A vector of `len` zeros, cleared by all threads. The large kernels allocate their outputs
-/// this way: `vec![0.0; len]` clears the memory on the calling thread alone (glibc's `calloc`
-/// must clear reused heap memory) while the other threads wait — 50 MB for one of conv1_2's
-/// maps at 512×384, a serial step that grows with the thread count's share of everything else.
+/// A vector of `len` zeros, cleared by all threads: for results that must start at zero (a
+/// scatter such as the pooling's derivative, the kernels not yet written band by band).
+/// `vec![0.0; len]` clears the memory on the calling thread alone (glibc's `calloc` must clear
+/// reused heap memory) while the other threads wait — 50 MB for one of conv1_2's maps at
+/// 512×384. The convolutions' results go further: see [`super::fresh`].
 pub fn zeroed(len: usize) -> Vec<f32> {
     filled(len, 0.0)
 }
