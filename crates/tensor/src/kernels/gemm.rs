@@ -30,6 +30,7 @@
 //! every result) is the same for any thread count. The two backends are not bit-identical to each
 //! other; a process uses one.
 
+use super::fresh::Fresh;
 use super::isa::Isa;
 use std::sync::OnceLock;
 
@@ -219,87 +220,54 @@ pub fn gemm_with(backend: Backend, alpha: f32, a: MatRef, b: MatRef, beta: f32, 
     }
 }
 
-/// [`gemm()`] with the columns of `C` (and of `B`) cut into blocks of `block` columns, one rayon
-/// task each (each block's product single-threaded, as always). For wide products — a Gram
-/// backward's `S·F`, 64×64 times 64×196608 at 512×384 — this writes each block straight into
-/// `C`: every task packs only its own slice of `B`, and no task's result passes through a
-/// scratch tile. The blocks depend on `block` alone, and each column's sums are the same
-/// whichever task computes them, so the result does not depend on the thread count.
+/// `alpha·A·B` as a new row-major `m×n` matrix, by [`gemm()`] with the columns of `C` (and of
+/// `B`) cut into blocks of `block` columns, one rayon task each (each block's product
+/// single-threaded, as always). For wide products — a Gram backward's `S·F`, 64×64 times
+/// 64×196608 at 512×384 — this writes each block straight into `C`: every task packs only its
+/// own slice of `B`, and no task's result passes through a scratch tile. The blocks depend on
+/// `block` alone, and each column's sums are the same whichever task computes them, so the
+/// result does not depend on the thread count.
+///
+/// `C` is a [`Fresh`] buffer the product goes into without being zeroed first: with `beta = 0`
+/// both backends write every element and read none (`matrixmultiply`: "if β is zero, then C
+/// does not need to be initialized"; the `gemm` crate reads its destination only when told to,
+/// which it is only for `beta ≠ 0`). Zeroing 50 MB first (the Gram backward's result at
+/// relu1_1, 512×384) cost one more pass over it: 2.3 ms of a 21 ms backward (BENCHMARKS.md).
 #[track_caller]
-pub fn gemm_column_blocks(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut, block: usize) {
-    check_shapes(&a, &b, &c);
-    // SAFETY: `check_shapes` checked every index of the views, and `c` is a unique borrow of
-    // initialised values for the whole call, aliasing neither `a` nor `b`.
-    unsafe {
-        let strides = (c.row_stride, c.col_stride);
-        column_blocks_raw(alpha, a, b, beta, c.data.as_mut_ptr(), strides, block)
-    }
-}
-
-/// `alpha·A·B` as a new row-major `m×n` matrix, computed as [`gemm_column_blocks`] does, into
-/// memory that is never zeroed first: with `beta = 0` both backends write every element of `C`
-/// and read none (`matrixmultiply`: "if β is zero, then C does not need to be initialized"; the
-/// `gemm` crate reads its destination only when told to, which it is only for `beta ≠ 0`).
-/// Zeroing 50 MB first (the Gram backward's result at relu1_1, 512×384) cost one more pass over
-/// it: 2.3 ms of a 21 ms backward (BENCHMARKS.md).
-#[track_caller]
-pub fn gemm_column_blocks_new(alpha: f32, a: MatRef, b: MatRef, block: usize) -> Vec<f32> {
+pub fn gemm_column_blocks(alpha: f32, a: MatRef, b: MatRef, block: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    assert!(block > 0, "gemm_column_blocks: empty blocks");
     let (m, n) = (a.rows, b.cols);
     check_operands(&a, &b, m, n);
     if a.cols == 0 {
         // No products to sum: zeros, which a backend would not be asked to write.
         return vec![0.0; m * n];
     }
-    let mut c: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: `check_shapes` checked `A` and `B`; `C` is the `m·n` values of `c`'s allocation,
-    // row-major, owned here and aliasing nothing. With `beta = 0` every one of them is written
-    // and none read (see above), so all are initialised when the length is set.
-    unsafe {
-        column_blocks_raw(alpha, a, b, 0.0, c.as_mut_ptr(), (n, 1), block);
-        c.set_len(m * n);
+    let mut c = Fresh::new(m * n);
+    if m > 0 && n > 0 {
+        let backend = backend();
+        // The raw pointer crosses to the tasks as an address: each task writes only its own
+        // columns.
+        let c_addr = c.parts().as_mut_ptr() as usize;
+        (0..n.div_ceil(block)).into_par_iter().for_each(|k| {
+            let j0 = k * block;
+            let b_cols = MatRef {
+                data: &b.data[j0 * b.col_stride..],
+                cols: block.min(n - j0),
+                ..b
+            };
+            // SAFETY: `check_operands` checked every index of `A` and `B`; `C` is the `m·n`
+            // values of `c`, row-major, owned here and aliasing neither. Block `k` reads `B` and
+            // writes `C` at columns `j0..j0 + cols` only, and blocks are disjoint, so no element
+            // is written by two tasks.
+            unsafe {
+                let c_ptr = (c_addr as *mut f32).add(j0);
+                gemm_raw(backend, alpha, a, b_cols, 0.0, c_ptr, (n, 1));
+            }
+        });
     }
-    c
-}
-
-/// [`gemm_column_blocks`]' tasks, for `C` (`a.rows × b.cols`, strides `c_strides`) at `c`.
-///
-/// # Safety
-/// As [`gemm_raw`]'s, for the whole of `C`.
-unsafe fn column_blocks_raw(
-    alpha: f32,
-    a: MatRef,
-    b: MatRef,
-    beta: f32,
-    c: *mut f32,
-    c_strides: (usize, usize),
-    block: usize,
-) {
-    use rayon::prelude::*;
-    assert!(block > 0, "gemm_column_blocks: empty blocks");
-    let n = b.cols;
-    if a.rows == 0 || n == 0 {
-        return;
-    }
-    let backend = backend();
-    // The raw pointer crosses to the tasks as an address: each task writes only its own columns.
-    let c_addr = c as usize;
-    (0..n.div_ceil(block)).into_par_iter().for_each(|k| {
-        let j0 = k * block;
-        let cols = block.min(n - j0);
-        let b_cols = MatRef {
-            // (Empty when `B` has no rows: nothing is read then.)
-            data: b.data.get(j0 * b.col_stride..).unwrap_or(&[]),
-            cols,
-            ..b
-        };
-        // SAFETY: the caller's promise covers all of `C`; block `k` reads `B` and writes `C` at
-        // columns `j0..j0 + cols` only, and blocks are disjoint, so no element of `C` is
-        // written by two tasks.
-        unsafe {
-            let c_ptr = (c_addr as *mut f32).add(j0 * c_strides.1);
-            gemm_raw(backend, alpha, a, b_cols, beta, c_ptr, c_strides);
-        }
-    });
+    // SAFETY: with `beta = 0` the blocks wrote every element of `C` (see above).
+    unsafe { c.into_written() }
 }
 
 /// Panics unless the shapes agree and every index of each view,
