@@ -2,6 +2,7 @@
 //! and the derivatives alike (so neither imports the other).
 
 use crate::kernels::conv::ConvGeometry;
+use crate::kernels::elementwise;
 use ndarray::{ArrayD, IxDyn};
 
 /// The flat row-major data of a value (every stored value is in standard layout).
@@ -21,6 +22,22 @@ pub(crate) fn join_images(mut parts: impl Iterator<Item = Vec<f32>>) -> Vec<f32>
     let mut all = parts.next().unwrap_or_default();
     parts.for_each(|p| all.extend(p));
     all
+}
+
+/// `f` applied to every value of `a`, as an array of its shape ([`elementwise::map`]: on all
+/// threads for large values).
+pub(crate) fn map_values(a: &ArrayD<f32>, f: impl Fn(f32) -> f32 + Sync) -> ArrayD<f32> {
+    from_vec(a.shape(), elementwise::map(flat(a), f))
+}
+
+/// `f` applied to each pair of values of `a` and `b` (same shapes), as an array of `a`'s shape
+/// ([`elementwise::zip_map`]).
+pub(crate) fn zip_values(
+    a: &ArrayD<f32>,
+    b: &ArrayD<f32>,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> ArrayD<f32> {
+    from_vec(a.shape(), elementwise::zip_map(flat(a), flat(b), f))
 }
 
 /// A row-major array of `shape` holding `data`.

@@ -8,7 +8,7 @@
 //! reads its own output (a ReLU keeps a bit mask instead), so every output can be freed as soon
 //! as the ops that consume it have been recorded.
 
-use crate::array::{flat, flat_mut, from_vec, join_images};
+use crate::array::{flat, flat_mut, from_vec, join_images, map_values, zip_values};
 use crate::kernels::conv::winograd::Source;
 use crate::kernels::conv::Filters;
 use crate::kernels::gemm::MatRef;
@@ -329,7 +329,7 @@ pub(crate) fn backward_op<'a>(
         },
         Op::Sub { a, b } => {
             if needs(b) {
-                out.push((b, from_vec(g.shape(), elementwise::map(flat(&g), |v| -v))));
+                out.push((b, map_values(&g, |v| -v)));
             }
             if needs(a) {
                 out.push((a, g));
@@ -337,10 +337,7 @@ pub(crate) fn backward_op<'a>(
         }
         Op::Mul { a, b } => {
             // d(a⊙b) = g⊙b for a, g⊙a for b.
-            let times = |other: usize| {
-                let product = elementwise::zip_map(flat(&g), flat(value_of(other)), |g, v| g * v);
-                from_vec(g.shape(), product)
-            };
+            let times = |other: usize| zip_values(&g, value_of(other), |g, v| g * v);
             if needs(a) {
                 out.push((a, times(b)));
             }
@@ -348,14 +345,8 @@ pub(crate) fn backward_op<'a>(
                 out.push((b, times(a)));
             }
         }
-        Op::Scale { x, factor } => {
-            let dx = elementwise::map(flat(&g), |v| v * factor);
-            out.push((x, from_vec(g.shape(), dx)));
-        }
-        Op::Square { x } => {
-            let dx = elementwise::zip_map(flat(&g), flat(value_of(x)), |g, v| g * v * 2.0);
-            out.push((x, from_vec(g.shape(), dx)));
-        }
+        Op::Scale { x, factor } => out.push((x, map_values(&g, |v| v * factor))),
+        Op::Square { x } => out.push((x, zip_values(&g, value_of(x), |g, v| g * v * 2.0))),
         Op::Sum { x } => {
             let s = shape_of(x);
             let dx = elementwise::filled(s.iter().product(), flat(&g)[0]);

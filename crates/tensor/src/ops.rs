@@ -2,7 +2,7 @@
 //! and panics here, naming the op and the shapes), computes its forward value with a kernel, and
 //! records itself on the tape. The derivatives are in the `backward` module.
 
-use crate::array::{conv_geometry, flat, from_vec, join_images};
+use crate::array::{conv_geometry, flat, from_vec, join_images, map_values, zip_values};
 use crate::backward::Op;
 use crate::filter_cache::filters_of;
 use crate::graph::Var;
@@ -275,15 +275,13 @@ impl<'g> Var<'g> {
 
     /// `factor · self`.
     pub fn scale(self, factor: f32) -> Var<'g> {
-        let v = self.value();
-        let y = from_vec(v.shape(), elementwise::map(flat(&v), |x| x * factor));
+        let y = map_values(&self.value(), |x| x * factor);
         self.graph.record(y, Op::Scale { x: self.id, factor })
     }
 
     /// Elementwise square.
     pub fn square(self) -> Var<'g> {
-        let v = self.value();
-        let y = from_vec(v.shape(), elementwise::map(flat(&v), |x| x * x));
+        let y = map_values(&self.value(), |x| x * x);
         self.graph.record(y, Op::Square { x: self.id })
     }
 
@@ -421,11 +419,7 @@ impl<'g> std::ops::Add for Var<'g> {
     #[track_caller]
     fn add(self, rhs: Var<'g>) -> Var<'g> {
         self.same_shape(rhs, "add");
-        let (a, b) = (self.value(), rhs.value());
-        let y = from_vec(
-            a.shape(),
-            elementwise::zip_map(flat(&a), flat(&b), |u, v| u + v),
-        );
+        let y = zip_values(&self.value(), &rhs.value(), |u, v| u + v);
         self.graph.record(
             y,
             Op::Add {
@@ -443,11 +437,7 @@ impl<'g> std::ops::Sub for Var<'g> {
     #[track_caller]
     fn sub(self, rhs: Var<'g>) -> Var<'g> {
         self.same_shape(rhs, "sub");
-        let (a, b) = (self.value(), rhs.value());
-        let y = from_vec(
-            a.shape(),
-            elementwise::zip_map(flat(&a), flat(&b), |u, v| u - v),
-        );
+        let y = zip_values(&self.value(), &rhs.value(), |u, v| u - v);
         self.graph.record(
             y,
             Op::Sub {
@@ -465,11 +455,7 @@ impl<'g> std::ops::Mul for Var<'g> {
     #[track_caller]
     fn mul(self, rhs: Var<'g>) -> Var<'g> {
         self.same_shape(rhs, "mul");
-        let (a, b) = (self.value(), rhs.value());
-        let y = from_vec(
-            a.shape(),
-            elementwise::zip_map(flat(&a), flat(&b), |u, v| u * v),
-        );
+        let y = zip_values(&self.value(), &rhs.value(), |u, v| u * v);
         self.graph.record(
             y,
             Op::Mul {
