@@ -19,6 +19,7 @@ pub use adam::Adam;
 pub use gd::GradientDescent;
 pub use lbfgs::{Lbfgs, LineSearch};
 pub use multiscale::Multiscale;
+use vector::{axpy, axpy_dot, dot, max_abs};
 
 /// The metric L-BFGS's inverse-Hessian guess starts from (see [`Multiscale`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +29,6 @@ pub enum Precondition {
     /// `H₀ = γ·I`, as the classic implementations.
     None,
 }
-use vector::{axpy, axpy_dot, dot, max_abs};
 
 /// The evaluation callback: `Some((L(x), ∇L(x)))`, or `None` to stop.
 pub type Eval<'a> = dyn FnMut(&[f32]) -> Option<(f32, Vec<f32>)> + 'a;
