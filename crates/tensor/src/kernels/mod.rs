@@ -9,5 +9,6 @@ pub mod gram;
 pub mod isa;
 pub mod matmul;
 pub mod pool;
+pub(crate) mod prefetch;
 pub mod reference;
 pub mod scratch;

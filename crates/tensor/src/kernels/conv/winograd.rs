@@ -33,6 +33,7 @@ use super::ConvGeometry;
 use crate::kernels::fresh::{self, Fresh};
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::kernels::isa::Isa;
+use crate::kernels::prefetch;
 use crate::kernels::scratch;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -183,7 +184,7 @@ enum Dest<'a> {
 }
 
 /// Where a band's rows of an output plane lie, as an address and a number of values: for
-/// prefetching them only ([`prefetch_lines`]), never to read or write through, since another
+/// prefetching them only ([`prefetch::lines`]), never to read or write through, since another
 /// task may be writing them.
 #[derive(Clone, Copy)]
 struct RowsAt {
@@ -373,16 +374,16 @@ fn unpool_row(g: &[f32], argmax: &[u8], (h, w): (usize, usize), y: usize, out: &
 }
 
 /// Asks for what row `y` of channel `c` of `x` is made from to be brought into the cache (see
-/// [`prefetch`]): the row itself, or the pooled gradient's row and its winners.
+/// [`prefetch::slice`]): the row itself, or the pooled gradient's row and its winners.
 #[inline(always)]
 fn prefetch_row(x: Source, g: &ConvGeometry, c: usize, y: usize) {
     match x {
-        Source::Planes(x) => prefetch(&x[(c * g.h + y) * g.w..][..g.w]),
+        Source::Planes(x) => prefetch::slice(&x[(c * g.h + y) * g.w..][..g.w]),
         Source::Unpooled { g: gp, argmax } if y < 2 * (g.h / 2) => {
             let pw = g.w / 2;
             let at = c * (g.h / 2) * pw + y / 2 * pw;
-            prefetch(&gp[at..at + pw]);
-            prefetch(&argmax[at..at + pw]);
+            prefetch::slice(&gp[at..at + pw]);
+            prefetch::slice(&argmax[at..at + pw]);
         }
         Source::Unpooled { .. } => {}
     }
@@ -664,34 +665,8 @@ fn prefetch_rows(out: RowsAt, w: usize, first: usize, reversed: bool) {
     let rows = out.len / w;
     for i in first..(first + M).min(rows) {
         let at = if reversed { rows - 1 - i } else { i };
-        prefetch_lines(out.addr + at * w * size_of::<f32>(), w * size_of::<f32>());
+        prefetch::lines(out.addr + at * w * size_of::<f32>(), w * size_of::<f32>());
     }
-}
-
-/// Asks for `data` to be brought into the cache, one request per 64-byte line; a hint, which
-/// changes no result.
-#[inline(always)]
-fn prefetch<V>(data: &[V]) {
-    prefetch_lines(data.as_ptr() as usize, size_of_val(data));
-}
-
-/// Asks for the `bytes` bytes at address `addr` to be brought into the cache, one request per
-/// 64-byte line: a hint, which reads nothing into the program and changes no result.
-#[inline(always)]
-fn prefetch_lines(addr: usize, bytes: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for offset in (0..bytes).step_by(64) {
-        // SAFETY: SSE is part of every x86-64 processor, and a prefetch is a hint: it does not
-        // access memory as far as the program is concerned and cannot fault, whatever the
-        // address (the callers' addresses lie inside live buffers anyway).
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                (addr + offset) as *const i8,
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (addr, bytes);
 }
 
 /// [`Dest::Pooled`]'s store for tile row `r` of a band: the 2×2 max pooling of its four result
