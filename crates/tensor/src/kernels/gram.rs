@@ -11,10 +11,10 @@
 //! memory): `R·STRIP` multiply-adds per `R` vector loads. The earlier kernel took dot products
 //! along the rows of `F`, vectors running over pixels: an `R×R` block loaded `2R` vectors for
 //! `R²` multiply-adds, more than the L2 cache could feed (the five VGG16 style layers at 512×384
-//! on a Zen 5 went from 17.1 to 11.1 ms; BENCHMARKS.md).
+//! on a Zen 5 went from 17.8 to 12.4 ms, criterion; BENCHMARKS.md).
 //!
-//! So that `f_k` is contiguous, `F` is *packed*: a chunk of [`CHUNK`] pixels at a time is
-//! transposed into panels of [`PANEL`] channels, `packed[panel][k][i]` (8×8 register transposes
+//! So that `f_k` is contiguous, `F` is *packed*: a chunk of `CHUNK` (128) pixels at a time is
+//! transposed into panels of `PANEL` (64) channels, `packed[panel][k][i]` (8×8 register transposes
 //! with AVX2), zero rows padding the last panel. A panel's chunk (32 KiB) stays in the L1 cache
 //! while the register blocks of its row of `G` run over it.
 //!
@@ -22,9 +22,9 @@
 //! - **register block**: `R ≤ 4` vectors × 4 columns (16 accumulators) with AVX-512F (16 lanes);
 //!   `R ≤ 2` × 4 with AVX2 (8 lanes, 8 of 16 registers) and on the baseline; on a diagonal block
 //!   only the vectors that reach the diagonal;
-//! - **chunk**: every block of the upper triangle over [`CHUNK`] pixels, its sums then added to
+//! - **chunk**: every block of the upper triangle over `CHUNK` (128) pixels, its sums then added to
 //!   the task's partial `G`;
-//! - **tasks**: groups of chunks (at least [`MIN_TASKS`] when there are enough), one partial `G`
+//! - **tasks**: groups of chunks (at least `MIN_TASKS` (8) when there are enough), one partial `G`
 //!   each, added group by group.
 //!
 //! The summation order of every entry depends on the shape alone: within a chunk the pixels in
