@@ -5,7 +5,7 @@
 //! GEMM and for each conv pass.
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use nst_tensor::kernels::conv::winograd::Source;
+use nst_tensor::kernels::conv::Source;
 use nst_tensor::kernels::conv::{self, direct, im2col, winograd, ConvGeometry, Filters};
 use nst_tensor::kernels::gemm::{gemm_with, Backend, MatMut, MatRef};
 use nst_tensor::kernels::isa::Isa;
@@ -206,7 +206,7 @@ fn bench_conv(c: &mut Criterion) {
         }
         if g.c_in <= conv::DIRECT_MAX_CHANNELS {
             group.bench_function(BenchmarkId::new("forward_direct", name), |bench| {
-                bench.iter(|| direct::forward(&x, &w, Some(&b), false, &g))
+                bench.iter(|| direct::forward(Source::Planes(&x), &w, Some(&b), false, &g))
             });
             // The input gradient the other way: GEMM + col2im.
             group.bench_function(BenchmarkId::new("input_grad_col2im", name), |bench| {

@@ -9,8 +9,8 @@
 //! as the ops that consume it have been recorded.
 
 use crate::array::{flat, flat_mut, from_vec, join_images, map_values, zip_values};
-use crate::kernels::conv::winograd::Source;
 use crate::kernels::conv::Filters;
+use crate::kernels::conv::Source;
 use crate::kernels::gemm::MatRef;
 use crate::kernels::{conv, elementwise, matmul, pool};
 use ndarray::{ArrayD, Axis, Slice};
@@ -198,10 +198,18 @@ pub(crate) fn backward_op<'a>(
                 geo.c_in * geo.h * geo.w,
                 geo.c_out * geo.out_h() * geo.out_w(),
             );
-            // Through the fused ReLU first: the gradient passes where y > 0.
-            if let Some(mask) = relu_mask {
-                elementwise::relu_backward_in_place(flat_mut(&mut g), mask);
-            }
+            // Through the fused ReLU first: the gradient passes where y > 0 — masked here for
+            // a pooled layer or when the weight and bias gradients read it too; else as the
+            // input gradient's kernel reads each row (`Source::Masked`), with no pass of its own.
+            let unpool_here = needs(w) || b.is_some_and(needs);
+            let mask_later = match relu_mask {
+                Some(mask) if pool.is_none() && !unpool_here => Some(mask),
+                Some(mask) => {
+                    elementwise::relu_backward_in_place(flat_mut(&mut g), mask);
+                    None
+                }
+                None => None,
+            };
             let acc = grads[x]
                 .as_mut()
                 .filter(|a| a.shape() == shape_of(x))
@@ -209,7 +217,6 @@ pub(crate) fn backward_op<'a>(
             // Then back through the fused pooling, to each window's winner: made row by row
             // inside the input gradient when only that is needed (a network's constant
             // weights), else unpooled here for the weight and bias gradients too.
-            let unpool_here = needs(w) || b.is_some_and(needs);
             if let (Some(argmax), true) = (pool, unpool_here) {
                 let planes = shape_of(x)[0] * geo.c_out;
                 let (h, w) = (geo.out_h(), geo.out_w());
@@ -218,10 +225,15 @@ pub(crate) fn backward_op<'a>(
             }
             let gs = flat(&g);
             let pooled_len = geo.c_out * (geo.out_h() / 2) * (geo.out_w() / 2);
-            let dy = |i: usize| match pool {
-                Some(argmax) if !unpool_here => Source::Unpooled {
+            let dy = |i: usize| match (pool, mask_later) {
+                (Some(argmax), _) if !unpool_here => Source::Unpooled {
                     g: &gs[i * pooled_len..(i + 1) * pooled_len],
                     argmax: &argmax[i * pooled_len..(i + 1) * pooled_len],
+                },
+                (_, Some(mask)) => Source::Masked {
+                    g: &gs[i * out_len..(i + 1) * out_len],
+                    mask,
+                    first_bit: i * out_len,
                 },
                 _ => Source::Planes(&gs[i * out_len..(i + 1) * out_len]),
             };

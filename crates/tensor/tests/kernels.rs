@@ -4,7 +4,7 @@
 mod common;
 
 use common::{random, random_vec, rng};
-use nst_tensor::kernels::conv::winograd::Source;
+use nst_tensor::kernels::conv::Source;
 use nst_tensor::kernels::conv::{self, direct, im2col, winograd, Algorithm, ConvGeometry, Filters};
 use nst_tensor::kernels::gemm::{gemm_with, Backend, MatMut, MatRef};
 use nst_tensor::kernels::isa::Isa;
@@ -161,6 +161,29 @@ fn winograd_matches_direct_convolution() {
             winograd::input_gradient_from_with(isa, dy, f.winograd(), g, &mut acc, true);
             assert_eq!(acc, want, "case {i}: the addition differs ({isa:?})");
         }
+        // Through a ReLU's mask as the rows are read (an image's bits starting mid-word, as
+        // the second image of a batch's do): the same bits as masking the map first.
+        let z = random_vec(&mut r, &[3 + dy.len()]);
+        let mask = elementwise::relu_mask(&z);
+        let masked: Vec<f32> = dy
+            .iter()
+            .zip(&z[3..])
+            .map(|(&d, &z)| if z > 0.0 { d } else { 0.0 })
+            .collect();
+        for isa in Isa::available() {
+            let source = Source::Masked {
+                g: &dy,
+                mask: &mask,
+                first_bit: 3,
+            };
+            let mut got = vec![f32::NAN; g.c_in * g.h * g.w];
+            winograd::input_gradient_from_with(isa, source, f.winograd(), g, &mut got, false);
+            let want = winograd::input_gradient_with(isa, Source::Planes(&masked), f.winograd(), g);
+            assert_eq!(
+                got, want,
+                "case {i}: masked input gradient differs ({isa:?})"
+            );
+        }
         assert_adjoint(g, &x, &w, &dy, &grads[0], i);
         let flipped = reference::conv2d_direct(
             &dy,
@@ -212,11 +235,32 @@ fn direct_summation_matches_direct_convolution() {
         let want = reference::conv2d_direct(&x, &w, Some(&b), g);
         let mut fused_builds = Vec::new();
         for isa in Isa::available() {
-            let y = direct::forward_with(isa, &x, &w, Some(&b), false, g);
+            let y = direct::forward_with(isa, Source::Planes(&x), &w, Some(&b), false, g);
             close(&y, &want, 1e-5);
             let relu: Vec<f32> = y.iter().map(|v| v.max(0.0)).collect();
-            let fused = direct::forward_with(isa, &x, &w, Some(&b), true, g);
+            let fused = direct::forward_with(isa, Source::Planes(&x), &w, Some(&b), true, g);
             assert_eq!(fused, relu, "case {i}: fused ReLU differs ({isa:?})");
+            // Reading `x` through a ReLU's mask (bits from a mid-word offset, and from 0): the
+            // same bits as convolving the masked input.
+            for first_bit in [0, 5] {
+                let z = random_vec(&mut r, &[first_bit + x.len()]);
+                let mask = elementwise::relu_mask(&z);
+                let masked: Vec<f32> = x
+                    .iter()
+                    .zip(&z[first_bit..])
+                    .map(|(&v, &z)| if z > 0.0 { v } else { 0.0 })
+                    .collect();
+                let source = Source::Masked {
+                    g: &x,
+                    mask: &mask,
+                    first_bit,
+                };
+                assert_eq!(
+                    direct::forward_with(isa, source, &w, Some(&b), false, g),
+                    direct::forward_with(isa, Source::Planes(&masked), &w, Some(&b), false, g),
+                    "case {i}: masked input differs ({isa:?}, bit {first_bit})"
+                );
+            }
             if isa >= Isa::Avx2Fma {
                 fused_builds.push(y);
             }
@@ -637,6 +681,18 @@ fn relu_mask_passes_the_gradient_where_the_output_is_positive() {
             let mask = elementwise::relu_mask_with(isa, &y);
             elementwise::relu_backward_in_place_with(isa, &mut dx, &mask);
             assert_eq!(dx, want, "length {n}, {isa:?}");
+            // The same on a copy of any part, starting on a mask byte or between two.
+            for (start, len) in [(0, n), (n / 3, n - n / 3), (n / 8 * 8, n % 8 + n / 2)] {
+                let len = len.min(n - start);
+                let mut out = vec![f32::NAN; len];
+                let part = &g[start..start + len];
+                elementwise::relu_backward_copy_with(isa, part, &mask, start, &mut out);
+                assert_eq!(
+                    out,
+                    want[start..start + len],
+                    "{start}+{len} of {n}, {isa:?}"
+                );
+            }
         }
     }
 }

@@ -196,25 +196,98 @@ fn apply_mask(g: &mut [f32], words: &[u64]) {
     }
 }
 
-/// [`apply_mask`] with AVX2: each byte of a word becomes an 8-lane mask (the byte broadcast,
-/// each lane testing its own bit) that keeps or zeroes 8 values with one `and`.
+/// [`apply_mask`] with AVX2: each byte of a word becomes an 8-lane mask ([`keep_lanes`]) that
+/// keeps or zeroes 8 values with one `and`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn apply_mask_avx2(g: &mut [f32], words: &[u64]) {
     use std::arch::x86_64::*;
-    let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     let full = g.len() / 64;
     for (gs, &word) in g.chunks_exact_mut(64).zip(words) {
         for (k, group) in gs.chunks_exact_mut(8).enumerate() {
-            let byte = _mm256_set1_epi32((word >> (8 * k)) as i32 & 0xff);
-            let keep = _mm256_cmpeq_epi32(_mm256_and_si256(byte, lane_bits), lane_bits);
             // SAFETY: `group` holds 8 values.
             unsafe {
                 let v = _mm256_loadu_ps(group.as_ptr());
-                let kept = _mm256_and_ps(v, _mm256_castsi256_ps(keep));
+                let kept = _mm256_and_ps(v, keep_lanes(word >> (8 * k)));
                 _mm256_storeu_ps(group.as_mut_ptr(), kept);
             }
         }
     }
     apply_mask(&mut g[full * 64..], &words[full..]);
+}
+
+/// The low byte of `bits` as an 8-lane mask: lane `l` all ones if bit `l` is set, else zeros
+/// (the byte broadcast, each lane testing its own bit).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn keep_lanes(bits: u64) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let byte = _mm256_set1_epi32(bits as i32 & 0xff);
+    _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+        _mm256_and_si256(byte, lane_bits),
+        lane_bits,
+    ))
+}
+
+/// `out[j] = g[j]` where bit `first_bit + j` of `mask` is set, else 0: the ReLU's backward
+/// ([`relu_backward_in_place`]) on a copy of part of the gradient, for a kernel that reads the
+/// gradient a row at a time anyway (the convolutions' input gradients, through
+/// [`Source::Masked`](crate::kernels::conv::Source::Masked)) — so the map is never masked in a
+/// pass of its own. Serial: the callers run it inside their own tasks. Compiled for `isa`
+/// (which the processor must support); every level gives the same values (tested).
+pub fn relu_backward_copy_with(
+    isa: Isa,
+    g: &[f32],
+    mask: &[u64],
+    first_bit: usize,
+    out: &mut [f32],
+) {
+    isa.assert_available("relu_backward_copy");
+    assert_eq!(g.len(), out.len(), "relu_backward_copy: lengths differ");
+    assert!(
+        (first_bit + g.len()).div_ceil(64) <= mask.len(),
+        "relu_backward_copy: the mask is too short"
+    );
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2Fma && first_bit.is_multiple_of(8) {
+        // SAFETY: checked above that the processor runs `isa`, which includes AVX2.
+        done = unsafe { masked_copy_avx2(g, mask, first_bit / 8, out) };
+    }
+    for ((o, &v), bit) in out[done..]
+        .iter_mut()
+        .zip(&g[done..])
+        .zip(first_bit + done..)
+    {
+        *o = if mask[bit / 64] >> (bit % 64) & 1 == 1 {
+            v
+        } else {
+            0.0
+        };
+    }
+}
+
+/// [`relu_backward_copy_with`]'s whole groups of 8 values when they start on a byte of the mask
+/// (byte `first_byte` for `g[0]`), by [`keep_lanes`]; returns how many values it copied.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn masked_copy_avx2(g: &[f32], mask: &[u64], first_byte: usize, out: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let whole = g.len() - g.len() % 8;
+    for (k, (src, dst)) in g[..whole]
+        .chunks_exact(8)
+        .zip(out[..whole].chunks_exact_mut(8))
+        .enumerate()
+    {
+        let byte = first_byte + k;
+        let bits = mask[byte / 8] >> (8 * (byte % 8));
+        // SAFETY: `src` and `dst` hold 8 values each.
+        unsafe {
+            let v = _mm256_loadu_ps(src.as_ptr());
+            _mm256_storeu_ps(dst.as_mut_ptr(), _mm256_and_ps(v, keep_lanes(bits)));
+        }
+    }
+    whole
 }

@@ -29,7 +29,7 @@
 //! zeroed output back (conv1_1's three channels are one window, so its forward pass never reads
 //! its output).
 
-use super::ConvGeometry;
+use super::{ConvGeometry, Source};
 use crate::kernels::fresh::{self, Fresh};
 use crate::kernels::isa::Isa;
 use crate::kernels::scratch;
@@ -67,7 +67,8 @@ impl Window {
     /// The window of channels `channels` for output rows `y0..y0 + rows` of `x` (geometry `g`),
     /// in a buffer from this thread's scratch pool (see [`Window::give_back`]).
     fn new(
-        x: &[f32],
+        isa: Isa,
+        x: Source,
         g: &ConvGeometry,
         channels: std::ops::Range<usize>,
         y0: usize,
@@ -84,9 +85,8 @@ impl Window {
                 // Input row y0 + r − 1, or zeros above and below the image.
                 match (y0 + r).checked_sub(1).filter(|&iy| iy < g.h) {
                     Some(iy) => {
-                        let src = &x[(c * g.h + iy) * g.w..][..g.w];
                         dst_row[0] = 0.0;
-                        dst_row[1..=g.w].copy_from_slice(src);
+                        x.read_row(isa, (g.h, g.w), c, iy, &mut dst_row[1..=g.w]);
                         dst_row[g.w + 1..].fill(0.0);
                     }
                     None => dst_row.fill(0.0),
@@ -113,9 +113,11 @@ pub fn tasks(g: &ConvGeometry) -> usize {
 }
 
 /// Forward convolution of one image (`x: C_in×H×W`, filters `w: C_out×C_in×3×3`, optional
-/// `bias`), `max(y, 0)` when `relu`, with the best instruction set the processor has.
+/// `bias`), `max(y, 0)` when `relu`, with the best instruction set the processor has. `x` is
+/// read a row at a time, so it may be given unpooled or masked ([`Source`]): the input
+/// gradient of conv1_1 reads relu1_1's gradient through the ReLU's mask that way.
 pub fn forward(
-    x: &[f32],
+    x: Source,
     w: &[f32],
     bias: Option<&[f32]>,
     relu: bool,
@@ -128,7 +130,7 @@ pub fn forward(
 /// run every level the processor has).
 pub fn forward_with(
     isa: Isa,
-    x: &[f32],
+    x: Source,
     w: &[f32],
     bias: Option<&[f32]>,
     relu: bool,
@@ -139,11 +141,7 @@ pub fn forward_with(
         g.is_3x3_same(),
         "direct convolution: 3×3 kernels with padding 1 only"
     );
-    assert_eq!(
-        x.len(),
-        g.c_in * g.h * g.w,
-        "direct convolution: input size"
-    );
+    assert!(x.fits(g.c_in, g.h, g.w), "direct convolution: input size");
     assert_eq!(w.len(), g.c_out * g.k(), "direct convolution: filter size");
     let (h, wd) = (g.h, g.w);
     let mut y = Fresh::new(g.c_out * h * wd);
@@ -182,7 +180,7 @@ type BandRows<'a> = &'a mut [MaybeUninit<f32>];
 /// What every task of one forward pass shares.
 #[derive(Clone, Copy)]
 struct Job<'a> {
-    x: &'a [f32],
+    x: Source<'a>,
     g: &'a ConvGeometry,
     w: &'a [f32],
     bias: Option<&'a [f32]>,
@@ -257,7 +255,9 @@ impl Job<'_> {
         for c0 in (0..self.g.c_in).step_by(WINDOW_CHANNELS) {
             let channels = c0..(c0 + WINDOW_CHANNELS).min(self.g.c_in);
             let first = c0 == 0;
-            let win = Window::new(self.x, self.g, channels.clone(), y0, rows);
+            // The build a masked row's copy runs in: this one's.
+            let isa = if AVX2 { Isa::Avx2Fma } else { Isa::Baseline };
+            let win = Window::new(isa, self.x, self.g, channels.clone(), y0, rows);
             let taps = Taps::new(self.w, self.g.c_in, o0, R, channels);
             for dy in 0..rows {
                 let at = |x: usize| dy * wd + x;

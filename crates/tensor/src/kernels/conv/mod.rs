@@ -13,6 +13,9 @@
 //! | [`winograd`] | forward and input gradient of 3×3, padding 1 | Winograd F(4×4, 3×3): 36 GEMMs over channels per tile batch, 4× fewer multiplies |
 //! | [`direct`] | forward of 3×3, padding 1, with few input or output channels | the definition, summed in registers: 4 output channels × 16 pixels per tile |
 //!
+//! An input gradient reads `dy` as a [`Source`] (`source.rs`): the map, or what the backward
+//! of a fused pooling or ReLU would make of it, made row by row as the kernel reads it.
+//!
 //! The input gradient of a 3×3, padding-1 convolution is itself such a convolution — of `dy`
 //! with the flipped, transposed filters ([`flip_transpose`]) — so it runs through the forward
 //! algorithms (see [`Algorithm`] and [`input_grad_algorithm`]). Winograd computes it from the
@@ -29,7 +32,10 @@
 
 pub mod direct;
 pub mod im2col;
+mod source;
 pub mod winograd;
+
+pub use source::Source;
 
 use super::elementwise;
 use ndarray::{ArrayD, IxDyn};
@@ -332,7 +338,7 @@ pub fn conv2d_forward(
     f.check(g);
     match forward_algorithm(g) {
         Algorithm::Winograd4x4 => winograd::forward(x, f.winograd(), bias, relu, g),
-        Algorithm::Direct => direct::forward(x, f.raw(), bias, relu, g),
+        Algorithm::Direct => direct::forward(Source::Planes(x), f.raw(), bias, relu, g),
         _ => im2col::forward(x, f.raw(), bias, relu, g),
     }
 }
@@ -357,30 +363,25 @@ pub fn conv2d_forward_relu_max_pool(
     }
 }
 
-/// Input gradient of one image, `dx` for `dy: C_out×H'×W'` given as a [`winograd::Source`]
+/// Input gradient of one image, `dx` for `dy: C_out×H'×W'` given as a [`Source`]
 /// (the map, or the pooled gradient a fused pooling's backward would unpool); returns
 /// `C_in×H×W`, by the algorithm [`input_grad_algorithm`] picks. The Winograd path makes an
 /// unpooled `dy`'s rows as it reads them; the others unpool it first.
-pub fn conv2d_backward_input(dy: winograd::Source, f: &Filters, g: &ConvGeometry) -> Vec<f32> {
+pub fn conv2d_backward_input(dy: Source, f: &Filters, g: &ConvGeometry) -> Vec<f32> {
     f.check(g);
     match input_grad_algorithm(g) {
         Algorithm::Col2im => im2col::backward_input(&as_map(dy, g), f.raw(), g),
         // The forward pass's own Winograd filters, read transposed, on the reversed planes.
         Algorithm::Winograd4x4 => winograd::input_gradient(dy, f.winograd(), g),
-        Algorithm::Im2col | Algorithm::Direct => {
-            conv2d_forward(&as_map(dy, g), f.flipped(), None, false, &g.flipped())
-        }
+        // The direct kernel reads `dy` a row at a time: unpooled or masked as it copies them.
+        Algorithm::Direct => direct::forward(dy, f.flipped().raw(), None, false, &g.flipped()),
+        Algorithm::Im2col => conv2d_forward(&as_map(dy, g), f.flipped(), None, false, &g.flipped()),
     }
 }
 
 /// `dx += ` [`conv2d_backward_input`]'s result, with the same bits: the Winograd path adds as
 /// it stores (no second map-sized buffer, no pass to add it), the others add their result.
-pub fn conv2d_backward_input_add(
-    dy: winograd::Source,
-    f: &Filters,
-    g: &ConvGeometry,
-    dx: &mut [f32],
-) {
+pub fn conv2d_backward_input_add(dy: Source, f: &Filters, g: &ConvGeometry, dx: &mut [f32]) {
     f.check(g);
     match input_grad_algorithm(g) {
         Algorithm::Winograd4x4 => winograd::input_gradient_from(dy, f.winograd(), g, dx, true),
@@ -389,13 +390,19 @@ pub fn conv2d_backward_input_add(
 }
 
 /// `dy` as a map, `C_out×H'×W'`: borrowed, or unpooled as the pooling's backward would
-/// (`pool::max_pool2_backward`).
-fn as_map<'a>(dy: winograd::Source<'a>, g: &ConvGeometry) -> std::borrow::Cow<'a, [f32]> {
+/// (`pool::max_pool2_backward`), or masked as the ReLU's would.
+fn as_map<'a>(dy: Source<'a>, g: &ConvGeometry) -> std::borrow::Cow<'a, [f32]> {
     match dy {
-        winograd::Source::Planes(y) => std::borrow::Cow::Borrowed(y),
-        winograd::Source::Unpooled { g: gp, argmax } => std::borrow::Cow::Owned(
+        Source::Planes(y) => std::borrow::Cow::Borrowed(y),
+        Source::Unpooled { g: gp, argmax } => std::borrow::Cow::Owned(
             super::pool::max_pool2_backward(gp, argmax, g.c_out, g.out_h(), g.out_w()),
         ),
+        Source::Masked { g, mask, first_bit } => {
+            let mut y = vec![0.0; g.len()];
+            let isa = super::isa::Isa::detect();
+            elementwise::relu_backward_copy_with(isa, g, mask, first_bit, &mut y);
+            std::borrow::Cow::Owned(y)
+        }
     }
 }
 

@@ -29,7 +29,7 @@
 //! every core busy. Every split depends on the shape alone, so results do not depend on the
 //! thread count.
 
-use super::ConvGeometry;
+use super::{ConvGeometry, Source};
 use crate::kernels::fresh::{self, Fresh};
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::kernels::isa::Isa;
@@ -319,76 +319,6 @@ fn give_work(work: [Vec<f32>; 4]) {
     WORK.with(|w| *w.borrow_mut() = work);
 }
 
-/// The planes a pass's input transform reads — for [`input_gradient_from`], the output
-/// gradient `dy` (`C×H×W`): as it is, or as the backward of the 2×2 max pooling fused into the
-/// forward pass ([`forward_relu_max_pool`]) would make it, made row by row as the transform
-/// reads it (so that map is never written: 50 MB at conv1_2, 512×384, mostly zeros).
-#[derive(Clone, Copy, Debug)]
-pub enum Source<'a> {
-    /// The planes themselves, `C×H×W`.
-    Planes(&'a [f32]),
-    /// Planes known by their 2×2 max pooling's gradient: `g` (`C×⌊H/2⌋×⌊W/2⌋`) at each window's
-    /// winner (`argmax`, as `pool::max_pool2_forward` gives it), zero elsewhere — what
-    /// `pool::max_pool2_backward` would write.
-    Unpooled {
-        /// The pooled gradient.
-        g: &'a [f32],
-        /// Each window's winner.
-        argmax: &'a [u8],
-    },
-}
-
-impl Source<'_> {
-    /// Whether the planes are `c×h×w`.
-    fn fits(&self, c: usize, h: usize, w: usize) -> bool {
-        match *self {
-            Source::Planes(x) => x.len() == c * h * w,
-            Source::Unpooled { g, argmax } => {
-                let pooled = c * (h / 2) * (w / 2);
-                g.len() == pooled && argmax.len() == pooled
-            }
-        }
-    }
-}
-
-/// Row `y` of an `h×w` plane given as in [`Source::Unpooled`] by its pooled gradient `g` and
-/// winners `argmax` (`⌊h/2⌋×⌊w/2⌋`), into `out` (`w` values): `g` at the winner of its window,
-/// 0 at the window's three others and on a dropped odd last row or column.
-#[inline(always)]
-fn unpool_row(g: &[f32], argmax: &[u8], (h, w): (usize, usize), y: usize, out: &mut [f32]) {
-    let pw = w / 2;
-    if y >= 2 * (h / 2) {
-        out.fill(0.0);
-        return;
-    }
-    let (gr, ar) = (&g[y / 2 * pw..][..pw], &argmax[y / 2 * pw..][..pw]);
-    // The window positions this row holds: 2·(y mod 2) and the one after.
-    let first = 2 * (y % 2) as u8;
-    for ((o, &v), &k) in out.chunks_exact_mut(2).zip(gr).zip(ar) {
-        o[0] = if k == first { v } else { 0.0 };
-        o[1] = if k == first + 1 { v } else { 0.0 };
-    }
-    if w % 2 == 1 {
-        out[w - 1] = 0.0;
-    }
-}
-
-/// Asks for what row `y` of channel `c` of `x` is made from to be brought into the cache (see
-/// [`prefetch::slice`]): the row itself, or the pooled gradient's row and its winners.
-#[inline(always)]
-fn prefetch_row(x: Source, g: &ConvGeometry, c: usize, y: usize) {
-    match x {
-        Source::Planes(x) => prefetch::slice(&x[(c * g.h + y) * g.w..][..g.w]),
-        Source::Unpooled { g: gp, argmax } if y < 2 * (g.h / 2) => {
-            let pw = g.w / 2;
-            let at = c * (g.h / 2) * pw + y / 2 * pw;
-            prefetch::slice(&gp[at..at + pw]);
-            prefetch::slice(&argmax[at..at + pw]);
-        }
-        Source::Unpooled { .. } => {}
-    }
-}
-
 /// The work of one input-transform task: tile rows `[t0, t1)` of `tile_cols` tiles, channels
 /// `[c0, c1)`.
 #[derive(Clone, Copy)]
@@ -421,17 +351,18 @@ fn transform_input_body<const AVX2: bool>(
     let pl = (blocks + 1) * LANES;
     let len = M * pl;
     // The column phases, the same after `Bᵀ·`, one input row with a zero column in front and
-    // zeros after (row[1 + j] = x[·][j]), and an unpooled source's row, made here before it
-    // is copied.
+    // zeros after (row[1 + j] = x[·][j]), and an unpooled or masked source's row, made here
+    // before it is copied.
     let made_len = match x {
         Source::Planes(_) => 0,
-        Source::Unpooled { .. } => g.w,
+        Source::Unpooled { .. } | Source::Masked { .. } => g.w,
     };
+    // The build a made row's masking runs in: this one's.
+    let isa = if AVX2 { Isa::Avx2Fma } else { Isa::Baseline };
     let mut work = take_work([T * len, T * len, len, made_len]);
     let [p, vt, row, made] = &mut work;
     row[0] = 0.0;
     row[g.w + 1..].fill(0.0);
-    let pooled_len = (g.h / 2) * (g.w / 2);
     for c in b.c0..b.c1 {
         for ty in b.t0..b.t1 {
             for (r, rows) in p.chunks_exact_mut(len).enumerate() {
@@ -452,20 +383,19 @@ fn transform_input_body<const AVX2: bool>(
                 let ahead = iy as usize + M * (b.t1 - b.t0);
                 if ahead < g.h {
                     let ya = if b.reversed { g.h - 1 - ahead } else { ahead };
-                    prefetch_row(x, g, c, ya);
+                    x.prefetch_row((g.h, g.w), c, ya);
                 }
                 // And the row the next channel of this task reads at this point, a few
                 // microseconds on: the band-ahead request has often left the nearer caches by
                 // then.
                 if c + 1 < b.c1 {
-                    prefetch_row(x, g, c + 1, src);
+                    x.prefetch_row((g.h, g.w), c + 1, src);
                 }
                 let dst = &mut row[1..=g.w];
                 let src = match x {
                     Source::Planes(x) => &x[(c * g.h + src) * g.w..][..g.w],
-                    Source::Unpooled { g: gp, argmax } => {
-                        let at = c * pooled_len..(c + 1) * pooled_len;
-                        unpool_row(&gp[at.clone()], &argmax[at], (g.h, g.w), src, made);
+                    _ => {
+                        x.read_row(isa, (g.h, g.w), c, src, made);
                         &made[..]
                     }
                 };
