@@ -24,8 +24,8 @@
 //!   only the vectors that reach the diagonal;
 //! - **chunk**: every block of the upper triangle over `CHUNK` (128) pixels, its sums then added to
 //!   the task's partial `G`;
-//! - **tasks**: groups of chunks (at least `MIN_TASKS` (8) when there are enough), one partial `G`
-//!   each, added group by group.
+//! - **tasks**: up to `MIN_TASKS` (8) groups of whole chunks (as many as the chunks allow), one
+//!   partial `G` each, added group by group.
 //!
 //! The summation order of every entry depends on the shape alone: within a chunk the pixels in
 //! order (one lane, one chain of multiply-adds), then chunk after chunk, group after group. It
@@ -43,7 +43,8 @@ const PANEL: usize = 64;
 const STRIP: usize = 4;
 /// Pixels per packed chunk: a panel's chunk is `PANEL × CHUNK` floats, 32 KiB — an L1 cache.
 const CHUNK: usize = 128;
-/// Tasks the work is cut into at least, when the pixels allow (each a group of chunks).
+/// Tasks the work is cut into: this many groups of whole chunks, or as many as there are chunks
+/// (fewer when chunks do not divide evenly: 9 chunks make 5 groups of 2 or 1).
 const MIN_TASKS: usize = 8;
 
 /// The unnormalised Gram matrix `F·Fᵀ` (`C×C`, row-major) of a row-major `F: C×M`, with the

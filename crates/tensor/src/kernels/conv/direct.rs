@@ -64,8 +64,9 @@ struct Window {
 }
 
 impl Window {
-    /// The window of channels `channels` for output rows `y0..y0 + rows` of `x` (geometry `g`),
-    /// in a buffer from this thread's scratch pool (see [`Window::give_back`]).
+    /// The window of channels `channels` for output rows `y0..y0 + rows` of `x` (geometry `g`;
+    /// rows made by [`Source::read_row`] with the `isa` build), in a buffer from this thread's
+    /// scratch pool (see [`Window::give_back`]).
     fn new(
         isa: Isa,
         x: Source,

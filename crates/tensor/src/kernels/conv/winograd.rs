@@ -889,7 +889,8 @@ pub fn forward_relu_max_pool_with(
 }
 
 /// The input gradient of [`forward`] for the geometry `g` of that forward pass: `dx: C_in×H×W`
-/// for `dy: C_out×H×W` (given as a [`Source`]: the planes, or a fused pooling's gradient), from
+/// for `dy: C_out×H×W` (given as a [`Source`]: the planes, or a fused pooling's or ReLU's
+/// gradient), from
 /// the *forward* pass's Winograd filters `u`, so no second, flipped set of filters is prepared
 /// or kept (for VGG16 that set is as large as the first, 160 MB).
 ///
