@@ -100,14 +100,15 @@ pub fn gram_with(isa: Isa, f: &[f32], c: usize, m: usize) -> Vec<f32> {
 /// Transposes pixels `[kc, kc + len)` of `F` into `packed[panel][k][i]` (`PANEL` channels a
 /// row, a panel every `CHUNK` rows; channels past `c` are zeros).
 fn pack(isa: Isa, f: &[f32], c: usize, m: usize, kc: usize, len: usize, packed: &mut [f32]) {
+    // The pixels of the next chunk, packed next.
+    let next = (kc + CHUNK).min(m)..(kc + 2 * CHUNK).min(m);
     for (p, panel) in packed.chunks_exact_mut(PANEL * CHUNK).enumerate() {
         for i0 in (0..PANEL).step_by(8) {
             let first = p * PANEL + i0;
-            // The same rows' next chunk, packed next: too many rows at once (a panel's 64) for
-            // the processor's prefetcher to follow.
+            // These rows' part of it: too many rows at once (a panel's 64) for the processor's
+            // prefetcher to follow.
             for ch in first..(first + 8).min(c) {
-                let next = (kc + CHUNK).min(m);
-                prefetch::slice(&f[ch * m + next..ch * m + (next + CHUNK).min(m)]);
+                prefetch::slice(&f[ch * m + next.start..ch * m + next.end]);
             }
             let mut k = 0;
             #[cfg(target_arch = "x86_64")]

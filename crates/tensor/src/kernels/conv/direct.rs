@@ -253,11 +253,11 @@ impl Job<'_> {
         };
         let wide = wd / (TILE_VECS * LANES) * (TILE_VECS * LANES);
         let full = wd / LANES * LANES;
+        // The build a masked row's copy runs in: this one's.
+        let isa = if AVX2 { Isa::Avx2Fma } else { Isa::Baseline };
         for c0 in (0..self.g.c_in).step_by(WINDOW_CHANNELS) {
             let channels = c0..(c0 + WINDOW_CHANNELS).min(self.g.c_in);
             let first = c0 == 0;
-            // The build a masked row's copy runs in: this one's.
-            let isa = if AVX2 { Isa::Avx2Fma } else { Isa::Baseline };
             let win = Window::new(isa, self.x, self.g, channels.clone(), y0, rows);
             let taps = Taps::new(self.w, self.g.c_in, o0, R, channels);
             for dy in 0..rows {
