@@ -5,8 +5,8 @@
 //! GEMM and for each conv pass.
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use nst_tensor::kernels::conv::Source;
 use nst_tensor::kernels::conv::{self, direct, im2col, winograd, ConvGeometry, Filters};
+use nst_tensor::kernels::conv::{Activation, Source};
 use nst_tensor::kernels::gemm::{gemm_with, Backend, MatMut, MatRef};
 use nst_tensor::kernels::isa::Isa;
 use nst_tensor::kernels::{gram, matmul, pool};
@@ -190,7 +190,7 @@ fn bench_conv(c: &mut Criterion) {
         let f = Filters::new(&w, &g);
         let _ = f.winograd();
         group.bench_function(BenchmarkId::new("forward", name), |bench| {
-            bench.iter(|| conv::conv2d_forward(&x, &f, Some(&b), false, &g))
+            bench.iter(|| conv::conv2d_forward(&x, &f, Some(&b), Activation::None, &g))
         });
         group.bench_function(BenchmarkId::new("input_grad", name), |bench| {
             bench.iter(|| conv::conv2d_backward_input(Source::Planes(&dy), &f, &g))
@@ -201,12 +201,14 @@ fn bench_conv(c: &mut Criterion) {
         });
         if g.c_in >= conv::WINOGRAD_MIN_IN_CHANNELS {
             group.bench_function(BenchmarkId::new("forward_winograd4x4", name), |bench| {
-                bench.iter(|| winograd::forward(&x, f.winograd(), Some(&b), false, &g))
+                bench.iter(|| winograd::forward(&x, f.winograd(), Some(&b), Activation::None, &g))
             });
         }
         if g.c_in <= conv::DIRECT_MAX_CHANNELS {
             group.bench_function(BenchmarkId::new("forward_direct", name), |bench| {
-                bench.iter(|| direct::forward(Source::Planes(&x), &w, Some(&b), false, &g))
+                bench.iter(|| {
+                    direct::forward(Source::Planes(&x), &w, Some(&b), Activation::None, &g)
+                })
             });
             // The input gradient the other way: GEMM + col2im.
             group.bench_function(BenchmarkId::new("input_grad_col2im", name), |bench| {

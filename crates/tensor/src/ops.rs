@@ -6,7 +6,8 @@ use crate::array::{conv_geometry, flat, from_vec, join_images, map_values, zip_v
 use crate::backward::Op;
 use crate::filter_cache::filters_of;
 use crate::graph::Var;
-use crate::kernels::conv::Filters;
+use crate::kernels::conv::{Activation, Filters};
+use crate::kernels::elementwise::MaskWriter;
 use crate::kernels::gemm::MatRef;
 use crate::kernels::{conv, elementwise, gram, matmul, pool};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
@@ -167,18 +168,26 @@ impl<'g> Var<'g> {
         };
         let bias_v = bv.as_deref().map(flat);
         let images = flat(&xv).chunks_exact(c * h * w);
+        let out_shape = [n, geo.c_out, geo.out_h(), geo.out_w()];
         let (value, relu_mask, pool) = match fused {
-            Fused::None | Fused::Relu => {
-                let relu = fused == Fused::Relu;
-                let y = join_images(
-                    images.map(|xi| conv::conv2d_forward(xi, &filters, bias_v, relu, &geo)),
-                );
-                let mask = relu.then(|| elementwise::relu_mask(&y));
-                (
-                    from_vec(&[n, geo.c_out, geo.out_h(), geo.out_w()], y),
-                    mask,
-                    None,
-                )
+            Fused::None => {
+                let y =
+                    join_images(images.map(|xi| {
+                        conv::conv2d_forward(xi, &filters, bias_v, Activation::None, &geo)
+                    }));
+                (from_vec(&out_shape, y), None, None)
+            }
+            Fused::Relu => {
+                // The ReLU's mask, set by the convolution as it stores each row; image `i`'s
+                // bits from `i·len` on, as if taken from the whole batch's map.
+                let len = geo.c_out * geo.out_h() * geo.out_w();
+                let mut mask = vec![0u64; (n * len).div_ceil(64)];
+                let writer = MaskWriter::new(&mut mask);
+                let y = join_images(images.enumerate().map(|(i, xi)| {
+                    let act = Activation::ReluMasked(writer.at(i * len));
+                    conv::conv2d_forward(xi, &filters, bias_v, act, &geo)
+                }));
+                (from_vec(&out_shape, y), Some(mask), None)
             }
             Fused::ReluMaxPool2 => {
                 let mut argmax: Vec<u8> = Vec::new();

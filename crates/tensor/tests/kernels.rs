@@ -4,12 +4,13 @@
 mod common;
 
 use common::{random, random_vec, rng};
-use nst_tensor::kernels::conv::Source;
 use nst_tensor::kernels::conv::{self, direct, im2col, winograd, Algorithm, ConvGeometry, Filters};
+use nst_tensor::kernels::conv::{Activation, Source};
 use nst_tensor::kernels::gemm::{gemm_with, Backend, MatMut, MatRef};
 use nst_tensor::kernels::isa::Isa;
 use nst_tensor::kernels::{elementwise, gram, matmul, pool, reference};
 use nst_tensor::Graph;
+use rayon::prelude::*;
 
 fn close(a: &[f32], b: &[f32], tol: f32) {
     assert_eq!(a.len(), b.len());
@@ -33,6 +34,32 @@ fn geo(c_in: usize, h: usize, w: usize, c_out: usize, k: usize, pad: usize) -> C
     }
 }
 
+/// Runs a forward pass with `Activation::ReluMasked`, its mask placed from bit `first` of a
+/// fresh mask (as image `first / len` of a batch would be, or mid-word), and checks the bits it
+/// set against `relu_mask` of the values it returned, placed the same way. Returns the values.
+fn masked_forward(first: usize, run: impl FnOnce(Activation) -> Vec<f32>) -> Vec<f32> {
+    let mut words = Vec::new();
+    let y = {
+        // Room for any map the tests use; trimmed below to the map's length.
+        words.resize((first + (1 << 20)).div_ceil(64), 0u64);
+        let writer = elementwise::MaskWriter::new(&mut words);
+        run(Activation::ReluMasked(writer.at(first)))
+    };
+    let mut placed = vec![0.0f32; first];
+    placed.extend(&y);
+    let want = elementwise::relu_mask(&placed);
+    assert_eq!(
+        &words[..want.len()],
+        &want[..],
+        "mask set as the rows were stored, from bit {first}"
+    );
+    assert!(
+        words[want.len()..].iter().all(|&w| w == 0),
+        "bits set past the map"
+    );
+    y
+}
+
 #[test]
 fn conv_forward_matches_direct_convolution() {
     let cases = [
@@ -53,7 +80,7 @@ fn conv_forward_matches_direct_convolution() {
         // The dispatching entry and the general im2col path.
         let f = Filters::new(&w, g);
         close(
-            &conv::conv2d_forward(&x, &f, Some(&b), false, g),
+            &conv::conv2d_forward(&x, &f, Some(&b), Activation::None, g),
             &naive,
             1e-5,
         );
@@ -64,6 +91,11 @@ fn conv_forward_matches_direct_convolution() {
             .map(|v| v.max(0.0))
             .collect();
         assert_eq!(im2col::forward(&x, &w, Some(&b), true, g), relu);
+        // The dispatcher's ReLU with its mask: the same values, and the mask of them.
+        for first in [0, 37] {
+            let y = masked_forward(first, |act| conv::conv2d_forward(&x, &f, Some(&b), act, g));
+            assert_eq!(y, relu, "case {i}: masked ReLU differs");
+        }
     }
 }
 
@@ -96,7 +128,7 @@ fn winograd_matches_direct_convolution() {
         // the direct convolution, and they agree bit for bit (same operations, same order).
         let builds: Vec<Vec<f32>> = Isa::available()
             .into_iter()
-            .map(|isa| winograd::forward_with(isa, &x, f.winograd(), Some(&b), false, g))
+            .map(|isa| winograd::forward_with(isa, &x, f.winograd(), Some(&b), Activation::None, g))
             .collect();
         for (y, isa) in builds.iter().zip(Isa::available()) {
             close_to_scale(y, &direct, WINOGRAD_TOL);
@@ -106,8 +138,17 @@ fn winograd_matches_direct_convolution() {
             );
             // The fused ReLU: exactly max(·, 0) of the same values.
             let relu: Vec<f32> = y.iter().map(|v| v.max(0.0)).collect();
-            let fused = winograd::forward_with(isa, &x, f.winograd(), Some(&b), true, g);
+            let fused =
+                winograd::forward_with(isa, &x, f.winograd(), Some(&b), Activation::Relu, g);
             assert_eq!(fused, relu, "case {i}: fused ReLU differs ({isa:?})");
+            // And its mask, set as the output transform stores each row (rows straddling mask
+            // words at these widths, from bit 0 and from mid-word).
+            for first in [0, 37] {
+                let y = masked_forward(first, |act| {
+                    winograd::forward_with(isa, &x, f.winograd(), Some(&b), act, g)
+                });
+                assert_eq!(y, relu, "case {i}: masked ReLU differs ({isa:?})");
+            }
             // And pooled as it is stored: the same values and winners (ties among the ReLU's
             // zeros included) as the pooling kernel on the stored map.
             let pooled = winograd::forward_relu_max_pool_with(isa, &x, f.winograd(), Some(&b), g);
@@ -201,7 +242,7 @@ fn winograd_matches_direct_convolution() {
     let x = random_vec(&mut r, &[g.c_in * g.h * g.w]);
     let w = random_vec(&mut r, &[g.c_out * g.k()]);
     close_to_scale(
-        &conv::conv2d_forward(&x, &Filters::new(&w, &g), None, false, &g),
+        &conv::conv2d_forward(&x, &Filters::new(&w, &g), None, Activation::None, &g),
         &reference::conv2d_direct(&x, &w, None, &g),
         WINOGRAD_TOL,
     );
@@ -235,11 +276,19 @@ fn direct_summation_matches_direct_convolution() {
         let want = reference::conv2d_direct(&x, &w, Some(&b), g);
         let mut fused_builds = Vec::new();
         for isa in Isa::available() {
-            let y = direct::forward_with(isa, Source::Planes(&x), &w, Some(&b), false, g);
+            let y =
+                direct::forward_with(isa, Source::Planes(&x), &w, Some(&b), Activation::None, g);
             close(&y, &want, 1e-5);
             let relu: Vec<f32> = y.iter().map(|v| v.max(0.0)).collect();
-            let fused = direct::forward_with(isa, Source::Planes(&x), &w, Some(&b), true, g);
+            let fused =
+                direct::forward_with(isa, Source::Planes(&x), &w, Some(&b), Activation::Relu, g);
             assert_eq!(fused, relu, "case {i}: fused ReLU differs ({isa:?})");
+            for first in [0, 37] {
+                let y = masked_forward(first, |act| {
+                    direct::forward_with(isa, Source::Planes(&x), &w, Some(&b), act, g)
+                });
+                assert_eq!(y, relu, "case {i}: masked ReLU differs ({isa:?})");
+            }
             // Reading `x` through a ReLU's mask (bits from a mid-word offset, and from 0): the
             // same bits as convolving the masked input.
             for first_bit in [0, 5] {
@@ -256,8 +305,15 @@ fn direct_summation_matches_direct_convolution() {
                     first_bit,
                 };
                 assert_eq!(
-                    direct::forward_with(isa, source, &w, Some(&b), false, g),
-                    direct::forward_with(isa, Source::Planes(&masked), &w, Some(&b), false, g),
+                    direct::forward_with(isa, source, &w, Some(&b), Activation::None, g),
+                    direct::forward_with(
+                        isa,
+                        Source::Planes(&masked),
+                        &w,
+                        Some(&b),
+                        Activation::None,
+                        g
+                    ),
                     "case {i}: masked input differs ({isa:?}, bit {first_bit})"
                 );
             }
@@ -681,6 +737,16 @@ fn relu_mask_passes_the_gradient_where_the_output_is_positive() {
             let mask = elementwise::relu_mask_with(isa, &y);
             elementwise::relu_backward_in_place_with(isa, &mut dx, &mask);
             assert_eq!(dx, want, "length {n}, {isa:?}");
+            // The same bits set piece by piece, in parallel, through a `MaskWriter`: pieces of
+            // odd lengths, so that most start and end mid-word.
+            let mut pieced = vec![0u64; mask.len()];
+            let writer = elementwise::MaskWriter::new(&mut pieced);
+            let starts: Vec<usize> = (0..n).step_by(45).collect();
+            starts.par_iter().for_each(|&at| {
+                let end = (at + 45).min(n);
+                writer.at(0).set(isa, &y[at..end], at);
+            });
+            assert_eq!(pieced, mask, "mask set in pieces, length {n}, {isa:?}");
             // The same on a copy of any part, starting on a mask byte or between two.
             for (start, len) in [(0, n), (n / 3, n - n / 3), (n / 8 * 8, n % 8 + n / 2)] {
                 let len = len.min(n - start);

@@ -6,6 +6,7 @@
 use crate::kernels::fresh::Fresh;
 use crate::kernels::isa::Isa;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 16;
@@ -138,31 +139,118 @@ pub fn relu_mask_with(isa: Isa, y: &[f32]) -> Vec<u64> {
 /// The mask words of `ys` (64 values a word, the last word possibly fewer), one value at a time.
 fn mask_words(ys: &[f32], words: &mut [u64]) {
     for (word, ys) in words.iter_mut().zip(ys.chunks(64)) {
-        *word = ys
-            .iter()
-            .enumerate()
-            .fold(0, |acc, (bit, &v)| acc | (u64::from(v > 0.0) << bit));
+        *word = word_bits(ys);
     }
 }
 
-/// [`mask_words`] with AVX2: each group of 8 values is one comparison with 0 (ordered, so a NaN
-/// gives 0 as `v > 0.0` does) and one `movemask`, whose 8 bits are the group's bits of the word.
+/// The mask bits of at most 64 values, the first in bit 0, one value at a time.
+fn word_bits(ys: &[f32]) -> u64 {
+    ys.iter()
+        .enumerate()
+        .fold(0, |acc, (bit, &v)| acc | (u64::from(v > 0.0) << bit))
+}
+
+/// [`mask_words`] with AVX2 (see [`word_bits_avx2`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn mask_words_avx2(ys: &[f32], words: &mut [u64]) {
-    use std::arch::x86_64::*;
-    let full = ys.len() / 64;
-    for (word, ys) in words.iter_mut().zip(ys.chunks_exact(64)) {
-        let mut w = 0u64;
-        for (k, group) in ys.chunks_exact(8).enumerate() {
-            // SAFETY: `group` holds 8 values.
-            let v = unsafe { _mm256_loadu_ps(group.as_ptr()) };
-            let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps());
-            w |= u64::from(_mm256_movemask_ps(positive) as u8) << (8 * k);
-        }
-        *word = w;
+    for (word, ys) in words.iter_mut().zip(ys.chunks(64)) {
+        *word = word_bits_avx2(ys);
     }
-    mask_words(&ys[full * 64..], &mut words[full..]);
+}
+
+/// [`word_bits`] with AVX2: each group of 8 values is one comparison with 0 (ordered, so a NaN
+/// gives 0 as `v > 0.0` does) and one `movemask`, whose 8 bits are the group's bits of the word;
+/// the values after the last whole group one at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn word_bits_avx2(ys: &[f32]) -> u64 {
+    use std::arch::x86_64::*;
+    let mut w = 0u64;
+    let groups = ys.chunks_exact(8);
+    let rest = groups.remainder();
+    for (k, group) in groups.enumerate() {
+        // SAFETY: `group` holds 8 values.
+        let v = unsafe { _mm256_loadu_ps(group.as_ptr()) };
+        let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps());
+        w |= u64::from(_mm256_movemask_ps(positive) as u8) << (8 * k);
+    }
+    w | (word_bits(rest) << (ys.len() - rest.len()))
+}
+
+/// A ReLU mask ([`relu_mask`]'s bits) that the parallel tasks computing a map fill in as they
+/// store its rows — each row's bits taken while the row is still in cache, instead of by a
+/// pass of their own over the whole map once it is written (at relu1_1, 50 MB read back from
+/// memory at 512×384). Rows need not start on a word boundary: a word that two tasks' rows
+/// share is combined by an atomic `or`.
+pub struct MaskWriter<'a> {
+    words: &'a [AtomicU64],
+}
+
+impl<'a> MaskWriter<'a> {
+    /// A writer into `words`, which must be all zeros (bits are only ever set).
+    pub fn new(words: &'a mut [u64]) -> MaskWriter<'a> {
+        const { assert!(align_of::<AtomicU64>() == align_of::<u64>()) };
+        // SAFETY: `AtomicU64` has the size and bit validity of `u64`, and (asserted above) its
+        // alignment; the exclusive borrow keeps every other access away while the writer lives.
+        let words = unsafe { &*(words as *mut [u64] as *const [AtomicU64]) };
+        MaskWriter { words }
+    }
+
+    /// The place of a map's mask from bit `first` on: the mask of image `i` of a batch of
+    /// `len`-value maps starts at `i·len`.
+    pub fn at(&self, first: usize) -> MaskAt<'_> {
+        MaskAt {
+            writer: self,
+            first,
+        }
+    }
+}
+
+/// Where the mask bits of one map go: a [`MaskWriter`]'s words from bit `first` on, value `i`
+/// of the map being bit `first + i`.
+#[derive(Clone, Copy)]
+pub struct MaskAt<'a> {
+    writer: &'a MaskWriter<'a>,
+    first: usize,
+}
+
+impl MaskAt<'_> {
+    /// The place `by` values further on: where the mask of a map's later rows starts.
+    pub fn shifted(self, by: usize) -> Self {
+        MaskAt {
+            first: self.first + by,
+            ..self
+        }
+    }
+
+    /// Sets the bits of the map's values `at..at + values.len()` from `values` (bit set iff the
+    /// value is `> 0`), the comparisons compiled for `isa` (which the processor must support).
+    /// Tasks calling this at the same time must be given disjoint ranges.
+    pub fn set(self, isa: Isa, values: &[f32], at: usize) {
+        isa.assert_available("relu mask");
+        let words = self.writer.words;
+        let mut i = 0;
+        while i < values.len() {
+            let (word, shift) = ((self.first + at + i) / 64, (self.first + at + i) % 64);
+            let take = (64 - shift).min(values.len() - i);
+            let part = &values[i..i + take];
+            let bits = match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the caller's promise: the processor runs `isa`, which includes AVX2.
+                Isa::Avx2Fma | Isa::Avx512F => unsafe { word_bits_avx2(part) },
+                _ => word_bits(part),
+            } << shift;
+            if take == 64 {
+                // A whole word inside this range: no other task's range reaches it.
+                words[word].store(bits, Ordering::Relaxed);
+            } else if bits != 0 {
+                words[word].fetch_or(bits, Ordering::Relaxed);
+            }
+            i += take;
+        }
+    }
 }
 
 /// `g ← g` where the ReLU's output was positive (its [`relu_mask`] bit is set), else 0 — the

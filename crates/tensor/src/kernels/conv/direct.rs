@@ -29,7 +29,7 @@
 //! zeroed output back (conv1_1's three channels are one window, so its forward pass never reads
 //! its output).
 
-use super::{ConvGeometry, Source};
+use super::{Activation, ConvGeometry, Source};
 use crate::kernels::fresh::{self, Fresh};
 use crate::kernels::isa::Isa;
 use crate::kernels::scratch;
@@ -114,17 +114,17 @@ pub fn tasks(g: &ConvGeometry) -> usize {
 }
 
 /// Forward convolution of one image (`x: C_in×H×W`, filters `w: C_out×C_in×3×3`, optional
-/// `bias`), `max(y, 0)` when `relu`, with the best instruction set the processor has. `x` is
+/// `bias`), finished as `act` says, with the best instruction set the processor has. `x` is
 /// read a row at a time, so it may be given unpooled or masked ([`Source`]): the input
 /// gradient of conv1_1 reads relu1_1's gradient through the ReLU's mask that way.
 pub fn forward(
     x: Source,
     w: &[f32],
     bias: Option<&[f32]>,
-    relu: bool,
+    act: Activation,
     g: &ConvGeometry,
 ) -> Vec<f32> {
-    forward_with(Isa::detect(), x, w, bias, relu, g)
+    forward_with(Isa::detect(), x, w, bias, act, g)
 }
 
 /// [`forward`] compiled for `isa`, which the processor must support ([`Isa::available`]; tests
@@ -134,7 +134,7 @@ pub fn forward_with(
     x: Source,
     w: &[f32],
     bias: Option<&[f32]>,
-    relu: bool,
+    act: Activation,
     g: &ConvGeometry,
 ) -> Vec<f32> {
     isa.assert_available("direct convolution");
@@ -159,13 +159,7 @@ pub fn forward_with(
             }
         }
     }
-    let job = Job {
-        x,
-        g,
-        w,
-        bias,
-        relu,
-    };
+    let job = Job { x, g, w, bias, act };
     tasks.into_par_iter().for_each(|(o0, y0, parts)| {
         let mut out: Vec<&mut [f32]> = parts.into_iter().map(fresh::zero).collect();
         job.band(isa, o0, y0, &mut out)
@@ -185,7 +179,7 @@ struct Job<'a> {
     g: &'a ConvGeometry,
     w: &'a [f32],
     bias: Option<&'a [f32]>,
-    relu: bool,
+    act: Activation<'a>,
 }
 
 impl Job<'_> {
@@ -307,11 +301,15 @@ impl Job<'_> {
             }
             win.give_back();
         }
+        let relu = self.act.relu();
         for (r, out_r) in out.iter_mut().enumerate() {
             let b = self.bias.map_or(0.0, |b| b[o0 + r]);
             for v in out_r.iter_mut() {
                 let s = *v + b;
-                *v = if self.relu { s.max(0.0) } else { s };
+                *v = if relu { s.max(0.0) } else { s };
+            }
+            if let Some(mask) = self.act.mask() {
+                mask.set(isa, out_r, ((o0 + r) * self.g.h + y0) * wd);
             }
         }
     }

@@ -37,7 +37,8 @@ pub mod winograd;
 
 pub use source::Source;
 
-use super::elementwise;
+use super::elementwise::{self, MaskAt};
+use super::isa::Isa;
 use ndarray::{ArrayD, IxDyn};
 use std::sync::{Arc, OnceLock};
 
@@ -98,6 +99,35 @@ impl ConvGeometry {
             h: self.out_h(),
             w: self.out_w(),
             ..*self
+        }
+    }
+}
+
+/// What a forward pass does to each output after adding the bias.
+#[derive(Clone, Copy)]
+pub enum Activation<'a> {
+    /// Nothing: the convolution alone.
+    None,
+    /// `max(·, 0)`, applied as each output is stored (no pass of its own over the map).
+    Relu,
+    /// `max(·, 0)`, and the ReLU's mask bits (`y > 0`, as
+    /// [`relu_mask`](super::elementwise::relu_mask) gives them) set into `MaskAt` as each row
+    /// is stored, while it is in cache — what the ReLU's backward needs, without reading the
+    /// map again.
+    ReluMasked(MaskAt<'a>),
+}
+
+impl<'a> Activation<'a> {
+    /// Whether `max(·, 0)` is applied.
+    pub fn relu(self) -> bool {
+        !matches!(self, Activation::None)
+    }
+
+    /// Where the mask bits go, if anywhere.
+    pub fn mask(self) -> Option<MaskAt<'a>> {
+        match self {
+            Activation::ReluMasked(m) => Some(m),
+            _ => None,
         }
     }
 }
@@ -326,20 +356,26 @@ fn flat_array(w: Vec<f32>) -> Arc<ArrayD<f32>> {
 }
 
 /// Forward convolution of one image: `x: C_in×H×W`, optional `bias: C_out`; returns
-/// `y: C_out×H'×W'` — or `max(y, 0)` when `relu`, applied as each output is stored (saving the
-/// separate pass over the map and its copy) — by the algorithm [`forward_algorithm`] picks.
+/// `y: C_out×H'×W'`, finished as `act` says (`max(y, 0)`, and its mask), by the algorithm
+/// [`forward_algorithm`] picks.
 pub fn conv2d_forward(
     x: &[f32],
     f: &Filters,
     bias: Option<&[f32]>,
-    relu: bool,
+    act: Activation,
     g: &ConvGeometry,
 ) -> Vec<f32> {
     f.check(g);
     match forward_algorithm(g) {
-        Algorithm::Winograd4x4 => winograd::forward(x, f.winograd(), bias, relu, g),
-        Algorithm::Direct => direct::forward(Source::Planes(x), f.raw(), bias, relu, g),
-        _ => im2col::forward(x, f.raw(), bias, relu, g),
+        Algorithm::Winograd4x4 => winograd::forward(x, f.winograd(), bias, act, g),
+        Algorithm::Direct => direct::forward(Source::Planes(x), f.raw(), bias, act, g),
+        _ => {
+            let y = im2col::forward(x, f.raw(), bias, act.relu(), g);
+            if let Some(mask) = act.mask() {
+                mask.set(Isa::detect(), &y, 0);
+            }
+            y
+        }
     }
 }
 
@@ -357,7 +393,7 @@ pub fn conv2d_forward_relu_max_pool(
     match forward_algorithm(g) {
         Algorithm::Winograd4x4 => winograd::forward_relu_max_pool(x, f.winograd(), bias, g),
         _ => {
-            let y = conv2d_forward(x, f, bias, true, g);
+            let y = conv2d_forward(x, f, bias, Activation::Relu, g);
             super::pool::max_pool2_forward(&y, g.c_out, g.out_h(), g.out_w())
         }
     }
@@ -374,8 +410,16 @@ pub fn conv2d_backward_input(dy: Source, f: &Filters, g: &ConvGeometry) -> Vec<f
         // The forward pass's own Winograd filters, read transposed, on the reversed planes.
         Algorithm::Winograd4x4 => winograd::input_gradient(dy, f.winograd(), g),
         // The direct kernel reads `dy` a row at a time: unpooled or masked as it copies them.
-        Algorithm::Direct => direct::forward(dy, f.flipped().raw(), None, false, &g.flipped()),
-        Algorithm::Im2col => conv2d_forward(&as_map(dy, g), f.flipped(), None, false, &g.flipped()),
+        Algorithm::Direct => {
+            direct::forward(dy, f.flipped().raw(), None, Activation::None, &g.flipped())
+        }
+        Algorithm::Im2col => conv2d_forward(
+            &as_map(dy, g),
+            f.flipped(),
+            None,
+            Activation::None,
+            &g.flipped(),
+        ),
     }
 }
 
@@ -399,7 +443,7 @@ fn as_map<'a>(dy: Source<'a>, g: &ConvGeometry) -> std::borrow::Cow<'a, [f32]> {
         ),
         Source::Masked { g, mask, first_bit } => {
             let mut y = vec![0.0; g.len()];
-            let isa = super::isa::Isa::detect();
+            let isa = Isa::detect();
             elementwise::relu_backward_copy_with(isa, g, mask, first_bit, &mut y);
             std::borrow::Cow::Owned(y)
         }

@@ -29,7 +29,8 @@
 //! every core busy. Every split depends on the shape alone, so results do not depend on the
 //! thread count.
 
-use super::{ConvGeometry, Source};
+use super::{Activation, ConvGeometry, Source};
+use crate::kernels::elementwise::MaskAt;
 use crate::kernels::fresh::{self, Fresh};
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::kernels::isa::Isa;
@@ -164,6 +165,9 @@ struct Epilogue<'a> {
     bias: Option<&'a [f32]>,
     /// Then `max(·, 0)`.
     relu: bool,
+    /// And the ReLU's mask bits of the rows stored, from the band's first row of the plane on
+    /// (forward passes into [`Dest::Rows`] only).
+    mask: Option<MaskAt<'a>>,
     /// The planes rotated by 180°: the input's as they are read, the result's as it is stored
     /// (row `i` of a band's result into row `rows − 1 − i` of its `out`, each row's values
     /// reversed) — how [`input_gradient`] works on rotated planes without a pass of its own.
@@ -569,6 +573,10 @@ fn transform_output_body<const AVX2: bool>(
             let phases = &y[rr * len..(rr + 1) * len];
             if direct {
                 interleave_phases::<AVX2>(phases, row);
+                if let Some(mask) = epilogue.mask {
+                    let isa = if AVX2 { Isa::Avx2Fma } else { Isa::Baseline };
+                    mask.set(isa, row, i * w);
+                }
                 continue;
             }
             interleave_phases::<AVX2>(phases, line);
@@ -806,17 +814,17 @@ fn group_chunks<T>(
 }
 
 /// 3×3, padding-1 convolution of one image by F(4×4, 3×3): `x: C_in×H×W`, `u` from
-/// [`transform_filters`], optional `bias: C_out`; returns `C_out×H×W`. The transforms run with
-/// the best instruction set the processor has ([`Isa::detect`]).
+/// [`transform_filters`], optional `bias: C_out`; returns `C_out×H×W`, finished as `act` says.
+/// The transforms run with the best instruction set the processor has ([`Isa::detect`]).
 #[track_caller]
 pub fn forward(
     x: &[f32],
     u: &[f32],
     bias: Option<&[f32]>,
-    relu: bool,
+    act: Activation,
     g: &ConvGeometry,
 ) -> Vec<f32> {
-    forward_with(Isa::detect(), x, u, bias, relu, g)
+    forward_with(Isa::detect(), x, u, bias, act, g)
 }
 
 /// [`forward`] with the transforms compiled for `isa` (which the processor must support: take
@@ -828,13 +836,14 @@ pub fn forward_with(
     x: &[f32],
     u: &[f32],
     bias: Option<&[f32]>,
-    relu: bool,
+    act: Activation,
     g: &ConvGeometry,
 ) -> Vec<f32> {
     let mut y = Fresh::new(g.c_out * g.h * g.w);
     let epilogue = Epilogue {
         bias,
-        relu,
+        relu: act.relu(),
+        mask: act.mask(),
         reversed: false,
         accumulate: false,
     };
@@ -875,6 +884,7 @@ pub fn forward_relu_max_pool_with(
         let epilogue = Epilogue {
             bias,
             relu: true,
+            mask: None,
             reversed: false,
             accumulate: false,
         };
@@ -961,6 +971,7 @@ fn input_gradient_into(
     let epilogue = Epilogue {
         bias: None,
         relu: false,
+        mask: None,
         reversed: true,
         accumulate,
     };
@@ -1059,6 +1070,10 @@ fn convolve(
         argmax.is_none() || !(reversed || epilogue.accumulate),
         "winograd: pooling is for the forward pass"
     );
+    assert!(
+        epilogue.mask.is_none() || !(reversed || epilogue.accumulate || argmax.is_some()),
+        "winograd: a ReLU mask is for a forward pass storing its map"
+    );
     // Each band's rows of every output plane, so that bands write their outputs directly.
     let outs = group_chunks(y, plane_len, band_len, reversed);
     let args: Vec<Vec<&mut [u8]>> = match argmax {
@@ -1132,6 +1147,12 @@ fn convolve(
                     // SAFETY: a part of `Output::Values` is initialised; a fresh one is zeroed.
                     let rows = unsafe { band_values(plane_rows, fresh) };
                     let dest = Dest::Rows(rows, at.get(o + 1).copied());
+                    // The mask of this plane's rows from the band's first on.
+                    let first = (o * g.h + M * t0) * g.w;
+                    let epilogue = Epilogue {
+                        mask: epilogue.mask.map(|m| m.shifted(first)),
+                        ..epilogue
+                    };
                     transform_output(isa, &m, g, o, tile_cols, epilogue, dest);
                 });
             } else {
