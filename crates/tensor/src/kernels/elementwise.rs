@@ -340,9 +340,9 @@ pub fn relu_backward_copy_with(
     );
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx2Fma && first_bit.is_multiple_of(8) {
+    if isa >= Isa::Avx2Fma {
         // SAFETY: checked above that the processor runs `isa`, which includes AVX2.
-        done = unsafe { masked_copy_avx2(g, mask, first_bit / 8, out) };
+        done = unsafe { masked_copy_avx2(g, mask, first_bit, out) };
     }
     for ((o, &v), bit) in out[done..]
         .iter_mut()
@@ -357,11 +357,12 @@ pub fn relu_backward_copy_with(
     }
 }
 
-/// [`relu_backward_copy_with`]'s whole groups of 8 values when they start on a byte of the mask
-/// (byte `first_byte` for `g[0]`), by [`keep_lanes`]; returns how many values it copied.
+/// [`relu_backward_copy_with`]'s whole groups of 8 values (bit `first_bit` of `mask` for
+/// `g[0]`), by [`keep_lanes`] on the group's 8 bits wherever they start in the mask (a row of an
+/// odd-sized map rarely starts on a byte); returns how many values it copied.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn masked_copy_avx2(g: &[f32], mask: &[u64], first_byte: usize, out: &mut [f32]) -> usize {
+fn masked_copy_avx2(g: &[f32], mask: &[u64], first_bit: usize, out: &mut [f32]) -> usize {
     use std::arch::x86_64::*;
     let whole = g.len() - g.len() % 8;
     for (k, (src, dst)) in g[..whole]
@@ -369,8 +370,14 @@ fn masked_copy_avx2(g: &[f32], mask: &[u64], first_byte: usize, out: &mut [f32])
         .zip(out[..whole].chunks_exact_mut(8))
         .enumerate()
     {
-        let byte = first_byte + k;
-        let bits = mask[byte / 8] >> (8 * (byte % 8));
+        let (word, shift) = ((first_bit + 8 * k) / 64, (first_bit + 8 * k) % 64);
+        // The group's 8 bits, from the next word too when they straddle two (its bits are in
+        // the mask then: the caller checked that the mask covers every value).
+        let bits = if shift > 56 {
+            mask[word] >> shift | mask[word + 1] << (64 - shift)
+        } else {
+            mask[word] >> shift
+        };
         // SAFETY: `src` and `dst` hold 8 values each.
         unsafe {
             let v = _mm256_loadu_ps(src.as_ptr());

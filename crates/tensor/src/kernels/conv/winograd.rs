@@ -432,6 +432,13 @@ fn transform_input_body<const AVX2: bool>(
                 };
                 let mut dst = [v0, v1, v2, v3, v4, v5].map(|r| &mut r[base..base + tc]);
                 for t in (0..tc).step_by(LANES) {
+                    // A row's last, partial block is done whole, overlapping the block before
+                    // it (the same values again), so that its stores are not calls to `memcpy`.
+                    let t = if t + LANES > tc && tc >= LANES {
+                        tc - LANES
+                    } else {
+                        t
+                    };
                     let d = [
                         Lanes::at(ph[0], t),
                         Lanes::at(ph[1], t),
@@ -523,6 +530,12 @@ fn transform_output_body<const AVX2: bool>(
         for i in 0..T {
             let src: [&[f32]; T] = std::array::from_fn(|k| &me[i * T + k][q0..q0 + tc]);
             for t in (0..tc).step_by(LANES) {
+                // As in the input transform: the last, partial block done whole, overlapping.
+                let t = if t + LANES > tc && tc >= LANES {
+                    tc - LANES
+                } else {
+                    t
+                };
                 let d: [Lanes; T] = if t + LANES <= tc {
                     std::array::from_fn(|k| Lanes::at(src[k], t))
                 } else {
