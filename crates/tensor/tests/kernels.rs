@@ -99,6 +99,34 @@ fn conv_forward_matches_direct_convolution() {
     }
 }
 
+/// Winograd's bands (whole tile rows) hold a multiple of the GEMM kernel's 16-tile vectors
+/// wherever a band height near the target allows it — in portrait as in landscape (a band of
+/// 72 tiles computes 80).
+#[test]
+fn winograd_bands_fill_whole_vectors() {
+    let shapes = [
+        (384, 512),
+        (512, 384),
+        (96, 128),
+        (128, 96),
+        (48, 64),
+        (64, 48),
+        (32, 24),
+    ];
+    for (h, w) in shapes {
+        let g = geo(64, h, w, 64, 3, 1);
+        let bands = winograd::tasks(&g) / 36;
+        let (tile_rows, tile_cols) = (h.div_ceil(4), w.div_ceil(4));
+        let rows = tile_rows.div_ceil(bands);
+        assert_eq!(tile_rows.div_ceil(rows), bands, "{h}×{w}: equal bands");
+        assert_eq!(
+            rows * tile_cols % 16,
+            0,
+            "{h}×{w}: {rows} rows of {tile_cols} tiles"
+        );
+    }
+}
+
 /// Winograd F(4×4, 3×3) itself, on any channel count (the dispatcher uses it from
 /// `WINOGRAD_MIN_IN_CHANNELS`): forward against direct convolution, and its input gradient (the
 /// flipped, transposed filters) as the adjoint, on odd sizes, 1×1 maps, maps smaller than a

@@ -54,6 +54,9 @@ const E: usize = T * T;
 /// was the same as 64, 32 slower (290 ms). (An earlier session, measuring conv1_2 alone before
 /// the input rows were prefetched, had found 256 → 128 faster and 64 slower.)
 const BAND_TARGET_TILES: usize = 64;
+/// Tiles per vector of the `gemm` crate's AVX-512 kernel (16 f32): the unit in which it
+/// computes a band's last, partial block of tiles.
+const GEMM_TILE_VECTOR: usize = 16;
 /// Input channels per task of the input transform.
 const CHANNEL_GROUP: usize = 16;
 
@@ -264,12 +267,34 @@ pub fn transform_filters(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
 
 /// The tile rows per band, and the bands `[t0, t1)` of `tile_rows × tile_cols` tiles.
 fn bands(tile_rows: usize, tile_cols: usize) -> (usize, Vec<(usize, usize)>) {
-    let rows = BAND_TARGET_TILES.div_ceil(tile_cols).max(1);
+    let rows = rows_per_band(tile_rows, tile_cols);
     let list = (0..tile_rows)
         .step_by(rows)
         .map(|t0| (t0, (t0 + rows).min(tile_rows)))
         .collect();
     (rows, list)
+}
+
+/// The tile rows per band: of the counts that keep a band within twice [`BAND_TARGET_TILES`]
+/// (or one row, if a row alone is more), the one whose bands leave the fewest of the GEMM
+/// kernel's 16-tile vectors part-empty — a band's tiles are the products' contiguous dimension,
+/// and a band of 72 tiles pays for 80 — and of those, the one nearest the target. At 512×384
+/// every layer's rows make whole vectors at the target (128, 64, 32, 16, 8 tiles a row); in
+/// portrait, 384×512, conv3's rows of 24 tiles made bands of 72 (now 48) and conv4's of 12
+/// bands of 72 (now 48).
+fn rows_per_band(tile_rows: usize, tile_cols: usize) -> usize {
+    let most = (2 * BAND_TARGET_TILES / tile_cols).clamp(1, tile_rows.max(1));
+    // Tiles computed in part-empty vectors over all bands, with `r` rows a band.
+    let wasted = |r: usize| -> usize {
+        (0..tile_rows)
+            .step_by(r)
+            .map(|t0| ((t0 + r).min(tile_rows) - t0) * tile_cols)
+            .map(|n| n.next_multiple_of(GEMM_TILE_VECTOR) - n)
+            .sum()
+    };
+    (1..=most)
+        .min_by_key(|&r| (wasted(r), (r * tile_cols).abs_diff(BAND_TARGET_TILES)))
+        .unwrap_or(1)
 }
 
 /// Independent tasks of the forward pass's GEMM stage for `g`, bands × 36, the stage that does
