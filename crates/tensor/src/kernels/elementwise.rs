@@ -176,7 +176,10 @@ fn word_bits_avx2(ys: &[f32]) -> u64 {
         let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps());
         w |= u64::from(_mm256_movemask_ps(positive) as u8) << (8 * k);
     }
-    w | (word_bits(rest) << (ys.len() - rest.len()))
+    if rest.is_empty() {
+        return w;
+    }
+    w | word_bits(rest) << (ys.len() - rest.len())
 }
 
 /// A ReLU mask ([`relu_mask`]'s bits) that the parallel tasks computing a map fill in as they
@@ -226,8 +229,8 @@ impl MaskAt<'_> {
     }
 
     /// Sets the bits of the map's values `at..at + values.len()` from `values` (bit set iff the
-    /// value is `> 0`), the comparisons compiled for `isa` (which the processor must support).
-    /// Tasks calling this at the same time must be given disjoint ranges.
+    /// value is `> 0`), the comparisons compiled for `isa` (panics if the processor does not
+    /// run it). Tasks calling this at the same time must be given disjoint ranges.
     pub fn set(self, isa: Isa, values: &[f32], at: usize) {
         isa.assert_available("relu mask");
         let words = self.writer.words;
@@ -238,7 +241,7 @@ impl MaskAt<'_> {
             let part = &values[i..i + take];
             let bits = match isa {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: the caller's promise: the processor runs `isa`, which includes AVX2.
+                // SAFETY: checked above that the processor runs `isa`, which includes AVX2.
                 Isa::Avx2Fma | Isa::Avx512F => unsafe { word_bits_avx2(part) },
                 _ => word_bits(part),
             } << shift;
