@@ -18,7 +18,7 @@ pub fn content_loss<'g>(features: &[Var<'g>], targets: &[Arc<ArrayD<f32>>]) -> V
     );
     mean_of_layers(features.iter().zip(targets).map(|(f, p)| {
         let p = f.graph().constant(Arc::clone(p));
-        (*f - p).square().mean()
+        f.mse(p)
     }))
 }
 

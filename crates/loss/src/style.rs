@@ -34,7 +34,7 @@ pub fn style_layer_losses<'g>(features: &[Var<'g>], targets: &[Arc<ArrayD<f32>>]
         .zip(targets)
         .map(|(f, a)| {
             let a = f.graph().constant(Arc::clone(a));
-            (gram_matrix(*f) - a).square().mean()
+            gram_matrix(*f).mse(a)
         })
         .collect()
 }

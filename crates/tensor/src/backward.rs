@@ -59,6 +59,8 @@ pub(crate) enum Op {
     Sum { x: usize },
     /// `y = Σ x / n`.
     Mean { x: usize },
+    /// `y = Σ (a − b)² / n`.
+    Mse { a: usize, b: usize },
     /// The same values under another shape.
     Reshape { x: usize },
     /// `y[.., i, j] = x[.., i+1, j] − x[.., i, j]` (vertical neighbour differences).
@@ -102,6 +104,7 @@ impl Op {
             Op::Square { .. } => "square",
             Op::Sum { .. } => "sum",
             Op::Mean { .. } => "mean",
+            Op::Mse { .. } => "mse",
             Op::Reshape { .. } => "reshape",
             Op::DiffH { .. } => "diff_h",
             Op::DiffW { .. } => "diff_w",
@@ -123,9 +126,11 @@ impl Op {
     pub(crate) fn inputs(&self) -> Vec<usize> {
         match *self {
             Op::Conv2d { x, w, b, .. } => [Some(x), Some(w), b].into_iter().flatten().collect(),
-            Op::MatMul { a, b } | Op::Add { a, b } | Op::Sub { a, b } | Op::Mul { a, b } => {
-                vec![a, b]
-            }
+            Op::MatMul { a, b }
+            | Op::Add { a, b }
+            | Op::Sub { a, b }
+            | Op::Mul { a, b }
+            | Op::Mse { a, b } => vec![a, b],
             Op::Relu { x, .. }
             | Op::MaxPool2 { x, .. }
             | Op::AvgPool2 { x }
@@ -164,6 +169,8 @@ impl Op {
                 r
             }
             Op::Gram { x } | Op::Square { x } => vec![x],
+            // Either side's gradient is ±(2/n)·(a − b).
+            Op::Mse { a, b } if requires_grad(a) || requires_grad(b) => vec![a, b],
             _ => Vec::new(),
         }
     }
@@ -369,6 +376,22 @@ pub(crate) fn backward_op<'a>(
             let n = s.iter().product::<usize>();
             let dx = elementwise::filled(n, flat(&g)[0] / n as f32);
             out.push((x, from_vec(s, dx)));
+        }
+        Op::Mse { a, b } => {
+            // ∂/∂a = (g/n)·2(a − b), in the order the mean's, square's and difference's
+            // derivatives compute it; ∂/∂b its negation.
+            let gn = flat(&g)[0] / shape_of(a).iter().product::<usize>() as f32;
+            let da = || zip_values(value_of(a), value_of(b), |u, v| gn * (u - v) * 2.0);
+            match (needs(a), needs(b)) {
+                (true, true) => {
+                    let d = da();
+                    out.push((b, map_values(&d, |v| -v)));
+                    out.push((a, d));
+                }
+                (true, false) => out.push((a, da())),
+                (false, true) => out.push((b, map_values(&da(), |v| -v))),
+                (false, false) => {}
+            }
         }
         Op::Reshape { x } => {
             out.push((

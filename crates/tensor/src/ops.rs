@@ -316,6 +316,32 @@ impl<'g> Var<'g> {
         )
     }
 
+    /// `mean((self − target)²)`, a 0-dimensional tensor: the mean squared error between two
+    /// tensors of one shape, in one pass accumulated in f64 — the same value as
+    /// `(self − target).square().mean()` without the difference and the square as maps of their
+    /// own (two passes and a map-sized buffer each, for a content layer's 1.6 M values).
+    #[track_caller]
+    pub fn mse(self, target: Var<'g>) -> Var<'g> {
+        self.same_graph(target, "mse");
+        let (a, b) = (self.value(), target.value());
+        assert_eq!(
+            a.shape(),
+            b.shape(),
+            "mse: shapes {:?} and {:?} differ",
+            a.shape(),
+            b.shape()
+        );
+        assert!(!a.is_empty(), "mse: empty tensors");
+        let s = elementwise::squared_distance_f64(flat(&a), flat(&b)) / a.len() as f64;
+        self.graph.record(
+            ArrayD::from_elem(IxDyn(&[]), s as f32),
+            Op::Mse {
+                a: self.id,
+                b: target.id,
+            },
+        )
+    }
+
     /// The same elements, in row-major order, under another shape of equal size.
     #[track_caller]
     pub fn reshape(self, shape: &[usize]) -> Var<'g> {

@@ -297,7 +297,15 @@ fn elementwise_binary() {
     let (a, b) = (random(&mut r, &[2, 3, 1, 5]), random(&mut r, &[2, 3, 1, 5]));
     check_grads(&[a.clone(), b.clone()], &|v| v[0] + v[1]);
     check_grads(&[a.clone(), b.clone()], &|v| v[0] - v[1]);
-    check_grads(&[a, b], &|v| v[0] * v[1]);
+    check_grads(&[a.clone(), b.clone()], &|v| v[0] * v[1]);
+    // The mean squared error, both sides (a loss's target is a constant; here both vary).
+    check_grads(&[a.clone(), b.clone()], &|v| v[0].mse(v[1]));
+    // One value per op: the same as the three ops it stands for, to the bit.
+    let g = Graph::new();
+    let (x, y) = (g.param(a), g.param(b));
+    let fused = x.mse(y).value();
+    let unfused = (x - y).square().mean().value();
+    assert_eq!(fused, unfused, "mse against (a − b)².mean()");
 }
 
 #[test]

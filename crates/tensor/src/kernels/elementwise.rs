@@ -96,9 +96,7 @@ pub fn sum_f64(x: &[f32]) -> f64 {
             let mut sums = [0.0f64; 8];
             let body = piece.len() - piece.len() % 8;
             for c in piece[..body].chunks_exact(8) {
-                for (s, &v) in sums.iter_mut().zip(c) {
-                    *s += v as f64;
-                }
+                add8(&mut sums, c.try_into().expect("8 values"));
             }
             for (s, &v) in sums.iter_mut().zip(&piece[body..]) {
                 *s += v as f64;
@@ -107,6 +105,37 @@ pub fn sum_f64(x: &[f32]) -> f64 {
         })
         .collect();
     pieces.iter().sum()
+}
+
+/// `Σ (aᵢ − bᵢ)²` in f64 (same lengths), each square in f32 — what [`sum_f64`] gives for the
+/// map of squared differences, in the same order, without making the map.
+pub fn squared_distance_f64(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "squared_distance: lengths differ");
+    let square = |u: f32, v: f32| (u - v) * (u - v);
+    let pieces: Vec<f64> = a
+        .par_chunks(CHUNK)
+        .zip(b.par_chunks(CHUNK))
+        .map(|(pa, pb)| {
+            let mut sums = [0.0f64; 8];
+            let body = pa.len() - pa.len() % 8;
+            for (ca, cb) in pa[..body].chunks_exact(8).zip(pb[..body].chunks_exact(8)) {
+                add8(&mut sums, std::array::from_fn(|k| square(ca[k], cb[k])));
+            }
+            for (s, (&u, &v)) in sums.iter_mut().zip(pa[body..].iter().zip(&pb[body..])) {
+                *s += square(u, v) as f64;
+            }
+            sums.iter().sum::<f64>()
+        })
+        .collect();
+    pieces.iter().sum()
+}
+
+/// Adds 8 terms to the 8 partial sums of [`sum_f64`] and [`squared_distance_f64`].
+#[inline(always)]
+fn add8(sums: &mut [f64; 8], terms: [f32; 8]) {
+    for (s, v) in sums.iter_mut().zip(terms) {
+        *s += v as f64;
+    }
 }
 
 /// `y = max(x, 0)`.
