@@ -7,6 +7,7 @@
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use nst_tensor::kernels::conv::{self, direct, im2col, winograd, ConvGeometry, Filters};
 use nst_tensor::kernels::conv::{Activation, Source};
+use nst_tensor::kernels::elementwise::MaskWriter;
 use nst_tensor::kernels::gemm::{gemm_with, Backend, MatMut, MatRef};
 use nst_tensor::kernels::isa::Isa;
 use nst_tensor::kernels::{gram, matmul, pool};
@@ -191,6 +192,17 @@ fn bench_conv(c: &mut Criterion) {
         let _ = f.winograd();
         group.bench_function(BenchmarkId::new("forward", name), |bench| {
             bench.iter(|| conv::conv2d_forward(&x, &f, Some(&b), Activation::None, &g))
+        });
+        // As a run calls it for a layer followed by a ReLU: fused, its mask set as rows are
+        // stored.
+        let mut words = vec![0u64; (g.c_out * g.out_h() * g.out_w()).div_ceil(64)];
+        group.bench_function(BenchmarkId::new("forward_relu_masked", name), |bench| {
+            bench.iter(|| {
+                words.fill(0);
+                let writer = MaskWriter::new(&mut words);
+                let act = Activation::ReluMasked(writer.at(0));
+                conv::conv2d_forward(&x, &f, Some(&b), act, &g)
+            })
         });
         group.bench_function(BenchmarkId::new("input_grad", name), |bench| {
             bench.iter(|| conv::conv2d_backward_input(Source::Planes(&dy), &f, &g))
