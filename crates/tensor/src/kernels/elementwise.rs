@@ -152,24 +152,13 @@ pub fn relu_mask(y: &[f32]) -> Vec<u64> {
 /// [`relu_mask`] with the comparisons compiled for `isa` (which the processor must support: take
 /// it from [`Isa::available`]); every level gives the same bits (tested).
 pub fn relu_mask_with(isa: Isa, y: &[f32]) -> Vec<u64> {
-    isa.assert_available("relu_mask");
     let mut mask = vec![0u64; y.len().div_ceil(64)];
-    mask.par_chunks_mut(CHUNK / 64)
-        .zip(y.par_chunks(CHUNK))
-        .for_each(|(mc, yc)| match isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: checked above that the processor runs `isa`; both levels include AVX2.
-            Isa::Avx2Fma | Isa::Avx512F => unsafe { mask_words_avx2(yc, mc) },
-            _ => mask_words(yc, mc),
-        });
+    let writer = MaskWriter::new(&mut mask);
+    // Chunks of whole words: every word is one task's.
+    y.par_chunks(CHUNK)
+        .enumerate()
+        .for_each(|(k, yc)| writer.at(0).set(isa, yc, k * CHUNK));
     mask
-}
-
-/// The mask words of `ys` (64 values a word, the last word possibly fewer), one value at a time.
-fn mask_words(ys: &[f32], words: &mut [u64]) {
-    for (word, ys) in words.iter_mut().zip(ys.chunks(64)) {
-        *word = word_bits(ys);
-    }
 }
 
 /// The mask bits of at most 64 values, the first in bit 0, one value at a time.
@@ -177,15 +166,6 @@ fn word_bits(ys: &[f32]) -> u64 {
     ys.iter()
         .enumerate()
         .fold(0, |acc, (bit, &v)| acc | (u64::from(v > 0.0) << bit))
-}
-
-/// [`mask_words`] with AVX2 (see [`word_bits_avx2`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn mask_words_avx2(ys: &[f32], words: &mut [u64]) {
-    for (word, ys) in words.iter_mut().zip(ys.chunks(64)) {
-        *word = word_bits_avx2(ys);
-    }
 }
 
 /// [`word_bits`] with AVX2: each group of 8 values is one comparison with 0 (ordered, so a NaN
@@ -262,18 +242,41 @@ impl MaskAt<'_> {
     /// run it). Tasks calling this at the same time must be given disjoint ranges.
     pub fn set(self, isa: Isa, values: &[f32], at: usize) {
         isa.assert_available("relu mask");
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: checked above that the processor runs `isa`, which includes AVX2.
+            Isa::Avx2Fma | Isa::Avx512F => unsafe { self.set_avx2(values, at) },
+            _ => self.set_words::<false>(values, at),
+        }
+    }
+
+    /// [`MaskAt::set`] compiled with AVX2, so that [`word_bits_avx2`] is inlined into its loop.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn set_avx2(self, values: &[f32], at: usize) {
+        self.set_words::<true>(values, at)
+    }
+
+    /// See [`MaskAt::set`]: a word at a time, its bits by [`word_bits_avx2`] when `AVX2` (the
+    /// caller runs with AVX2), else by [`word_bits`].
+    #[inline(always)]
+    fn set_words<const AVX2: bool>(self, values: &[f32], at: usize) {
         let words = self.writer.words;
         let mut i = 0;
         while i < values.len() {
             let (word, shift) = ((self.first + at + i) / 64, (self.first + at + i) % 64);
             let take = (64 - shift).min(values.len() - i);
             let part = &values[i..i + take];
-            let bits = match isa {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: checked above that the processor runs `isa`, which includes AVX2.
-                Isa::Avx2Fma | Isa::Avx512F => unsafe { word_bits_avx2(part) },
-                _ => word_bits(part),
-            } << shift;
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `AVX2` is set only on `set_avx2`'s path, taken after the level check.
+            let bits = if AVX2 {
+                unsafe { word_bits_avx2(part) }
+            } else {
+                word_bits(part)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let bits = word_bits(part);
+            let bits = bits << shift;
             if take == 64 {
                 // A whole word inside this range: no other task's range reaches it.
                 words[word].store(bits, Ordering::Relaxed);
