@@ -380,17 +380,15 @@ pub(crate) fn backward_op<'a>(
         Op::Mse { a, b } => {
             // ∂/∂a = (g/n)·2(a − b), in the order the mean's, square's and difference's
             // derivatives compute it; ∂/∂b its negation.
-            let gn = flat(&g)[0] / shape_of(a).iter().product::<usize>() as f32;
-            let da = || zip_values(value_of(a), value_of(b), |u, v| gn * (u - v) * 2.0);
-            match (needs(a), needs(b)) {
-                (true, true) => {
-                    let d = da();
-                    out.push((b, map_values(&d, |v| -v)));
-                    out.push((a, d));
+            if needs(a) || needs(b) {
+                let gn = flat(&g)[0] / shape_of(a).iter().product::<usize>() as f32;
+                let da = zip_values(value_of(a), value_of(b), |u, v| gn * (u - v) * 2.0);
+                if needs(b) {
+                    out.push((b, map_values(&da, |v| -v)));
                 }
-                (true, false) => out.push((a, da())),
-                (false, true) => out.push((b, map_values(&da(), |v| -v))),
-                (false, false) => {}
+                if needs(a) {
+                    out.push((a, da));
+                }
             }
         }
         Op::Reshape { x } => {
