@@ -457,13 +457,7 @@ fn transform_input_body<const AVX2: bool>(
                 };
                 let mut dst = [v0, v1, v2, v3, v4, v5].map(|r| &mut r[base..base + tc]);
                 for t in (0..tc).step_by(LANES) {
-                    // A row's last, partial block is done whole, overlapping the block before
-                    // it (the same values again), so that its stores are not calls to `memcpy`.
-                    let t = if t + LANES > tc && tc >= LANES {
-                        tc - LANES
-                    } else {
-                        t
-                    };
+                    let t = block_start(t, tc);
                     let d = [
                         Lanes::at(ph[0], t),
                         Lanes::at(ph[1], t),
@@ -544,6 +538,8 @@ fn transform_output_body<const AVX2: bool>(
     let len = M * sl;
     let me: [&[f32]; E] = std::array::from_fn(|e| &m[(e * c_out + o) * n..(e * c_out + o + 1) * n]);
     let bias = Lanes([epilogue.bias.map_or(0.0, |b| b[o]); LANES]);
+    // The build the mask's comparisons run in: this one's.
+    let isa = if AVX2 { Isa::Avx2Fma } else { Isa::Baseline };
     // The rows after `·A` and after `Aᵀ·`, and one result row, interleaved there before it is
     // stored reversed or added.
     let direct = !(epilogue.reversed || epilogue.accumulate);
@@ -555,12 +551,7 @@ fn transform_output_body<const AVX2: bool>(
         for i in 0..T {
             let src: [&[f32]; T] = std::array::from_fn(|k| &me[i * T + k][q0..q0 + tc]);
             for t in (0..tc).step_by(LANES) {
-                // As in the input transform: the last, partial block done whole, overlapping.
-                let t = if t + LANES > tc && tc >= LANES {
-                    tc - LANES
-                } else {
-                    t
-                };
+                let t = block_start(t, tc);
                 let d: [Lanes; T] = if t + LANES <= tc {
                     std::array::from_fn(|k| Lanes::at(src[k], t))
                 } else {
@@ -612,7 +603,6 @@ fn transform_output_body<const AVX2: bool>(
             if direct {
                 interleave_phases::<AVX2>(phases, row);
                 if let Some(mask) = epilogue.mask {
-                    let isa = if AVX2 { Isa::Avx2Fma } else { Isa::Baseline };
                     mask.set(isa, row, i * w);
                 }
                 continue;
@@ -632,6 +622,19 @@ fn transform_output_body<const AVX2: bool>(
         }
     }
     give_work(work);
+}
+
+/// Where the block of [`LANES`] tiles at `t` of a row of `tc` starts: at `t`, except that a
+/// row's last, partial block is done whole, overlapping the block before it (the same values
+/// again), so that its loads and stores are not variable-length copies (calls to `memcpy`). A
+/// row shorter than a block keeps its one partial block.
+#[inline(always)]
+fn block_start(t: usize, tc: usize) -> usize {
+    if t + LANES > tc && tc >= LANES {
+        tc - LANES
+    } else {
+        t
+    }
 }
 
 /// Prefetches result rows `first .. first + 4` of a band's rows `out` (rows of `w` values;
