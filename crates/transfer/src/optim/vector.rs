@@ -52,16 +52,15 @@ fn dot_piece(a: &[f32], b: &[f32]) -> f64 {
         .chunks_exact(DOT_LANES)
         .zip(b[..body].chunks_exact(DOT_LANES))
     {
-        for l in 0..DOT_LANES {
-            sums[l] += x[l] as f64 * y[l] as f64;
-        }
+        add_products(&mut sums, x, y);
     }
-    add_tail(&mut sums, &a[body..], &b[body..]);
+    add_products(&mut sums, &a[body..], &b[body..]);
     sums.iter().sum()
 }
 
-/// The last `< DOT_LANES` products of a piece, into their partial sums.
-fn add_tail(sums: &mut [f64; DOT_LANES], a: &[f32], b: &[f32]) {
+/// `sums[l] += a[l]·b[l]` for the (at most [`DOT_LANES`]) values given: a chunk of a piece, or
+/// its last `< DOT_LANES` values.
+fn add_products(sums: &mut [f64; DOT_LANES], a: &[f32], b: &[f32]) {
     for (l, (x, y)) in a.iter().zip(b).enumerate() {
         sums[l] += *x as f64 * *y as f64;
     }
@@ -73,26 +72,23 @@ fn add_tail(sums: &mut [f64; DOT_LANES], a: &[f32], b: &[f32]) {
 fn dot_piece_avx2(a: &[f32], b: &[f32]) -> f64 {
     use std::arch::x86_64::*;
     let body = a.len() - a.len() % DOT_LANES;
-    let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let mut sums = (_mm256_setzero_pd(), _mm256_setzero_pd());
     for (x, y) in a[..body]
         .chunks_exact(DOT_LANES)
         .zip(b[..body].chunks_exact(DOT_LANES))
     {
-        // SAFETY: each chunk holds 8 values, what an unaligned 256-bit load reads.
-        let (x, y) = unsafe { (_mm256_loadu_ps(x.as_ptr()), _mm256_loadu_ps(y.as_ptr())) };
-        let (xl, xh) = (_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
-        let (yl, yh) = (_mm256_castps256_ps128(y), _mm256_extractf128_ps::<1>(y));
-        lo = _mm256_fmadd_pd(_mm256_cvtps_pd(xl), _mm256_cvtps_pd(yl), lo);
-        hi = _mm256_fmadd_pd(_mm256_cvtps_pd(xh), _mm256_cvtps_pd(yh), hi);
+        // SAFETY: each chunk holds 8 values, what an unaligned 256-bit load reads; the processor
+        // has AVX2 and FMA (this function's features).
+        sums = unsafe {
+            avx2::add_products(
+                _mm256_loadu_ps(x.as_ptr()),
+                _mm256_loadu_ps(y.as_ptr()),
+                sums,
+            )
+        };
     }
-    let mut sums = [0.0f64; DOT_LANES];
-    // SAFETY: `sums` holds 8 f64, two 256-bit stores' worth.
-    unsafe {
-        _mm256_storeu_pd(sums.as_mut_ptr(), lo);
-        _mm256_storeu_pd(sums.as_mut_ptr().add(4), hi);
-    }
-    add_tail(&mut sums, &a[body..], &b[body..]);
-    sums.iter().sum()
+    // SAFETY: as above.
+    unsafe { avx2::finish(sums, &a[body..], &b[body..]) }
 }
 
 /// `max |vᵢ|` (0 for an empty `v`): how far a step along `v` moves the value that moves most.
@@ -133,19 +129,15 @@ fn axpy_piece_avx2(alpha: f64, x: &[f32], y: &mut [f32]) {
     let body = y.len() - y.len() % 8;
     let a = _mm256_set1_pd(alpha);
     for (yc, xc) in y[..body].chunks_exact_mut(8).zip(x[..body].chunks_exact(8)) {
-        // SAFETY: each chunk holds 8 values, what an unaligned 256-bit load or store touches.
+        // SAFETY: each chunk holds 8 values, what an unaligned 256-bit load or store touches;
+        // the processor has AVX2 and FMA (this function's features).
         unsafe {
-            let (xv, yv) = (_mm256_loadu_ps(xc.as_ptr()), _mm256_loadu_ps(yc.as_ptr()));
-            let half = |x: __m128, y: __m128| {
-                let p = _mm256_mul_pd(a, _mm256_cvtps_pd(x));
-                _mm256_cvtpd_ps(_mm256_add_pd(_mm256_cvtps_pd(y), p))
-            };
-            let lo = half(_mm256_castps256_ps128(xv), _mm256_castps256_ps128(yv));
-            let hi = half(
-                _mm256_extractf128_ps::<1>(xv),
-                _mm256_extractf128_ps::<1>(yv),
+            let new = avx2::axpy(
+                a,
+                _mm256_loadu_ps(xc.as_ptr()),
+                _mm256_loadu_ps(yc.as_ptr()),
             );
-            _mm256_storeu_ps(yc.as_mut_ptr(), _mm256_set_m128(hi, lo));
+            _mm256_storeu_ps(yc.as_mut_ptr(), new);
         }
     }
     axpy_piece(alpha, &x[body..], &mut y[body..]);
@@ -169,17 +161,110 @@ fn axpy_dot_with(isa: Isa, alpha: f64, x: &[f32], y: &mut [f32], z: &[f32]) -> f
         .map(|((y, x), z)| match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `assert_available` above: the processor has AVX2 and FMA.
-            Isa::Avx2Fma | Isa::Avx512F => unsafe {
-                axpy_piece_avx2(alpha, x, y);
-                dot_piece_avx2(z, y)
-            },
-            _ => {
-                axpy_piece(alpha, x, y);
-                dot_piece(z, y)
-            }
+            Isa::Avx2Fma | Isa::Avx512F => unsafe { axpy_dot_piece_avx2(alpha, x, y, z) },
+            _ => axpy_dot_piece(alpha, x, y, z),
         })
         .collect();
     pieces.iter().sum()
+}
+
+/// One piece of [`axpy_dot`]: eight values of `y` at a time updated and at once multiplied into
+/// [`dot`]'s partial sums with `z`'s — the same operations in the same order as [`axpy_piece`]
+/// then [`dot_piece`], but the two history vectors `x` and `z` are read side by side: one after
+/// the other, each streamed from memory alone, they came about a fifth slower (BENCHMARKS.md).
+fn axpy_dot_piece(alpha: f64, x: &[f32], y: &mut [f32], z: &[f32]) -> f64 {
+    let mut sums = [0.0f64; DOT_LANES];
+    for ((yc, xc), zc) in y
+        .chunks_mut(DOT_LANES)
+        .zip(x.chunks(DOT_LANES))
+        .zip(z.chunks(DOT_LANES))
+    {
+        axpy_piece(alpha, xc, yc);
+        add_products(&mut sums, zc, yc);
+    }
+    sums.iter().sum()
+}
+
+/// [`axpy_dot_piece`] with AVX2: [`axpy_piece_avx2`]'s update and [`dot_piece_avx2`]'s sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn axpy_dot_piece_avx2(alpha: f64, x: &[f32], y: &mut [f32], z: &[f32]) -> f64 {
+    use std::arch::x86_64::*;
+    let body = y.len() - y.len() % DOT_LANES;
+    let a = _mm256_set1_pd(alpha);
+    let mut sums = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    for ((yc, xc), zc) in y[..body]
+        .chunks_exact_mut(DOT_LANES)
+        .zip(x[..body].chunks_exact(DOT_LANES))
+        .zip(z[..body].chunks_exact(DOT_LANES))
+    {
+        // SAFETY: each chunk holds 8 values, what an unaligned 256-bit load or store touches;
+        // the processor has AVX2 and FMA (this function's features).
+        unsafe {
+            let new = avx2::axpy(
+                a,
+                _mm256_loadu_ps(xc.as_ptr()),
+                _mm256_loadu_ps(yc.as_ptr()),
+            );
+            _mm256_storeu_ps(yc.as_mut_ptr(), new);
+            sums = avx2::add_products(_mm256_loadu_ps(zc.as_ptr()), new, sums);
+        }
+    }
+    axpy_piece(alpha, &x[body..], &mut y[body..]);
+    // SAFETY: as above.
+    unsafe { avx2::finish(sums, &z[body..], &y[body..]) }
+}
+
+/// The AVX2 builds' steps on eight values, shared by [`dot_piece_avx2`], [`axpy_piece_avx2`] and
+/// [`axpy_dot_piece_avx2`]. Each is inlined into its caller, whose AVX2 and FMA features it
+/// then runs with; calling one from code without them is undefined behaviour.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::DOT_LANES;
+    use std::arch::x86_64::*;
+
+    /// `y + a·x` for eight values, each product and sum in f64 and rounded once to f32.
+    #[inline(always)]
+    pub(super) unsafe fn axpy(a: __m256d, x: __m256, y: __m256) -> __m256 {
+        let half = |x: __m128, y: __m128| {
+            let p = _mm256_mul_pd(a, _mm256_cvtps_pd(x));
+            _mm256_cvtpd_ps(_mm256_add_pd(_mm256_cvtps_pd(y), p))
+        };
+        let lo = half(_mm256_castps256_ps128(x), _mm256_castps256_ps128(y));
+        let hi = half(_mm256_extractf128_ps::<1>(x), _mm256_extractf128_ps::<1>(y));
+        _mm256_set_m128(hi, lo)
+    }
+
+    /// The eight products `x·y`, in f64, into the partial sums (lanes 0–3, 4–7): one fused
+    /// multiply-add each, so one rounding, as the baseline's multiply then add (the product of
+    /// two f32 is exact in f64).
+    #[inline(always)]
+    pub(super) unsafe fn add_products(
+        x: __m256,
+        y: __m256,
+        (lo, hi): (__m256d, __m256d),
+    ) -> (__m256d, __m256d) {
+        let (xl, xh) = (_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+        let (yl, yh) = (_mm256_castps256_ps128(y), _mm256_extractf128_ps::<1>(y));
+        (
+            _mm256_fmadd_pd(_mm256_cvtps_pd(xl), _mm256_cvtps_pd(yl), lo),
+            _mm256_fmadd_pd(_mm256_cvtps_pd(xh), _mm256_cvtps_pd(yh), hi),
+        )
+    }
+
+    /// The piece's sum: the two registers' eight partial sums, plus the products of its last
+    /// `< 8` values `a`, `b`, added in lane order.
+    #[inline(always)]
+    pub(super) unsafe fn finish((lo, hi): (__m256d, __m256d), a: &[f32], b: &[f32]) -> f64 {
+        let mut sums = [0.0f64; DOT_LANES];
+        // SAFETY: `sums` holds 8 f64, two 256-bit stores' worth.
+        unsafe {
+            _mm256_storeu_pd(sums.as_mut_ptr(), lo);
+            _mm256_storeu_pd(sums.as_mut_ptr().add(4), hi);
+        }
+        super::add_products(&mut sums, a, b);
+        sums.iter().sum()
+    }
 }
 
 #[cfg(test)]
