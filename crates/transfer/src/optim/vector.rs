@@ -216,8 +216,8 @@ fn axpy_dot_piece_avx2(alpha: f64, x: &[f32], y: &mut [f32], z: &[f32]) -> f64 {
 }
 
 /// The AVX2 builds' steps on eight values, shared by [`dot_piece_avx2`], [`axpy_piece_avx2`] and
-/// [`axpy_dot_piece_avx2`]. Each is inlined into its caller, whose AVX2 and FMA features it
-/// then runs with; calling one from code without them is undefined behaviour.
+/// [`axpy_dot_piece_avx2`]. Each is inlined into its caller and compiled with the caller's AVX2
+/// and FMA features; each is `unsafe` because the processor must have them.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::DOT_LANES;
