@@ -44,6 +44,8 @@ def main():
     p.add_argument("--runs", default="auto:300,auto:150,none:100")
     p.add_argument("--repeat", type=int, default=1)
     a = p.parse_args()
+    if a.repeat < 1:
+        p.error("--repeat must be at least 1")
     weights = os.path.join(ROOT, "weights", "vgg16")
     ratios = {}
     with tempfile.TemporaryDirectory() as tmp:
