@@ -24,6 +24,7 @@ fn layers() -> Vec<(&'static str, ConvGeometry)> {
         kh: 3,
         kw: 3,
         pad: 1,
+        transposed: false,
     };
     vec![
         ("conv1_1", g(3, 384, 512, 64)),

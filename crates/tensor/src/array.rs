@@ -56,5 +56,6 @@ pub(crate) fn conv_geometry(x: &ArrayD<f32>, w: &ArrayD<f32>, pad: usize) -> Con
         kh: ws[2],
         kw: ws[3],
         pad,
+        transposed: false,
     }
 }

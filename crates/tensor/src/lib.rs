@@ -37,3 +37,4 @@ mod ops;
 pub use allocator::keep_freed_memory;
 pub use graph::{Gradients, Graph, OpTiming, Var};
 pub use ndarray;
+pub use ops::Fused;

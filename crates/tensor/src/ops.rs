@@ -6,7 +6,7 @@ use crate::array::{conv_geometry, flat, from_vec, join_images, map_values, zip_v
 use crate::backward::Op;
 use crate::filter_cache::filters_of;
 use crate::graph::Var;
-use crate::kernels::conv::{Activation, Filters};
+use crate::kernels::conv::{Activation, ConvGeometry, Filters};
 use crate::kernels::elementwise::MaskWriter;
 use crate::kernels::gemm::MatRef;
 use crate::kernels::{conv, elementwise, gram, matmul, pool};
@@ -98,7 +98,7 @@ impl<'g> Var<'g> {
     /// (Winograd or im2col + GEMM) is chosen by shape in `kernels::conv`.
     #[track_caller]
     pub fn conv2d(self, weight: Var<'g>, bias: Option<Var<'g>>, pad: usize) -> Var<'g> {
-        self.conv2d_with(weight, bias, pad, Fused::None)
+        self.conv2d_fused(weight, bias, pad, Fused::None, false)
     }
 
     /// `relu(conv2d(weight, bias, pad))` as one op: the ReLU is applied as each output is
@@ -107,7 +107,7 @@ impl<'g> Var<'g> {
     /// `conv2d(…).relu()`.
     #[track_caller]
     pub fn conv2d_relu(self, weight: Var<'g>, bias: Option<Var<'g>>, pad: usize) -> Var<'g> {
-        self.conv2d_with(weight, bias, pad, Fused::Relu)
+        self.conv2d_fused(weight, bias, pad, Fused::Relu, false)
     }
 
     /// `max_pool2(relu(conv2d(weight, bias, pad)))` as one op, for a network block's last
@@ -122,16 +122,23 @@ impl<'g> Var<'g> {
         bias: Option<Var<'g>>,
         pad: usize,
     ) -> Var<'g> {
-        self.conv2d_with(weight, bias, pad, Fused::ReluMaxPool2)
+        self.conv2d_fused(weight, bias, pad, Fused::ReluMaxPool2, false)
     }
 
+    /// [`conv2d`](Self::conv2d), or one of its fused forms as `fused` says, with the filters
+    /// applied as stored or, with `transposed_filters`, transposed: `w[o,c,v,u]` in place of
+    /// `w[o,c,u,v]` (square kernels only). Since `conv(xᵀ, wᵀ) = conv(x, w)ᵀ` (and the ReLU and
+    /// 2×2 pooling commute with transposing), a network run this way on a transposed image
+    /// gives every map transposed — how `nst-vgg` runs tall images as wide ones, which the
+    /// kernels compute faster. The filters' prepared forms serve both orientations (no copy).
     #[track_caller]
-    fn conv2d_with(
+    pub fn conv2d_fused(
         self,
         weight: Var<'g>,
         bias: Option<Var<'g>>,
         pad: usize,
         fused: Fused,
+        transposed_filters: bool,
     ) -> Var<'g> {
         self.same_graph(weight, "conv2d");
         let [n, c, h, w] = self.nchw("conv2d");
@@ -148,6 +155,10 @@ impl<'g> Var<'g> {
             ws[3],
             self.shape()
         );
+        assert!(
+            !transposed_filters || ws[2] == ws[3],
+            "conv2d: transposed filters must be square, got weight {ws:?}"
+        );
         if let Some(b) = bias {
             self.same_graph(b, "conv2d");
             assert_eq!(
@@ -159,7 +170,10 @@ impl<'g> Var<'g> {
         }
         let (xv, wv) = (self.value(), weight.value());
         let bv = bias.map(|b| b.value());
-        let geo = conv_geometry(&xv, &wv, pad);
+        let geo = ConvGeometry {
+            transposed: transposed_filters,
+            ..conv_geometry(&xv, &wv, pad)
+        };
         // Constant weights (a network's) keep their prepared filters across evaluations.
         let filters = if self.graph.requires_grad(weight.id) {
             Arc::new(Filters::shared(Arc::clone(&wv), &geo))
@@ -511,9 +525,9 @@ fn neighbour_diff(x: &ArrayD<f32>, op: &str, from_end: usize) -> ArrayD<f32> {
     &x.slice_axis(ax, Slice::from(1..)) - &x.slice_axis(ax, Slice::from(..-1))
 }
 
-/// What a convolution op applies to its output before storing it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Fused {
+/// What a convolution op applies to its output before storing it ([`Var::conv2d_fused`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fused {
     /// Nothing: `conv2d`.
     None,
     /// The ReLU: `conv2d_relu`.

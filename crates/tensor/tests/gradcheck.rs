@@ -4,16 +4,17 @@ mod common;
 
 use common::{check_grads, numeric_grad, random, rel_err, rng, well_separated, GRAD_TOL};
 use ndarray::ArrayD;
-use nst_tensor::{Graph, Var};
+use nst_tensor::{Fused, Graph, Var};
+use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 
+/// A convolution's parameters: a random map of shape `x`, filters of shape `w`, their bias.
+fn conv_inputs(r: &mut ChaCha8Rng, x: &[usize], w: &[usize]) -> [ArrayD<f32>; 3] {
+    [random(r, x), random(r, w), random(r, &[w[0]])]
+}
+
 fn conv_case(seed: u64, x: &[usize], w: &[usize], pad: usize) {
-    let mut r = rng(seed);
-    let inputs = [
-        random(&mut r, x),
-        random(&mut r, w),
-        random(&mut r, &[w[0]]),
-    ];
+    let inputs = conv_inputs(&mut rng(seed), x, w);
     check_grads(&inputs, &|v| v[0].conv2d(v[1], Some(v[2]), pad));
 }
 
@@ -56,6 +57,92 @@ fn conv2d_wide_enough_for_winograd() {
     // 32 channels in and out: the forward pass and the input gradient (the flipped convolution)
     // both run by Winograd F(4×4, 3×3); the 5×6 map is smaller than two tiles each way.
     conv_case(10, &[1, 32, 5, 6], &[32, 32, 3, 3], 1);
+}
+
+/// A convolution with its filters applied transposed, checked against finite differences for
+/// the map, the filters (whose gradient is transposed back to the stored layout) and the bias:
+/// on direct summation (3 input channels), im2col (16 → 5, the input gradient by the flipped
+/// filters) and Winograd (32 → 32, both passes), on maps that are not square.
+#[test]
+fn conv2d_with_transposed_filters() {
+    for (seed, x, w) in [
+        (30, &[1, 3, 5, 7][..], &[4, 3, 3, 3][..]),
+        (31, &[1, 16, 3, 4][..], &[5, 16, 3, 3][..]),
+        (32, &[1, 32, 5, 6][..], &[32, 32, 3, 3][..]),
+    ] {
+        let inputs = conv_inputs(&mut rng(seed), x, w);
+        check_grads(&inputs, &|v| {
+            v[0].conv2d_fused(v[1], Some(v[2]), 1, Fused::None, true)
+        });
+    }
+}
+
+/// `x` with its last two axes swapped (each image's planes transposed).
+fn transpose_hw(x: &ArrayD<f32>) -> ArrayD<f32> {
+    let mut axes: Vec<usize> = (0..x.ndim()).collect();
+    axes.swap(x.ndim() - 2, x.ndim() - 1);
+    x.view()
+        .permuted_axes(axes)
+        .as_standard_layout()
+        .into_owned()
+}
+
+/// Why filters are ever applied transposed: on the transposed map they give the usual output
+/// transposed, `conv(xᵀ, wᵀ) = conv(x, w)ᵀ`, fused ReLU and 2×2 pooling included (an odd last
+/// row and column dropped), and the map's gradient transposed too — on every algorithm, with
+/// constant filters (as a network's: the prepared filters shared by both orientations).
+#[test]
+fn transposed_filters_on_a_transposed_map_transpose_everything() {
+    for (seed, x, w) in [
+        (33, &[1, 3, 7, 10][..], &[4, 3, 3, 3][..]),
+        (34, &[2, 16, 5, 9][..], &[5, 16, 3, 3][..]),
+        (35, &[1, 32, 9, 22][..], &[32, 32, 3, 3][..]),
+        (36, &[1, 64, 13, 70][..], &[64, 64, 3, 3][..]),
+    ] {
+        let mut r = rng(seed);
+        let map = random(&mut r, x);
+        let (w, b) = (
+            Arc::new(random(&mut r, w)),
+            Arc::new(random(&mut r, &[w[0]])),
+        );
+        for fused in [Fused::None, Fused::Relu, Fused::ReluMaxPool2] {
+            let run = |map: &ArrayD<f32>, transposed: bool| {
+                let g = Graph::new();
+                let v = g.param(map.clone());
+                let (wv, bv) = (g.constant(Arc::clone(&w)), g.constant(Arc::clone(&b)));
+                let y = v.conv2d_fused(wv, Some(bv), 1, fused, transposed);
+                let value = (*y.value()).clone();
+                // A loss whose gradient differs from place to place: Σ y²/2, so dL/dy = y.
+                let grad = g
+                    .backward(y.square().sum().scale(0.5))
+                    .get(v)
+                    .unwrap()
+                    .clone();
+                (value, grad)
+            };
+            let (y, dx) = run(&map, false);
+            let (yt, dxt) = run(&transpose_hw(&map), true);
+            for (name, want, got) in [
+                ("output", &y, &transpose_hw(&yt)),
+                ("gradient", &dx, &transpose_hw(&dxt)),
+            ] {
+                assert_eq!(
+                    want.shape(),
+                    got.shape(),
+                    "{name} shape (case {seed}, {fused:?})"
+                );
+                let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let worst = want
+                    .iter()
+                    .zip(got.iter())
+                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    scale > 0.0 && worst <= 1e-5 * scale,
+                    "{name} differs by {worst:e} of {scale:e} (case {seed}, {fused:?})"
+                );
+            }
+        }
+    }
 }
 
 /// Ops applied to a graph's parameters (a map, its weights, its bias).
@@ -101,11 +188,7 @@ fn conv2d_relu_fused_equals_conv2d_then_relu() {
         (12, &[1, 32, 5, 6][..], &[32, 32, 3, 3][..]),
     ] {
         let mut r = rng(seed);
-        let inputs = [
-            random(&mut r, x),
-            random(&mut r, w),
-            random(&mut r, &[w[0]]),
-        ];
+        let inputs = conv_inputs(&mut r, x, w);
         let weights = random(&mut r, &[x[0], w[0], x[2], x[3]]);
         assert_fused_equals_unfused(
             seed,
@@ -129,11 +212,7 @@ fn conv2d_relu_max_pool2_equals_the_three_ops() {
         (17, &[1, 32, 11, 261][..], &[16, 32, 3, 3][..]),
     ] {
         let mut r = rng(seed);
-        let inputs = [
-            random(&mut r, x),
-            random(&mut r, w),
-            random(&mut r, &[w[0]]),
-        ];
+        let inputs = conv_inputs(&mut r, x, w);
         let weights = random(&mut r, &[x[0], w[0], x[2] / 2, x[3] / 2]);
         assert_fused_equals_unfused(
             seed,

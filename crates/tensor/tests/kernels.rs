@@ -31,6 +31,7 @@ fn geo(c_in: usize, h: usize, w: usize, c_out: usize, k: usize, pad: usize) -> C
         kh: k,
         kw: k,
         pad,
+        transposed: false,
     }
 }
 

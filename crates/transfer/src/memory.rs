@@ -190,6 +190,7 @@ fn maps(vgg: &Vgg, shape: &RunShape, (width, height): (usize, usize)) -> Result<
                     kh: shape[2],
                     kw: shape[3],
                     pad: 1,
+                    transposed: false,
                 };
                 let raw = 4 * (g.c_out * g.k()) as u64;
                 let (forward, input_grad) =

@@ -59,6 +59,13 @@ pub struct ConvGeometry {
     pub kw: usize,
     /// Zero padding on each side.
     pub pad: usize,
+    /// Whether the filters are applied *transposed*, `w[o][c][v][u]` in place of `w[o][c][u][v]`
+    /// (square kernels only). Transposing a map and its filters transposes the output —
+    /// `conv(xᵀ, wᵀ) = conv(x, w)ᵀ` — so a tall image can run through a network as the wide one
+    /// it is transposed, which the kernels compute faster (`Vgg::transposed` in `nst-vgg`).
+    /// Winograd reads its filters' 6×6 positions transposed (no copy, see [`winograd`]); the
+    /// other algorithms get the filters transposed by [`Filters::raw_for`].
+    pub transposed: bool,
 }
 
 impl ConvGeometry {
@@ -254,6 +261,7 @@ pub struct Filters {
     kw: usize,
     winograd: OnceLock<Vec<f32>>,
     flipped: OnceLock<Box<Filters>>,
+    transposed: OnceLock<Vec<f32>>,
 }
 
 impl Filters {
@@ -282,6 +290,7 @@ impl Filters {
             kw: g.kw,
             winograd: OnceLock::new(),
             flipped: OnceLock::new(),
+            transposed: OnceLock::new(),
         }
     }
 
@@ -294,6 +303,18 @@ impl Filters {
             .as_deref()
             .and_then(|w| w.as_slice())
             .expect("raw filters are kept unless only Winograd reads them")
+    }
+
+    /// The raw filters as geometry `g` applies them: [`raw`](Self::raw), or, when
+    /// `g.transposed`, each filter transposed (`w[o][c][v][u]`), computed on first use and kept
+    /// (the layers that read raw filters have few channels: VGG's conv1_1, 7 KB).
+    pub fn raw_for(&self, g: &ConvGeometry) -> &[f32] {
+        if !g.transposed {
+            return self.raw();
+        }
+        assert_eq!(self.kh, self.kw, "conv: transposed filters must be square");
+        self.transposed
+            .get_or_init(|| transpose_taps(self.raw(), self.kh))
     }
 
     /// The Winograd-domain filters ([`winograd::transform_filters`]), computed on first use.
@@ -317,6 +338,7 @@ impl Filters {
                 kh: self.kh,
                 kw: self.kw,
                 pad: 1,
+                transposed: false,
             };
             let winograd = OnceLock::new();
             let raw = if forward_algorithm(&g) == Algorithm::Winograd4x4 {
@@ -334,6 +356,7 @@ impl Filters {
                 kw: g.kw,
                 winograd,
                 flipped: OnceLock::new(),
+                transposed: OnceLock::new(),
             })
         })
     }
@@ -348,6 +371,19 @@ impl Filters {
             self.kw
         );
     }
+}
+
+/// Each `k×k` filter of `w` (flat, `k²` taps a filter) transposed: `w'[·][v][u] = w[·][u][v]`.
+pub fn transpose_taps(w: &[f32], k: usize) -> Vec<f32> {
+    let mut t = vec![0.0; w.len()];
+    for (dst, src) in t.chunks_exact_mut(k * k).zip(w.chunks_exact(k * k)) {
+        for u in 0..k {
+            for v in 0..k {
+                dst[v * k + u] = src[u * k + v];
+            }
+        }
+    }
+    t
 }
 
 /// `w` as a shared 1-D array (the storage of [`Filters`] they own).
@@ -368,9 +404,9 @@ pub fn conv2d_forward(
     f.check(g);
     match forward_algorithm(g) {
         Algorithm::Winograd4x4 => winograd::forward(x, f.winograd(), bias, act, g),
-        Algorithm::Direct => direct::forward(Source::Planes(x), f.raw(), bias, act, g),
+        Algorithm::Direct => direct::forward(Source::Planes(x), f.raw_for(g), bias, act, g),
         _ => {
-            let y = im2col::forward(x, f.raw(), bias, act.relu(), g);
+            let y = im2col::forward(x, f.raw_for(g), bias, act.relu(), g);
             if let Some(mask) = act.mask() {
                 mask.set(Isa::detect(), &y, 0);
             }
@@ -406,12 +442,19 @@ pub fn conv2d_forward_relu_max_pool(
 pub fn conv2d_backward_input(dy: Source, f: &Filters, g: &ConvGeometry) -> Vec<f32> {
     f.check(g);
     match input_grad_algorithm(g) {
-        Algorithm::Col2im => im2col::backward_input(&as_map(dy, g), f.raw(), g),
+        Algorithm::Col2im => im2col::backward_input(&as_map(dy, g), f.raw_for(g), g),
         // The forward pass's own Winograd filters, read transposed, on the reversed planes.
         Algorithm::Winograd4x4 => winograd::input_gradient(dy, f.winograd(), g),
         // The direct kernel reads `dy` a row at a time: unpooled or masked as it copies them.
         Algorithm::Direct => {
-            direct::forward(dy, f.flipped().raw(), None, Activation::None, &g.flipped())
+            let flipped = g.flipped();
+            direct::forward(
+                dy,
+                f.flipped().raw_for(&flipped),
+                None,
+                Activation::None,
+                &flipped,
+            )
         }
         Algorithm::Im2col => conv2d_forward(
             &as_map(dy, g),
@@ -453,5 +496,11 @@ fn as_map<'a>(dy: Source<'a>, g: &ConvGeometry) -> std::borrow::Cow<'a, [f32]> {
 /// Weight gradient of one image: `dW = dY · colᵀ` ([`im2col::backward_weight`]), returned flat,
 /// `C_out×C_in×k_h×k_w`. Style transfer never needs it; the gradient checks do.
 pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    im2col::backward_weight(x, dy, g)
+    let dw = im2col::backward_weight(x, dy, g);
+    // The gradient of the filters as applied; transposed back, it is the weight tensor's.
+    if g.transposed {
+        transpose_taps(&dw, g.kh)
+    } else {
+        dw
+    }
 }

@@ -265,6 +265,18 @@ pub fn transform_filters(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
     u
 }
 
+/// The position of the transformed filters that multiplies position `e = 6·i + j` of the
+/// domain: `e` itself, or, for filters applied transposed (`ConvGeometry::transposed`),
+/// `6·j + i` — the transform of a transposed filter is the transposed transform,
+/// `G gᵀ Gᵀ = (G g Gᵀ)ᵀ`, so the same `U` serves both orientations.
+fn filter_position(e: usize, transposed: bool) -> usize {
+    if transposed {
+        (e % T) * T + e / T
+    } else {
+        e
+    }
+}
+
 /// The tile rows per band, and the bands `[t0, t1)` of `tile_rows × tile_cols` tiles.
 fn bands(tile_rows: usize, tile_cols: usize) -> (usize, Vec<(usize, usize)>) {
     let rows = rows_per_band(tile_rows, tile_cols);
@@ -1162,7 +1174,8 @@ fn convolve(
                 .enumerate()
                 .for_each(|(e, (me, ve))| {
                     // M_e (C_out × n) = U_e (C_out × C_in) · V_e (C_in × n).
-                    let ue = &u_all[e * g.c_out * g.c_in..(e + 1) * g.c_out * g.c_in];
+                    let pe = filter_position(e, g.transposed);
+                    let ue = &u_all[pe * g.c_out * g.c_in..(pe + 1) * g.c_out * g.c_in];
                     let ue = match u {
                         DomainFilters::Forward(_) => MatRef::row_major(ue, g.c_out, g.c_in),
                         DomainFilters::Transposed(_) => MatRef::row_major(ue, g.c_in, g.c_out).t(),
