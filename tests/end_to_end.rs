@@ -529,6 +529,7 @@ fn bench_profiles_every_layer() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
     assert_eq!(v["size"], serde_json::json!([96, 64]));
     assert_eq!(v["threads"], 2);
+    assert_eq!(v["transposed"], false, "a wide image runs as it is");
     let eval_ms = v["evaluation_ms"].as_f64().unwrap();
     let layers = v["layers"].as_array().unwrap();
     let names: Vec<&str> = layers
@@ -578,6 +579,33 @@ fn bench_profiles_every_layer() {
             "{term} loss is not positive: {loss}"
         );
     }
+}
+
+/// A tall image is evaluated transposed (as the wide one it is transposed, which the kernels
+/// compute faster), unless `--upright` says not to; both give the same loss.
+#[test]
+fn bench_evaluates_a_tall_image_transposed_unless_upright() {
+    let bench = |extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_nst"))
+            .args(["bench", "--size", "48x80", "--evals", "1", "--json"])
+            .args(extra)
+            .args(["--weights", weights().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "nst bench {extra:?}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+        (
+            v["transposed"].clone(),
+            v["loss"]["total"].as_f64().unwrap(),
+        )
+    };
+    let (transposed, total) = bench(&[]);
+    let (upright, total_upright) = bench(&["--upright"]);
+    assert_eq!((transposed, upright), (true.into(), false.into()));
+    assert!(
+        (total - total_upright).abs() <= 1e-5 * total_upright,
+        "transposed {total} against upright {total_upright}"
+    );
 }
 
 /// `NST_GEMM` picks the GEMM backend (`nst bench --json` reports which ran and the micro-kernels

@@ -145,6 +145,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Evaluate a tall image as it is, not transposed (by default a tall image runs as the
+    /// wide one it is transposed, the same objective computed faster): to measure the two.
+    #[arg(long)]
+    pub upright: bool,
 }
 
 /// `WIDTHxHEIGHT`, both at least 32 (the network pools four times before relu5_1).

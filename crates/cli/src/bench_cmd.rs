@@ -43,7 +43,11 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
             .to_vec(),
     };
     let weights = LossWeights::default_for(vgg.preprocessing());
-    let objective = Objective::new(&vgg, &content, &[style], &[1.0], layers, weights)?;
+    let mut objective = Objective::new(&vgg, &content, &[style], &[1.0], layers, weights)?;
+    if args.upright {
+        objective = objective.upright();
+    }
+    let transposed = objective.is_transposed();
 
     // Evaluated at a third image, so that every term (content included) has a gradient.
     let x = synthetic_image(w, h, 3);
@@ -74,6 +78,7 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
             "conv_simd": Isa::detect().at_most_avx2().name(),
             "network": vgg.arch().to_string(),
             "evals": args.evals,
+            "transposed": transposed,
             "evaluation_ms": evaluation_ms,
             "sum_of_layers_ms": sum_ms,
             "loss": {"total": eval.total, "content": eval.content, "style": eval.style, "tv": eval.tv},
@@ -83,9 +88,14 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
         return Ok(());
     }
     println!(
-        "{} at {w}×{h}, {}, median of {} (after one warm-up); \
+        "{} at {w}×{h}{}, {}, median of {} (after one warm-up); \
          GEMM {} ({} kernels), Gram and direct convolution {}, Winograd transforms {}",
         vgg.arch(),
+        if transposed {
+            format!(" (evaluated transposed, as {h}×{w})")
+        } else {
+            String::new()
+        },
         counted(threads, "thread"),
         counted(args.evals as usize, "evaluation"),
         gemm::backend().name(),

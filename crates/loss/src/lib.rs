@@ -20,6 +20,8 @@ pub mod tiled;
 mod tv;
 
 pub use content::content_loss;
-pub use objective::{style_grams, Evaluation, Layers, LossWeights, Objective};
+pub use objective::{
+    runs_transposed, style_grams, transpose_hw, Evaluation, Layers, LossWeights, Objective,
+};
 pub use style::{blend_grams, gram_matrix, style_layer_losses, style_loss};
 pub use tv::tv_loss;

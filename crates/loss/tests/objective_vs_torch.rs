@@ -1,21 +1,12 @@
 //! The whole objective — content, style, TV, their weighted total and its gradient — against an
 //! independent PyTorch implementation (`tools/torch_reference.py`), on the real VGG16.
 
+mod common;
+
+use common::{root, vgg16};
 use nst_loss::{Layers, LossWeights, Objective};
 use nst_tensor::ndarray::{ArrayD, IxDyn};
-use nst_vgg::Vgg;
-use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn vgg16() -> Vgg {
-    let dir = root().join("weights/vgg16");
-    Vgg::load(&dir).unwrap_or_else(|e| {
-        panic!("this test needs the real VGG16 weights in {}: {e}\nfetch them with: python3 tools/fetch_weights.py", dir.display())
-    })
-}
+use std::path::Path;
 
 fn read_npy(path: &Path) -> ArrayD<f32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

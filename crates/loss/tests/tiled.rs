@@ -2,28 +2,13 @@
 //! its largest entry — on the real VGG16, on odd sizes, with tiles smaller than the halo, tiles
 //! that do not divide the image, and a single tile; and the tile cover is exact.
 
+mod common;
+
+use common::{assert_same_evaluation, image, vgg16};
 use nst_loss::tiled::{tiles, Tile};
 use nst_loss::{Layers, LossWeights, Objective};
-use nst_tensor::ndarray::{ArrayD, IxDyn};
+use nst_tensor::ndarray::ArrayD;
 use nst_vgg::Vgg;
-use std::path::Path;
-
-fn vgg16() -> Vgg {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../weights/vgg16");
-    Vgg::load(&dir).unwrap_or_else(|e| {
-        panic!("this test needs the real VGG16 weights in {}: {e}\nfetch them with: python3 tools/fetch_weights.py", dir.display())
-    })
-}
-
-/// A deterministic smooth-plus-texture image in [0, 1].
-fn image(h: usize, w: usize, seed: f32) -> ArrayD<f32> {
-    ArrayD::from_shape_fn(IxDyn(&[1, 3, h, w]), |d| {
-        let (c, i, j) = (d[1] as f32, d[2] as f32, d[3] as f32);
-        0.5 + 0.25 * (0.13 * i * (1.0 + seed) + 0.07 * j + c).sin()
-            + 0.2 * ((i * 7.0 + j * 13.0 + c * 5.0 + seed * 11.0).sin() * 43758.5).fract()
-            - 0.1
-    })
-}
 
 /// The objective of the default layers for `content` and one style, tiled by `tile` (`None`: whole
 /// images).
@@ -58,37 +43,14 @@ fn tiled_evaluation_equals_the_untiled_one() {
     let content = image(h, w, 0.0);
     let style = image(61, 83, 1.0);
     let x = image(h, w, 2.0);
+    // Evaluated whole, this tall image runs transposed (`tests/orientation.rs`); tiles never do.
     let whole = objective(&vgg, &content, &style, weights, None).evaluate(&x);
     let scale = whole.grad.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     assert!(scale > 0.0 && whole.content > 0.0 && whole.style > 0.0);
     // 16 and 48 px are smaller than the 64 px halo; 48 and 80 do not divide 97×75; 128 is one tile.
     for side in [16, 48, 80, 128] {
         let tiled = objective(&vgg, &content, &style, weights, Some(side)).evaluate(&x);
-        for (name, a, b) in [
-            ("total", tiled.total, whole.total),
-            ("content", tiled.content, whole.content),
-            ("style", tiled.style, whole.style),
-            ("tv", tiled.tv, whole.tv),
-        ] {
-            let rel = ((a - b) / b).abs();
-            assert!(rel < 1e-5, "tile {side}: {name} {a} vs {b} ({rel:.1e})");
-        }
-        for (a, b) in tiled.style_layers.iter().zip(&whole.style_layers) {
-            assert!(
-                ((a - b) / b).abs() < 1e-5,
-                "tile {side}: style layer {a} vs {b}"
-            );
-        }
-        let worst = tiled
-            .grad
-            .iter()
-            .zip(whole.grad.iter())
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            worst / scale < 1e-4,
-            "tile {side}: gradient differs by {:.1e} of its max",
-            worst / scale
-        );
+        assert_same_evaluation(&tiled, &whole, &format!("tile {side}"));
     }
 }
 

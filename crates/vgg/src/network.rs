@@ -5,7 +5,7 @@ use crate::arch::{Architecture, Layer};
 use crate::error::VggError;
 use crate::manifest::Preprocessing;
 use crate::weights::{ConvWeights, Weights};
-use nst_tensor::Var;
+use nst_tensor::{Fused, Var};
 use std::path::Path;
 
 /// Which pooling the network uses between blocks.
@@ -32,12 +32,15 @@ pub struct TileGeometry {
     pub scales: Vec<usize>,
 }
 
-/// A VGG network with its weights and its input normalisation.
+/// A VGG network with its weights and its input normalisation. Cloning it shares the weights.
+#[derive(Clone)]
 pub struct Vgg {
     arch: Architecture,
     preprocessing: Preprocessing,
     pooling: Pooling,
     convs: Vec<ConvWeights>,
+    /// Every filter applied transposed ([`Vgg::transposed`]).
+    transposed: bool,
 }
 
 impl Vgg {
@@ -53,7 +56,26 @@ impl Vgg {
             preprocessing: w.manifest.preprocessing,
             pooling: Pooling::Max,
             convs: w.convs,
+            transposed: false,
         }
+    }
+
+    /// The same network with every filter applied transposed, `w[o,c,v,u]` (the weights and
+    /// their prepared forms shared, not copied). On a transposed image every map it computes
+    /// is the usual one transposed (`conv(xᵀ, wᵀ) = conv(x, w)ᵀ`; the ReLU, the pooling and
+    /// the per-channel input normalisation commute with transposing), so Gram matrices and
+    /// content errors, which sum over positions, come out the same. `nst-loss` runs tall
+    /// images this way: the convolution kernels are faster on wide maps (BENCHMARKS.md).
+    pub fn transposed(&self) -> Vgg {
+        Vgg {
+            transposed: !self.transposed,
+            ..self.clone()
+        }
+    }
+
+    /// Whether this network applies its filters transposed ([`Vgg::transposed`]).
+    pub fn is_transposed(&self) -> bool {
+        self.transposed
     }
 
     /// The same network with another pooling.
@@ -247,13 +269,16 @@ impl Vgg {
                                 layers[i + 1].name(),
                                 layers[i + 2].name()
                             );
-                            x.conv2d_relu_max_pool2(w, Some(b), 1).label(&name)
+                            x.conv2d_fused(w, Some(b), 1, Fused::ReluMaxPool2, self.transposed)
+                                .label(&name)
                         } else if relu_next && !wanted.contains(&layer) {
                             fused = 1;
                             let name = format!("{}+{}", layer.name(), layers[i + 1].name());
-                            x.conv2d_relu(w, Some(b), 1).label(&name)
+                            x.conv2d_fused(w, Some(b), 1, Fused::Relu, self.transposed)
+                                .label(&name)
                         } else {
-                            x.conv2d(w, Some(b), 1).label(&layer.name())
+                            x.conv2d_fused(w, Some(b), 1, Fused::None, self.transposed)
+                                .label(&layer.name())
                         }
                     }
                     Layer::Relu { .. } => x.relu().label(&layer.name()),
