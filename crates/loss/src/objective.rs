@@ -86,8 +86,10 @@ pub struct Objective<'n> {
 /// losses sum over positions — but the convolutions run faster on wide maps, whose rows hold
 /// more Winograd tiles: at 384×512 an evaluation took 252–260 ms against 236–241 ms for
 /// 512×384, 341×512 252–257 against 216–225, 288×512 209–213 against 190–193 (AMD EPYC Zen 5,
-/// `nst bench`, BENCHMARKS.md). Tiled evaluation keeps the image as it is (its tiles are cut
-/// and placed in image coordinates).
+/// `nst bench`). Of nineteen tall shapes measured, three whose own rows are already long
+/// (450×600, 480×640, 510×680) lose 2–6% this way, and no simple rule told them apart
+/// (BENCHMARKS.md). Tiled evaluation keeps the image as it is (its tiles are cut and placed in
+/// image coordinates).
 pub fn runs_transposed(h: usize, w: usize, tile: Option<usize>) -> bool {
     tile.is_none() && h > w
 }
