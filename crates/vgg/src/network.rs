@@ -73,11 +73,6 @@ impl Vgg {
         }
     }
 
-    /// Whether this network applies its filters transposed ([`Vgg::transposed`]).
-    pub fn is_transposed(&self) -> bool {
-        self.transposed
-    }
-
     /// The same network with another pooling.
     pub fn with_pooling(mut self, pooling: Pooling) -> Self {
         self.pooling = pooling;

@@ -374,7 +374,7 @@ impl Filters {
 }
 
 /// Each `k×k` filter of `w` (flat, `k²` taps a filter) transposed: `w'[·][v][u] = w[·][u][v]`.
-pub fn transpose_taps(w: &[f32], k: usize) -> Vec<f32> {
+fn transpose_taps(w: &[f32], k: usize) -> Vec<f32> {
     let mut t = vec![0.0; w.len()];
     for (dst, src) in t.chunks_exact_mut(k * k).zip(w.chunks_exact(k * k)) {
         for u in 0..k {
