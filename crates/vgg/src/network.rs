@@ -61,8 +61,8 @@ impl Vgg {
     }
 
     /// The same network with every filter applied transposed, `w[o,c,v,u]` (the weights and
-    /// their prepared forms shared, not copied; transposed twice, the filters are as stored). On a transposed image every map it computes
-    /// is the usual one transposed (`conv(xᵀ, wᵀ) = conv(x, w)ᵀ`; the ReLU, the pooling and
+    /// their prepared forms shared, not copied; transposed twice, the filters are as stored).
+    /// On a transposed image every map it computes is the usual one transposed (`conv(xᵀ, wᵀ) = conv(x, w)ᵀ`; the ReLU, the pooling and
     /// the per-channel input normalisation commute with transposing), so Gram matrices and
     /// content errors, which sum over positions, come out the same. `nst-loss` runs tall
     /// images this way: the convolution kernels are faster on wide maps (BENCHMARKS.md).
@@ -252,29 +252,27 @@ impl Vgg {
                         let relu_next = matches!(layers.get(i + 1), Some(Layer::Relu { .. }));
                         let pool_after = matches!(layers.get(i + 2), Some(Layer::Pool { .. }))
                             && self.pooling == Pooling::Max;
-                        if relu_next
+                        let kind = if relu_next
                             && pool_after
                             && !wanted.contains(&layer)
                             && !wanted.contains(&layers[i + 1])
                         {
-                            fused = 2;
-                            let name = format!(
-                                "{}+{}+{}",
-                                layer.name(),
-                                layers[i + 1].name(),
-                                layers[i + 2].name()
-                            );
-                            x.conv2d_fused(w, Some(b), 1, Fused::ReluMaxPool2, self.transposed)
-                                .label(&name)
+                            Fused::ReluMaxPool2
                         } else if relu_next && !wanted.contains(&layer) {
-                            fused = 1;
-                            let name = format!("{}+{}", layer.name(), layers[i + 1].name());
-                            x.conv2d_fused(w, Some(b), 1, Fused::Relu, self.transposed)
-                                .label(&name)
+                            Fused::Relu
                         } else {
-                            x.conv2d_fused(w, Some(b), 1, Fused::None, self.transposed)
-                                .label(&layer.name())
-                        }
+                            Fused::None
+                        };
+                        // The layers the op stands for, and its label: `conv1_2+relu1_2+pool1`.
+                        fused = match kind {
+                            Fused::ReluMaxPool2 => 2,
+                            Fused::Relu => 1,
+                            Fused::None => 0,
+                        };
+                        let name: Vec<String> =
+                            layers[i..=i + fused].iter().map(|l| l.name()).collect();
+                        x.conv2d_fused(w, Some(b), 1, kind, self.transposed)
+                            .label(&name.join("+"))
                     }
                     Layer::Relu { .. } => x.relu().label(&layer.name()),
                     Layer::Pool { .. } => match self.pooling {
