@@ -10,8 +10,9 @@ evaluations at the size, from the content image; its best total loss is the bar.
 PRECONDITION] --output out.npy`, and the run `default` is `nst transfer --size SIZE` with every
 other option at its default (the issue's "nothing but --size"); each output is
 then evaluated at the same size by `nst eval` on the raw .npy (the classic objective, alpha=5,
-beta=500, gamma=0), so every number is the same objective at the same size. Reported: loss and
-wall time of each run and their ratios to PyTorch's. With --repeat N the whole comparison (PyTorch,
+beta=500, gamma=0), so every number is the same objective at the same size. Reported, under a
+line naming the processor: loss and wall time of each run and their ratios to PyTorch's. With
+--repeat N the whole comparison (PyTorch,
 then every nst run) is made N times in turn, each ratio taken within its own round, and the
 median of each run's time ratios is printed at the end: on a shared machine either side's speed
 drifts by 10-20% from hour to hour, and only ratios measured side by side mean anything. Needs
@@ -27,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare_pytorch import NST, ROOT, TORCH_PY, prepare  # noqa: E402
+from compare_pytorch import NST, ROOT, TORCH_PY, prepare, processor  # noqa: E402
 
 
 def timed(cmd):
@@ -48,6 +49,7 @@ def main():
         p.error("--repeat must be at least 1")
     weights = os.path.join(ROOT, "weights", "vgg16")
     ratios = {}
+    print(f"processor: {processor()}, {a.threads} threads")
     with tempfile.TemporaryDirectory() as tmp:
         content, style = prepare(tmp, a.size, False)
         for round_ in range(1, a.repeat + 1):

@@ -8,7 +8,7 @@ For each case — VGG16 at 256x192, 512x384 and 512x512, and VGG19 at 512x384 �
 demo images (written as PNGs so that both sides read identical pixels), runs PyTorch's L-BFGS
 (strong Wolfe, history 100, via tools/torch_reference.py) and `nst transfer` with the same
 objective (alpha=5, beta=500, gamma=0, content init, and the classic L-BFGS: `--precondition
-none`, so that both follow the same trajectory) and reports milliseconds per evaluation
+none`, so that both follow the same trajectory) and reports (under a line naming the processor) milliseconds per evaluation
 (median of each run's evaluations) and the total loss each reaches in the same number of
 evaluations. VGG19 uses the full-size random weights in the torchvision layout that
 `python3 tools/test_tools.py` converts into tools/.cache/converted/vgg19-torchvision (the layer
@@ -33,6 +33,20 @@ NST = os.path.join(ROOT, "target", "release", "nst")
 
 
 VGG19_DIR = os.path.join(ROOT, "tools", ".cache", "converted", "vgg19-torchvision")
+
+
+def processor():
+    """The processor as /proc/cpuinfo names it (as `nst bench` reports it), for the report's
+    first line: every figure says which processor it was measured on."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+    except OSError:
+        return os.uname().machine
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if "model name" not in fields:
+        return os.uname().machine
+    return f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 
 
 def prepare(tmp, width, square):
@@ -113,6 +127,7 @@ def main():
                 o_ms = statistics.median(e["ms"] for e in ours)
                 o_best = min(e["total"] for e in ours)
                 rows.append((net, f"{width}×{h}", gemm or "default", t["evals"], t_ms, o_ms, t_best, o_best))
+    print(f"processor: {processor()}")
     print(f"threads: {a.threads}")
     print("| network | size | nst GEMM | evaluations | PyTorch ms/eval | nst ms/eval | nst time / PyTorch time | PyTorch best loss | nst best loss | nst/PyTorch loss |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -506,9 +506,9 @@ fn unusual_input_formats_are_accepted() {
     }
 }
 
-/// `nst bench --json`: one row per network layer (and loss op kind) whose times add up to the
-/// evaluation's within 15%, convolutions named with their algorithm, effective GFLOP/s and task
-/// count, and the loss terms of the synthetic problem.
+/// `nst bench --json`: the processor it ran on, one row per network layer (and loss op kind)
+/// whose times add up to the evaluation's within 15%, convolutions named with their algorithm,
+/// effective GFLOP/s and task count, and the loss terms of the synthetic problem.
 #[test]
 fn bench_profiles_every_layer() {
     let o = Command::new(env!("CARGO_BIN_EXE_nst"))
@@ -529,6 +529,25 @@ fn bench_profiles_every_layer() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
     assert_eq!(v["size"], serde_json::json!([96, 64]));
     assert_eq!(v["threads"], 2);
+    let processor = v["processor"].as_str().unwrap_or_default();
+    assert!(
+        !processor.is_empty(),
+        "no processor named: {}",
+        v["processor"]
+    );
+    if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") {
+        let name = info
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim());
+        if let Some(name) = name {
+            assert!(
+                processor.starts_with(name),
+                "{processor:?} does not name /proc/cpuinfo's {name:?}"
+            );
+        }
+    }
     assert_eq!(v["transposed"], false, "a wide image runs as it is");
     let eval_ms = v["evaluation_ms"].as_f64().unwrap();
     let layers = v["layers"].as_array().unwrap();

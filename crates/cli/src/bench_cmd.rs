@@ -71,6 +71,7 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
     if args.json {
         let out = json!({
             "size": [w, h],
+            "processor": processor(),
             "threads": threads,
             "gemm": gemm::backend().name(),
             "gemm_kernels": gemm::kernel_level(),
@@ -88,7 +89,7 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
         return Ok(());
     }
     println!(
-        "{} at {w}×{h}{}, {}, median of {} (after one warm-up); \
+        "{} at {w}×{h}{}, {} of {}, median of {} (after one warm-up); \
          GEMM {} ({} kernels), Gram and direct convolution {}, Winograd transforms {}",
         vgg.arch(),
         if transposed {
@@ -97,6 +98,7 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
             String::new()
         },
         counted(threads, "thread"),
+        processor(),
         counted(args.evals as usize, "evaluation"),
         gemm::backend().name(),
         gemm::kernel_level(),
@@ -142,6 +144,29 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
         100.0 * sum_ms / evaluation_ms
     );
     Ok(())
+}
+
+/// The processor the figures were measured on, as `/proc/cpuinfo` names it — "AMD EPYC 9B45
+/// (family 26, model 2)": the same build runs different kernels (and at different speeds) on
+/// different processors, so every report says which one it ran on. Where there is no
+/// `/proc/cpuinfo` (not Linux), the architecture's name.
+fn processor() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    // The first processor's entries: `key<tabs>: value`.
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    match (field("model name"), field("cpu family"), field("model")) {
+        (Some(name), Some(family), Some(model)) => {
+            format!("{name} (family {family}, model {model})")
+        }
+        (Some(name), _, _) => name,
+        _ => std::env::consts::ARCH.to_string(),
+    }
 }
 
 /// Adds one evaluation's op times to the rows: labelled ops (network layers) by label, the rest
