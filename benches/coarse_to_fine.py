@@ -12,8 +12,7 @@ other option at its default (the issue's "nothing but --size"); each output is
 then evaluated at the same size by `nst eval` on the raw .npy (the classic objective, alpha=5,
 beta=500, gamma=0), so every number is the same objective at the same size. Reported, under a
 line naming the processor: loss and wall time of each run and their ratios to PyTorch's. With
---repeat N the whole comparison (PyTorch,
-then every nst run) is made N times in turn, each ratio taken within its own round, and the
+--repeat N the whole comparison (PyTorch, then every nst run) is made N times in turn, each ratio taken within its own round, and the
 median of each run's time ratios is printed at the end: on a shared machine either side's speed
 drifts by 10-20% from hour to hour, and only ratios measured side by side mean anything. Needs
 the release binary and tools/.venv-torch (see compare_pytorch.py).
