@@ -8,14 +8,14 @@ PyTorch runs L-BFGS (strong Wolfe, history 100; tools/torch_reference.py) for --
 evaluations at the size, from the content image; its best total loss is the bar. Each nst run
 (`SCALES:ITERS[:PRECONDITION]`) is `nst transfer --scales SCALES --iters ITERS [--precondition
 PRECONDITION] --output out.npy`, and the run `default` is `nst transfer --size SIZE` with every
-other option at its default (the issue's "nothing but --size"); each output is
-then evaluated at the same size by `nst eval` on the raw .npy (the classic objective, alpha=5,
-beta=500, gamma=0), so every number is the same objective at the same size. Reported, under a
-line naming the processor: loss and wall time of each run and their ratios to PyTorch's. With
---repeat N the whole comparison (PyTorch, then every nst run) is made N times in turn, each ratio taken within its own round, and the
-median of each run's time ratios is printed at the end: on a shared machine either side's speed
-drifts by 10-20% from hour to hour, and only ratios measured side by side mean anything. Needs
-the release binary and tools/.venv-torch (see compare_pytorch.py).
+other option at its default (the issue's "nothing but --size"); each output is then evaluated at the
+same size by `nst eval` on the raw .npy (the classic objective, alpha=5, beta=500, gamma=0), so
+every number is the same objective at the same size. Reported, under a line naming the processor:
+loss and wall time of each run and their ratios to PyTorch's. With --repeat N the whole comparison
+(PyTorch, then every nst run) is made N times in turn, each ratio taken within its own round, and
+the median of each run's time ratios is printed at the end: on a shared machine either side's speed
+drifts by 10-20% from hour to hour, and only ratios measured side by side mean anything. Needs the
+release binary and tools/.venv-torch (see compare_pytorch.py).
 """
 import argparse
 import statistics
