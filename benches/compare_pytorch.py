@@ -4,19 +4,18 @@
     python3 benches/compare_pytorch.py [--threads 2] [--quick] [--cases vgg16-256,vgg19-512]
                                        [--gemm matrixmultiply,gemm]
 
-For each case — VGG16 at 256x192, 512x384 and 512x512, and VGG19 at 512x384 — it resizes the
-demo images (written as PNGs so that both sides read identical pixels), runs PyTorch's L-BFGS
-(strong Wolfe, history 100, via tools/torch_reference.py) and `nst transfer` with the same
-objective (alpha=5, beta=500, gamma=0, content init, and the classic L-BFGS: `--precondition
-none`, so that both follow the same trajectory) and reports (under a line naming the processor) milliseconds per evaluation
-(median of each run's evaluations) and the total loss each reaches in the same number of
-evaluations. VGG19 uses the full-size random weights in the torchvision layout that
-`python3 tools/test_tools.py` converts into tools/.cache/converted/vgg19-torchvision (the layer
-count, not the values, sets the cost). With `--gemm`, nst runs once per named GEMM backend
-(`NST_GEMM`, see crates/tensor/src/kernels/gemm.rs) after each PyTorch run, one row each: the
-measurement that decides the default backend on a new kind of processor.
-Needs the release binary (`cargo build --release -p nst-cli`) and tools/.venv-torch (made on
-first use by tools/torch_reference.py).
+For each case — VGG16 at 256x192, 512x384 and 512x512, and VGG19 at 512x384 — it resizes the demo
+images (written as PNGs so that both sides read identical pixels), runs PyTorch's L-BFGS (strong
+Wolfe, history 100, via tools/torch_reference.py) and `nst transfer` with the same objective
+(alpha=5, beta=500, gamma=0, content init, and the classic L-BFGS: `--precondition none`, so that
+both follow the same trajectory) and reports (under a line naming the processor) milliseconds per
+evaluation (median of each run's evaluations) and the total loss each reaches in the same number of
+evaluations. VGG19 uses the full-size random weights in the torchvision layout that `python3
+tools/test_tools.py` converts into tools/.cache/converted/vgg19-torchvision (the layer count, not
+the values, sets the cost). With `--gemm`, nst runs once per named GEMM backend (`NST_GEMM`, see
+crates/tensor/src/kernels/gemm.rs) after each PyTorch run, one row each: the measurement that
+decides the default backend on a new kind of processor. Needs the release binary (`cargo build
+--release -p nst-cli`) and tools/.venv-torch (made on first use by tools/torch_reference.py).
 """
 
 import argparse
@@ -40,9 +39,10 @@ def processor():
     first line: every figure says which processor it was measured on."""
     try:
         with open("/proc/cpuinfo") as f:
-            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+            first = f.read().split("\n\n")[0]  # the first processor's entries
     except OSError:
         return os.uname().machine
+    fields = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     if "model name" not in fields:
         return os.uname().machine

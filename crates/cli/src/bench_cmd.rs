@@ -146,8 +146,8 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The processor the figures were measured on, as `/proc/cpuinfo` names it — "AMD EPYC 9B45
-/// (family 26, model 2)": the same build runs different kernels (and at different speeds) on
+/// The processor the figures were measured on, as `/proc/cpuinfo` names it — "Intel(R) Xeon(R)
+/// Processor (family 6, model 207)": the same build runs different kernels (and at different speeds) on
 /// different processors, so every report says which one it ran on. Where there is no
 /// `/proc/cpuinfo` (not Linux), the architecture's name.
 fn processor() -> String {
