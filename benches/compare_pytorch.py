@@ -46,7 +46,8 @@ def processor():
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     if "model name" not in fields:
         return os.uname().machine
-    return f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+    family, model = fields.get("cpu family", "?"), fields.get("model", "?")
+    return f"{fields['model name']} (family {family}, model {model})"
 
 
 def prepare(tmp, width, square):

@@ -147,16 +147,16 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
 }
 
 /// The processor the figures were measured on, as `/proc/cpuinfo` names it — "Intel(R) Xeon(R)
-/// Processor (family 6, model 207)": the same build runs different kernels (and at different speeds) on
-/// different processors, so every report says which one it ran on. Where there is no
+/// Processor (family 6, model 207)": the same build runs different kernels (and at different
+/// speeds) on different processors, so every report says which one it ran on. Where there is no
 /// `/proc/cpuinfo` (not Linux), the architecture's name.
 fn processor() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     // The first processor's entries: `key<tabs>: value`.
     let field = |key: &str| {
         info.lines()
-            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
-            .and_then(|l| l.split_once(':'))
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == key)
             .map(|(_, v)| v.trim().to_string())
             .filter(|v| !v.is_empty())
     };

@@ -62,9 +62,10 @@ impl Vgg {
 
     /// The same network with every filter applied transposed, `w[o,c,v,u]` (the weights and
     /// their prepared forms shared, not copied; transposed twice, the filters are as stored).
-    /// On a transposed image every map it computes is the usual one transposed (`conv(xᵀ, wᵀ) = conv(x, w)ᵀ`; the ReLU, the pooling and
-    /// the per-channel input normalisation commute with transposing), so Gram matrices and
-    /// content errors, which sum over positions, come out the same. `nst-loss` runs tall
+    /// On a transposed image every map it computes is the usual one transposed
+    /// (`conv(xᵀ, wᵀ) = conv(x, w)ᵀ`; the ReLU, the pooling and the per-channel input
+    /// normalisation commute with transposing), so Gram matrices and content errors, which sum
+    /// over positions, come out the same. `nst-loss` runs tall
     /// images this way: the convolution kernels are faster on wide maps (BENCHMARKS.md).
     pub fn transposed(&self) -> Vgg {
         Vgg {

@@ -15,7 +15,11 @@ pub fn root() -> PathBuf {
 pub fn vgg16() -> Vgg {
     let dir = root().join("weights/vgg16");
     Vgg::load(&dir).unwrap_or_else(|e| {
-        panic!("this test needs the real VGG16 weights in {}: {e}\nfetch them with: python3 tools/fetch_weights.py", dir.display())
+        panic!(
+            "this test needs the real VGG16 weights in {}: {e}\n\
+             fetch them with: python3 tools/fetch_weights.py",
+            dir.display()
+        )
     })
 }
 
