@@ -65,7 +65,8 @@ pub(super) fn transform_output(
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `transform_input`, both levels mean the processor has AVX2 and FMA.
+        // SAFETY: as in the input transform (`transform_input`): both levels mean the processor
+        // has AVX2 and FMA.
         Isa::Avx2Fma | Isa::Avx512F => unsafe {
             transform_output_avx2(m, g, o, tc, epilogue, dest)
         },
