@@ -58,7 +58,7 @@ const WINDOW_CHANNELS: usize = 4;
 /// channel `c` (both relative) holds input row `y0 + r − 1` at columns `1..=W` and zeros around
 /// it, and starts at `data[c·plane + r·row]`.
 struct Window {
-    data: Vec<f32>,
+    data: scratch::Buffer,
     row: usize,
     plane: usize,
 }
