@@ -255,9 +255,20 @@ fn store_pooled(
             if j >= pw {
                 break;
             }
-            let n = (2 * LANES).min(pw - j);
-            dst[j..j + n].copy_from_slice(&vals[..n]);
-            arg[j..j + n].copy_from_slice(&wins[..n]);
+            // Whole blocks as fixed-size copies (a variable length is a call to `memcpy` for
+            // 64 bytes: ~1% of `nst bench`'s samples, BENCHMARKS.md); the row's last block as
+            // it fits.
+            match (
+                dst[j..].first_chunk_mut::<{ 2 * LANES }>(),
+                arg[j..].first_chunk_mut::<{ 2 * LANES }>(),
+            ) {
+                (Some(d), Some(a)) => (*d, *a) = (vals, wins),
+                _ => {
+                    let n = pw - j;
+                    dst[j..].copy_from_slice(&vals[..n]);
+                    arg[j..].copy_from_slice(&wins[..n]);
+                }
+            }
         }
     }
 }
