@@ -65,8 +65,8 @@ impl Vgg {
     /// On a transposed image every map it computes is the usual one transposed
     /// (`conv(xᵀ, wᵀ) = conv(x, w)ᵀ`; the ReLU, the pooling and the per-channel input
     /// normalisation commute with transposing), so Gram matrices and content errors, which sum
-    /// over positions, come out the same. `nst-loss` runs tall
-    /// images this way: the convolution kernels are faster on wide maps (BENCHMARKS.md).
+    /// over positions, come out the same. `nst-loss` runs tall images this way: the convolution
+    /// kernels are faster on wide maps (BENCHMARKS.md).
     pub fn transposed(&self) -> Vgg {
         Vgg {
             transposed: !self.transposed,
