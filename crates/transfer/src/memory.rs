@@ -6,13 +6,20 @@
 //! ```text
 //! peak = base + weights + prepared filters                       (fixed)
 //!      + FRAGMENTATION · 4 B · (2·M_max + Σ_content M_l)          (one evaluation)
+//!      + 2 · threads · W_max                                      (Winograd workspaces)
 //!      + 4 B · N · (2·pairs + IMAGE_COPIES)                       (images and optimizer state)
 //! ```
 //!
 //! (with tiled evaluation, the maps of one tile's window, plus the whole content targets) where
 //! `M_l` is the number of floats in layer `l`'s feature map, `M_max` the largest map up to
 //! the deepest layer used (block 1's: 64 channels at full size), `N = 3·H·W` the image, and
-//! `pairs` the L-BFGS history actually kept. One evaluation's peak is in the backward pass, at
+//! `pairs` the L-BFGS history actually kept, and `W_max` the largest workspace of one Winograd
+//! band (`nst_tensor::kernels::conv::winograd::band_workspace`: 27 MiB for VGG's conv4 and conv5
+//! layers once their maps have 192 tiles), which each thread of the pool keeps for its next band
+//! — two of them when, waiting inside one band for a part another thread took, it starts another
+//! band (measured at 1024×768 with 2 threads: bands of 192 tiles at conv4 and conv5, 9 → 27 MiB
+//! each, raised the peak by 103 MiB; BENCHMARKS.md).
+//! One evaluation's peak is in the backward pass, at
 //! the style layer `relu1_1`: its map, which the Gram matrix's derivative reads, and the
 //! gradient that derivative writes — two maps of the largest size (conv1_2's input gradient is
 //! later added into that gradient in place, and conv1_2's own output, pooled as it is stored,
@@ -24,7 +31,7 @@
 //! setting in the CLI's `main.rs`); it is calibrated against measured peaks (BENCHMARKS.md).
 
 use crate::run::OptimizerKind;
-use nst_tensor::kernels::conv::{self, Algorithm, ConvGeometry};
+use nst_tensor::kernels::conv::{self, winograd, Algorithm, ConvGeometry};
 use nst_vgg::arch::Layer;
 use nst_vgg::{Vgg, VggError};
 use std::path::Path;
@@ -110,7 +117,7 @@ pub struct RunShape<'a> {
 }
 
 /// The estimated peak of a run of `shape` (see the module documentation) with an optimizer
-/// keeping `pairs` L-BFGS pairs.
+/// keeping `pairs` L-BFGS pairs, evaluated on the current rayon pool's threads.
 pub fn estimate_peak(vgg: &Vgg, shape: &RunShape, pairs: usize) -> Result<u64, VggError> {
     let (width, height) = shape.size;
     let weights: u64 = vgg
@@ -119,8 +126,11 @@ pub fn estimate_peak(vgg: &Vgg, shape: &RunShape, pairs: usize) -> Result<u64, V
         .map(|c| 4 * (c.weight.len() + c.bias.len()) as u64)
         .sum();
     let whole = maps(vgg, shape, (width, height))?;
-    let evaluation = match shape.tile {
-        None => FRAGMENTATION * 4.0 * (2 * whole.largest + whole.content) as f64,
+    let (evaluation, workspace) = match shape.tile {
+        None => (
+            FRAGMENTATION * 4.0 * (2 * whole.largest + whole.content) as f64,
+            whole.workspace,
+        ),
         Some(side) => {
             // Each tile's window is evaluated like a small image; the content targets stay
             // whole.
@@ -131,10 +141,14 @@ pub fn estimate_peak(vgg: &Vgg, shape: &RunShape, pairs: usize) -> Result<u64, V
                 (side + 2 * geo.halo).min(height),
             );
             let tile = maps(vgg, shape, window)?;
-            FRAGMENTATION * 4.0 * (2 * tile.largest + tile.content) as f64
-                + 4.0 * whole.content as f64
+            (
+                FRAGMENTATION * 4.0 * (2 * tile.largest + tile.content) as f64
+                    + 4.0 * whole.content as f64,
+                tile.workspace,
+            )
         }
     };
+    let workspaces = workspace.saturating_mul(2 * rayon::current_num_threads() as u64);
     let image = 4 * 3 * (width * height) as u64;
     // Saturating: sizes from flags (`--history`, `--style-scale`) may be absurd, and the
     // estimate must then say "too much", not wrap around.
@@ -147,6 +161,7 @@ pub fn estimate_peak(vgg: &Vgg, shape: &RunShape, pairs: usize) -> Result<u64, V
         .saturating_add(12u64.saturating_mul(shape.style_pixels as u64));
     Ok((BASE_BYTES + weights + whole.filters)
         .saturating_add(evaluation as u64)
+        .saturating_add(workspaces)
         .saturating_add(images))
 }
 
@@ -160,6 +175,8 @@ struct Maps {
     /// The prepared filters: Winograd-domain forms, and flipped ones where an input gradient
     /// runs by im2col.
     filters: u64,
+    /// The largest workspace of one Winograd band, in bytes.
+    workspace: u64,
 }
 
 fn maps(vgg: &Vgg, shape: &RunShape, (width, height): (usize, usize)) -> Result<Maps, VggError> {
@@ -177,6 +194,7 @@ fn maps(vgg: &Vgg, shape: &RunShape, (width, height): (usize, usize)) -> Result<
         largest: 0,
         content: 0,
         filters: 0,
+        workspace: 0,
     };
     for layer in &layers[..=deepest] {
         match *layer {
@@ -199,6 +217,8 @@ fn maps(vgg: &Vgg, shape: &RunShape, (width, height): (usize, usize)) -> Result<
                 // direct summation keeps the flipped filters.
                 if forward == Algorithm::Winograd4x4 || input_grad == Algorithm::Winograd4x4 {
                     m.filters += 4 * raw;
+                    // The input gradient's bands are the forward pass's, its channels swapped.
+                    m.workspace = m.workspace.max(winograd::band_workspace(&g).1);
                 }
                 if matches!(input_grad, Algorithm::Im2col | Algorithm::Direct) {
                     m.filters += raw;

@@ -69,15 +69,40 @@ const E: usize = T * T;
 /// was the same as 64, 32 slower (290 ms). (An earlier session, measuring conv1_2 alone before
 /// the input rows were prefetched, had found 256 → 128 faster and 64 slower.)
 const BAND_TARGET_TILES: usize = 64;
+/// Tiles per band for layers with large filters, those whose one position's filters `U_e`
+/// (`C_out × C_in`) hold at least [`LARGE_FILTERS`] values: VGG's conv4 and conv5 layers. Such a
+/// matrix (512 KiB to 1 MiB) does not stay in a core's L2 cache from one band to the next, and
+/// the GEMM packs it afresh for every band it multiplies; a band three times as large packs it
+/// once for three times the work. Measured on an Intel Xeon (`nst bench`, conv4_1 … conv5_1
+/// against conv1's unchanged layers in the same run, BENCHMARKS.md): at 1024×768, 64 → 192 tiles
+/// took 9% off their forward passes and 20% off their input gradients (256 did the same, 128
+/// less); at 512×384, where 192 tiles are a whole conv4 map, 7% and 16%; at 2048×1536 it made
+/// no difference (−1%, within the noise). The smaller layers keep [`BAND_TARGET_TILES`]: conv3's
+/// were slower with 192 (twenty-second session). The price is memory: a band's workspace at
+/// conv4 grows from 9 to 27 MiB ([`band_workspace`]).
+const LARGE_BAND_TARGET_TILES: usize = 192;
+/// `C_in · C_out` from which a layer's bands aim for [`LARGE_BAND_TARGET_TILES`]: 256 · 512.
+const LARGE_FILTERS: usize = 256 * 512;
 /// Tiles per vector of the `gemm` crate's AVX-512 kernel (16 f32): the unit in which it
 /// computes a band's last, partial block of tiles.
 const GEMM_TILE_VECTOR: usize = 16;
 /// Input channels per task of the input transform.
 const CHANNEL_GROUP: usize = 16;
 
-/// The tile rows per band, and the bands `[t0, t1)` of `tile_rows × tile_cols` tiles.
-fn bands(tile_rows: usize, tile_cols: usize) -> (usize, Vec<(usize, usize)>) {
-    let rows = rows_per_band(tile_rows, tile_cols);
+/// The tiles a band of `g` aims for: [`LARGE_BAND_TARGET_TILES`] for large filters, else
+/// [`BAND_TARGET_TILES`].
+fn band_target(g: &ConvGeometry) -> usize {
+    if g.c_in * g.c_out >= LARGE_FILTERS {
+        LARGE_BAND_TARGET_TILES
+    } else {
+        BAND_TARGET_TILES
+    }
+}
+
+/// The tile rows per band of `g`'s map, and the bands `[t0, t1)` of its tile rows.
+fn bands(g: &ConvGeometry) -> (usize, Vec<(usize, usize)>) {
+    let (tile_rows, tile_cols) = (g.h.div_ceil(M), g.w.div_ceil(M));
+    let rows = rows_per_band(tile_rows, tile_cols, band_target(g));
     let list = (0..tile_rows)
         .step_by(rows)
         .map(|t0| (t0, (t0 + rows).min(tile_rows)))
@@ -85,15 +110,14 @@ fn bands(tile_rows: usize, tile_cols: usize) -> (usize, Vec<(usize, usize)>) {
     (rows, list)
 }
 
-/// The tile rows per band: of the counts that keep a band within twice [`BAND_TARGET_TILES`]
-/// (or one row, if a row alone is more), the one whose bands leave the fewest of the GEMM
-/// kernel's 16-tile vectors part-empty — a band's tiles are the products' contiguous dimension,
-/// and a band of 72 tiles pays for 80 — and of those, the one nearest the target. At 512×384
-/// every layer's rows make whole vectors at the target (128, 64, 32, 16, 8 tiles a row); in
-/// portrait, 384×512, conv3's rows of 24 tiles made bands of 72 (now 48) and conv4's of 12
-/// bands of 72 (now 48).
-fn rows_per_band(tile_rows: usize, tile_cols: usize) -> usize {
-    let most = (2 * BAND_TARGET_TILES / tile_cols).clamp(1, tile_rows.max(1));
+/// The tile rows per band: of the counts that keep a band within twice `target` tiles (or one
+/// row, if a row alone is more), the one whose bands leave the fewest of the GEMM kernel's
+/// 16-tile vectors part-empty — a band's tiles are the products' contiguous dimension, and a
+/// band of 72 tiles pays for 80 — and of those, the one nearest the target. At 512×384 every
+/// layer's rows make whole vectors at [`BAND_TARGET_TILES`] (128, 64, 32 tiles a row); in
+/// portrait, 384×512, conv3's rows of 24 tiles made bands of 72 (now 48).
+fn rows_per_band(tile_rows: usize, tile_cols: usize, target: usize) -> usize {
+    let most = (2 * target / tile_cols).clamp(1, tile_rows.max(1));
     // Tiles computed in part-empty vectors over all bands, with `r` rows a band.
     let wasted = |r: usize| -> usize {
         (0..tile_rows)
@@ -103,7 +127,7 @@ fn rows_per_band(tile_rows: usize, tile_cols: usize) -> usize {
             .sum()
     };
     (1..=most)
-        .min_by_key(|&r| (wasted(r), (r * tile_cols).abs_diff(BAND_TARGET_TILES)))
+        .min_by_key(|&r| (wasted(r), (r * tile_cols).abs_diff(target)))
         .unwrap_or(1)
 }
 
@@ -112,7 +136,21 @@ fn rows_per_band(tile_rows: usize, tile_cols: usize) -> usize {
 /// tasks — fewer than 36 per band below 576 input channels — and the output transform bands ×
 /// C_out.
 pub fn tasks(g: &ConvGeometry) -> usize {
-    bands(g.h.div_ceil(M), g.w.div_ceil(M)).1.len() * E
+    bands(g).1.len() * E
+}
+
+/// The bands of `g`'s map, and the bytes of one band's workspace: its transformed input `V`
+/// (`36 × C_in × tiles` floats) and products `M` (`36 × C_out × tiles`), for the largest band.
+/// A thread keeps the largest workspace it has used for the next band (`scratch`'s pools), so a
+/// run's memory holds up to one of these per thread (`nst-transfer`'s memory plan counts them).
+/// An empty map (which the memory plan meets for a tiny image's deep layers) has none.
+pub fn band_workspace(g: &ConvGeometry) -> (usize, u64) {
+    if g.h == 0 || g.w == 0 {
+        return (0, 0);
+    }
+    let (rows, list) = bands(g);
+    let tiles = rows.min(g.h.div_ceil(M)) * g.w.div_ceil(M);
+    (list.len(), (4 * E * (g.c_in + g.c_out) * tiles) as u64)
 }
 
 thread_local! {
@@ -400,8 +438,8 @@ fn convolve(
         E * g.c_out * g.c_in,
         "winograd: transformed filters have the wrong size"
     );
-    let (tile_rows, tile_cols) = (g.h.div_ceil(M), g.w.div_ceil(M));
-    let (rows_per_band, band_list) = bands(tile_rows, tile_cols);
+    let tile_cols = g.w.div_ceil(M);
+    let (rows_per_band, band_list) = bands(g);
     // A stored plane and a band's rows of it: the map's, or its pooling's (half as many rows
     // of half the width; bands start on even rows, so no window straddles two).
     let (plane_len, band_len) = match argmax {
