@@ -12,15 +12,14 @@
 //!
 //! (with tiled evaluation, the maps of one tile's window, plus the whole content targets) where
 //! `M_l` is the number of floats in layer `l`'s feature map, `M_max` the largest map up to
-//! the deepest layer used (block 1's: 64 channels at full size), `N = 3·H·W` the image, and
+//! the deepest layer used (block 1's: 64 channels at full size), `N = 3·H·W` the image,
 //! `pairs` the L-BFGS history actually kept, and `W_max` the largest workspace of one Winograd
 //! band (`nst_tensor::kernels::conv::winograd::band_workspace`: 27 MiB for VGG's conv4 and conv5
 //! layers once their maps have 192 tiles), which each thread of the pool keeps for its next band
 //! — two of them when, waiting inside one band for a part another thread took, it starts another
 //! band (measured at 1024×768 with 2 threads: bands of 192 tiles at conv4 and conv5, 9 → 27 MiB
-//! each, raised the peak by 103 MiB; BENCHMARKS.md).
-//! One evaluation's peak is in the backward pass, at
-//! the style layer `relu1_1`: its map, which the Gram matrix's derivative reads, and the
+//! each, raised the peak by 103 MiB; BENCHMARKS.md). One evaluation's peak is in the backward
+//! pass, at the style layer `relu1_1`: its map, which the Gram matrix's derivative reads, and the
 //! gradient that derivative writes — two maps of the largest size (conv1_2's input gradient is
 //! later added into that gradient in place, and conv1_2's own output, pooled as it is stored,
 //! never exists at full size) — while the content targets stay resident. The prepared filters

@@ -141,15 +141,16 @@ pub fn tasks(g: &ConvGeometry) -> usize {
 
 /// The bands of `g`'s map, and the bytes of one band's workspace: its transformed input `V`
 /// (`36 × C_in × tiles` floats) and products `M` (`36 × C_out × tiles`), for the largest band.
-/// A thread keeps the largest workspace it has used for the next band (`scratch`'s pools), so a
-/// run's memory holds up to one of these per thread (`nst-transfer`'s memory plan counts them).
-/// An empty map (which the memory plan meets for a tiny image's deep layers) has none.
+/// A thread keeps the largest workspace it has used for the next band (`scratch`'s pools), and
+/// holds two when, waiting inside one band for a part another thread took, it starts another;
+/// `nst-transfer`'s memory plan counts two per thread. An empty map (which the memory plan meets
+/// for a tiny image's deep layers) has none.
 pub fn band_workspace(g: &ConvGeometry) -> (usize, u64) {
     if g.h == 0 || g.w == 0 {
         return (0, 0);
     }
     let (rows, list) = bands(g);
-    let tiles = rows.min(g.h.div_ceil(M)) * g.w.div_ceil(M);
+    let tiles = rows * g.w.div_ceil(M);
     (list.len(), (4 * E * (g.c_in + g.c_out) * tiles) as u64)
 }
 
