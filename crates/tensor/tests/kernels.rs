@@ -133,26 +133,28 @@ fn winograd_bands_fill_whole_vectors() {
 /// 1024×768.
 #[test]
 fn winograd_bands_grow_with_the_filters() {
+    // The bands of a layer (from its GEMM tasks, 36 a band) and one band's workspace.
+    let bands = |g: &ConvGeometry| (winograd::tasks(g) / 36, winograd::band_workspace(g));
     let band_bytes =
         |c_in: usize, c_out: usize, tiles: usize| (4 * 36 * (c_in + c_out) * tiles) as u64;
     // conv4_2: a 128×96 map, 32×24 tiles, in 4 bands of 6 tile rows.
     assert_eq!(
-        winograd::band_workspace(&geo(512, 96, 128, 512, 3, 1)),
+        bands(&geo(512, 96, 128, 512, 3, 1)),
         (4, band_bytes(512, 512, 192))
     );
     // conv4_1 (256 → 512) at 512×384: its whole 16×12-tile map is one band.
     assert_eq!(
-        winograd::band_workspace(&geo(256, 48, 64, 512, 3, 1)),
+        bands(&geo(256, 48, 64, 512, 3, 1)),
         (1, band_bytes(256, 512, 192))
     );
     // conv3_2 (256 → 256): a 256×192 map, 64×48 tiles, one tile row (64 tiles) a band.
     assert_eq!(
-        winograd::band_workspace(&geo(256, 192, 256, 256, 3, 1)),
+        bands(&geo(256, 192, 256, 256, 3, 1)),
         (48, band_bytes(256, 256, 64))
     );
     // A tiny image's deep layers have empty maps: no bands, no workspace.
-    assert_eq!(winograd::band_workspace(&geo(512, 0, 0, 512, 3, 1)), (0, 0));
-    assert_eq!(winograd::band_workspace(&geo(512, 3, 0, 512, 3, 1)), (0, 0));
+    assert_eq!(bands(&geo(512, 0, 0, 512, 3, 1)), (0, 0));
+    assert_eq!(bands(&geo(512, 3, 0, 512, 3, 1)), (0, 0));
 }
 
 /// Winograd F(4×4, 3×3) itself, on any channel count (the dispatcher uses it from

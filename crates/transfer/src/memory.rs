@@ -217,7 +217,7 @@ fn maps(vgg: &Vgg, shape: &RunShape, (width, height): (usize, usize)) -> Result<
                 if forward == Algorithm::Winograd4x4 || input_grad == Algorithm::Winograd4x4 {
                     m.filters += 4 * raw;
                     // The input gradient's bands are the forward pass's, its channels swapped.
-                    m.workspace = m.workspace.max(winograd::band_workspace(&g).1);
+                    m.workspace = m.workspace.max(winograd::band_workspace(&g));
                 }
                 if matches!(input_grad, Algorithm::Im2col | Algorithm::Direct) {
                     m.filters += raw;

@@ -99,9 +99,13 @@ fn band_target(g: &ConvGeometry) -> usize {
     }
 }
 
-/// The tile rows per band of `g`'s map, and the bands `[t0, t1)` of its tile rows.
+/// The tile rows per band of `g`'s map, and the bands `[t0, t1)` of its tile rows (none for an
+/// empty map, which the memory plan meets at a tiny image's deep layers).
 fn bands(g: &ConvGeometry) -> (usize, Vec<(usize, usize)>) {
     let (tile_rows, tile_cols) = (g.h.div_ceil(M), g.w.div_ceil(M));
+    if tile_rows == 0 || tile_cols == 0 {
+        return (1, Vec::new());
+    }
     let rows = rows_per_band(tile_rows, tile_cols, band_target(g));
     let list = (0..tile_rows)
         .step_by(rows)
@@ -139,19 +143,19 @@ pub fn tasks(g: &ConvGeometry) -> usize {
     bands(g).1.len() * E
 }
 
-/// The bands of `g`'s map, and the bytes of one band's workspace: its transformed input `V`
-/// (`36 × C_in × tiles` floats) and products `M` (`36 × C_out × tiles`), for the largest band.
-/// A thread keeps the largest workspace it has used for the next band (`scratch`'s pools), and
-/// holds two when, waiting inside one band for a part another thread took, it starts another;
-/// `nst-transfer`'s memory plan counts two per thread. An empty map (which the memory plan meets
-/// for a tiny image's deep layers) has none.
-pub fn band_workspace(g: &ConvGeometry) -> (usize, u64) {
-    if g.h == 0 || g.w == 0 {
-        return (0, 0);
-    }
-    let (rows, list) = bands(g);
-    let tiles = rows * g.w.div_ceil(M);
-    (list.len(), (4 * E * (g.c_in + g.c_out) * tiles) as u64)
+/// The bytes of the workspace of `g`'s largest band: its transformed input `V` (`36 × C_in ×
+/// tiles` floats) and products `M` (`36 × C_out × tiles`). A thread keeps the largest workspace
+/// it has used for the next band (`scratch`'s pools), and holds two when, waiting inside one band
+/// for a part another thread took, it starts another; `nst-transfer`'s memory plan counts two
+/// per thread. An empty map has no band and needs none.
+pub fn band_workspace(g: &ConvGeometry) -> u64 {
+    let rows = bands(g)
+        .1
+        .iter()
+        .map(|&(t0, t1)| t1 - t0)
+        .max()
+        .unwrap_or(0);
+    (4 * E * (g.c_in + g.c_out) * rows * g.w.div_ceil(M)) as u64
 }
 
 thread_local! {
