@@ -143,6 +143,13 @@ pub fn tasks(g: &ConvGeometry) -> usize {
     bands(g).1.len() * E
 }
 
+/// The floats of a band of `n` tiles' workspace: its transformed input `V` (`36 × C_in × n`) and
+/// its products `M` (`36 × C_out × n`) — what [`convolve`] takes for each band, and what
+/// [`band_workspace`] counts.
+fn band_floats(g: &ConvGeometry, n: usize) -> (usize, usize) {
+    (E * g.c_in * n, E * g.c_out * n)
+}
+
 /// The bytes of the workspace of `g`'s largest band: its transformed input `V` (`36 × C_in ×
 /// tiles` floats) and products `M` (`36 × C_out × tiles`). A thread keeps the largest workspace
 /// it has used for the next band (`scratch`'s pools), and holds two when, waiting inside one band
@@ -155,7 +162,8 @@ pub fn band_workspace(g: &ConvGeometry) -> u64 {
         .map(|&(t0, t1)| t1 - t0)
         .max()
         .unwrap_or(0);
-    (4 * E * (g.c_in + g.c_out) * rows * g.w.div_ceil(M)) as u64
+    let (v, m) = band_floats(g, rows * g.w.div_ceil(M));
+    (size_of::<f32>() * (v + m)) as u64
 }
 
 thread_local! {
@@ -490,11 +498,12 @@ fn convolve(
         .zip(args)
         .for_each(|(((t0, t1), mut out), mut arg)| {
             let n = (t1 - t0) * tile_cols;
+            let (v_len, m_len) = band_floats(g, n);
             // V: [36][C_in][n]. Each channel group's input-transform task gets its rows of all
             // 36 matrices, so the GEMMs below see one contiguous C_in × n operand each.
             // Every element of V and M is written before it is read (transform, then GEMM with
             // beta = 0), so reused buffers need no zeroing.
-            let mut v = scratch::take(E * g.c_in * n);
+            let mut v = scratch::take(v_len);
             group_chunks(&mut v, g.c_in * n, CHANNEL_GROUP * n, false)
                 .into_par_iter()
                 .enumerate()
@@ -510,7 +519,7 @@ fn convolve(
                     };
                     transform_input(isa, x, g, band, &mut vg);
                 });
-            let mut m = scratch::take(E * g.c_out * n);
+            let mut m = scratch::take(m_len);
             m.par_chunks_mut(g.c_out * n)
                 .zip(v.par_chunks(g.c_in * n))
                 .enumerate()
