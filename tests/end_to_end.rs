@@ -816,21 +816,22 @@ fn the_memory_budget_is_checked_before_the_run() {
         "coarse to fine {staged} MiB vs one scale {single} MiB"
     );
 
-    // Room for the evaluation but not for 100 L-BFGS pairs: the history is shortened.
+    // Room for the evaluation but not for 100 L-BFGS pairs (0.9 GiB in half precision at
+    // 1024×768): the history is shortened.
     let capped = run(&[
         "--size",
         "1024",
         "--iters",
         "300",
         "--max-memory",
-        "2.5G",
+        "2G",
         "--dry-run",
     ]);
     let (plan, msg) = (String::from_utf8_lossy(&capped.stdout), stderr(&capped));
     assert!(capped.status.success(), "{msg}");
     assert!(msg.contains("L-BFGS history capped at"), "{msg}");
     assert!(
-        plan.contains("of a 2.5 GiB budget (--max-memory)"),
+        plan.contains("of a 2.0 GiB budget (--max-memory)"),
         "{plan}"
     );
     let history: usize = plan

@@ -7,14 +7,15 @@
 //! peak = base + weights + prepared filters                       (fixed)
 //!      + FRAGMENTATION · 4 B · (2·M_max + Σ_content M_l)          (one evaluation)
 //!      + 2 · threads · W_max                                      (Winograd workspaces)
-//!      + 4 B · N · (2·pairs + IMAGE_COPIES)                       (images and optimizer state)
+//!      + 4 B · N · IMAGE_COPIES + 2 B · N · 2·pairs                (images and optimizer state)
 //! ```
 //!
 //! (with tiled evaluation, the maps of one tile's window, plus the whole content targets) where
 //! `M_l` is the number of floats in layer `l`'s feature map, `M_max` the largest map up to
 //! the deepest layer used (block 1's: 64 channels at full size), `N = 3·H·W` the image,
-//! `pairs` the L-BFGS history actually kept, and `W_max` the largest workspace of one Winograd
-//! band (`nst_tensor::kernels::conv::winograd::band_workspace`: 27 MiB for VGG's conv4 and conv5
+//! `pairs` the L-BFGS history actually kept (two vectors a pair, stored in half precision),
+//! and `W_max` the largest workspace of one Winograd band
+//! (`nst_tensor::kernels::conv::winograd::band_workspace`: 27 MiB for VGG's conv4 and conv5
 //! layers once their maps have 192 tiles), which each thread of the pool keeps for its next band
 //! — two of them when, waiting inside one band for a part another thread took, it starts another
 //! band (measured at 1024×768 with 2 threads: bands of 192 tiles at conv4 and conv5, 9 → 27 MiB
@@ -151,12 +152,9 @@ pub fn estimate_peak(vgg: &Vgg, shape: &RunShape, pairs: usize) -> Result<u64, V
     let image = 4 * 3 * (width * height) as u64;
     // Saturating: sizes from flags (`--history`, `--style-scale`) may be absurd, and the
     // estimate must then say "too much", not wrap around.
+    // A pair is two vectors of 2-byte values: one f32 image's bytes.
     let images = image
-        .saturating_mul(
-            (pairs as u64)
-                .saturating_mul(2)
-                .saturating_add(IMAGE_COPIES),
-        )
+        .saturating_mul((pairs as u64).saturating_add(IMAGE_COPIES))
         .saturating_add(12u64.saturating_mul(shape.style_pixels as u64));
     Ok((BASE_BYTES + weights + whole.filters)
         .saturating_add(evaluation as u64)

@@ -16,7 +16,9 @@ use std::sync::OnceLock;
 pub enum Isa {
     /// What every x86-64 (or other) processor has: SSE2 on x86-64.
     Baseline,
-    /// AVX2 and FMA (Intel Haswell, AMD Zen and later): 8 f32 lanes per register.
+    /// AVX2 and FMA (Intel Haswell, AMD Zen and later): 8 f32 lanes per register. Also F16C,
+    /// the conversions between f32 and half precision, which every processor with AVX2 has
+    /// (the L-BFGS history in `nst-transfer` is stored in half precision).
     Avx2Fma,
     /// AVX-512F on top of AVX2 and FMA (Intel Skylake-SP, AMD Zen 4 and later): 16 f32 lanes
     /// per register, 32 registers.
@@ -47,7 +49,10 @@ impl Isa {
     pub fn available() -> Vec<Isa> {
         let mut levels = vec![Isa::Baseline];
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
             levels.push(Isa::Avx2Fma);
             if std::is_x86_feature_detected!("avx512f") {
                 levels.push(Isa::Avx512F);

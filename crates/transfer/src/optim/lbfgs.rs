@@ -6,9 +6,11 @@
 //! `γ = sᵀy / yᵀMy` of the newest pair and `M` the identity (the classic method) or the image
 //! pyramid's metric ([`Multiscale`], a preconditioner); the first direction, and each after a
 //! restart, is `−M·g`, its first trial step `min(1, 1/‖g‖₁)` in the classic method and, with the
-//! metric, the one that moves no pixel by more than `FIRST_STEP`. A pair is kept only if
-//! `yᵀs > 1e-10` (positive curvature), so `H` stays positive definite and `d` a descent
-//! direction.
+//! metric, the one that moves no pixel by more than `FIRST_STEP`. The pairs are stored in half
+//! precision, which halves the bytes each step reads ([`HalfVector`]: everything after the
+//! rounding, `ρ` and `γ` included, uses the rounded pair, so `H` is the exact L-BFGS update of
+//! the pairs as stored). A pair is kept only if `yᵀs > 1e-10` (positive curvature), so `H` stays
+//! positive definite and `d` a descent direction.
 //!
 //! The step along `d` is chosen by the strong-Wolfe line search by default. With
 //! [`LineSearch::None`] it is the classic fixed step of Lua `optim.lbfgs` and
@@ -16,9 +18,10 @@
 //! step — made safe: a step that raises the loss (or makes it non-finite) is undone, the memory
 //! cleared, and the next step is again a scaled gradient step of half the length.
 
+use super::half_vector::HalfVector;
 use super::line_search::{strong_wolfe, Trial};
 use super::multiscale::Multiscale;
-use super::{axpy, axpy_dot, dot, max_abs, Eval, Optimizer};
+use super::{axpy, dot, max_abs, Eval, Optimizer};
 use std::collections::VecDeque;
 
 /// How L-BFGS picks the step length along its direction.
@@ -50,10 +53,10 @@ const FIRST_STEP: f64 = 0.5;
 /// Most line-search evaluations per iteration.
 const MAX_LINE_SEARCH_EVALS: usize = 25;
 
-/// One curvature pair with `ρ = 1 / yᵀs`.
+/// One curvature pair, stored in half precision, with `ρ = 1 / yᵀs` of the stored values.
 struct Pair {
-    s: Vec<f32>,
-    y: Vec<f32>,
+    s: HalfVector,
+    y: HalfVector,
     rho: f64,
 }
 
@@ -64,9 +67,9 @@ struct Pair {
 /// q ← h0·M·q; for i oldest → newest:  βᵢ = ρᵢ yᵢᵀq,  q ← q + (αᵢ − βᵢ) sᵢ
 /// ```
 ///
-/// Each update is made in one pass with the next pair's dot product ([`axpy_dot`]): the history
-/// (up to 100 pairs of image-sized vectors) is read once per loop, and reading it is what a step
-/// costs.
+/// Each update is made in one pass with the next pair's dot product
+/// ([`HalfVector::add_to_then_dot`]): the history (up to 100 pairs of image-sized vectors) is
+/// read once per loop, and reading it is what a step costs.
 fn direction(g: &[f32], memory: &VecDeque<Pair>, h0: f64, metric: Option<&Multiscale>) -> Vec<f32> {
     let mut q: Vec<f32> = g.iter().map(|v| -v).collect();
     let n = memory.len();
@@ -74,29 +77,29 @@ fn direction(g: &[f32], memory: &VecDeque<Pair>, h0: f64, metric: Option<&Multis
     if n == 0 {
         return q;
     }
-    let mut next = memory[n - 1].rho * dot(&memory[n - 1].s, &q);
+    let mut next = memory[n - 1].rho * memory[n - 1].s.dot(&q);
     for i in (0..n).rev() {
         alpha[i] = next;
         let p = &memory[i];
         match i.checked_sub(1) {
             Some(older) => {
                 let o = &memory[older];
-                next = o.rho * axpy_dot(-alpha[i], &p.y, &mut q, &o.s);
+                next = o.rho * p.y.add_to_then_dot(-alpha[i], &mut q, &o.s);
             }
-            None => axpy(-alpha[i], &p.y, &mut q),
+            None => p.y.add_to(-alpha[i], &mut q),
         }
     }
     if let Some(m) = metric {
         q = m.apply(&q);
     }
     q.iter_mut().for_each(|v| *v = (*v as f64 * h0) as f32);
-    let mut beta = memory[0].rho * dot(&memory[0].y, &q);
+    let mut beta = memory[0].rho * memory[0].y.dot(&q);
     for (i, p) in memory.iter().enumerate() {
         match memory.get(i + 1) {
             Some(newer) => {
-                beta = newer.rho * axpy_dot(alpha[i] - beta, &p.s, &mut q, &newer.y);
+                beta = newer.rho * p.s.add_to_then_dot(alpha[i] - beta, &mut q, &newer.y);
             }
-            None => axpy(alpha[i] - beta, &p.s, &mut q),
+            None => p.s.add_to(alpha[i] - beta, &mut q),
         }
     }
     q
@@ -200,18 +203,25 @@ impl Optimizer for Lbfgs {
                 restart = true;
                 continue;
             }
-            // Curvature pair from this step.
+            // Curvature pair from this step, as it will be stored; its curvature `yᵀs` and the
+            // scale `γ = yᵀs / yᵀMy` are those of the stored values.
             let s: Vec<f32> = x.iter().zip(&x_old).map(|(a, b)| a - b).collect();
             let y: Vec<f32> = next.g.iter().zip(&cur.g).map(|(a, b)| a - b).collect();
-            let ys = dot(&y, &s);
-            if ys > 1e-10 {
+            let stored = HalfVector::round(&s).zip(HalfVector::round(&y));
+            drop((s, y));
+            let curvature = stored.and_then(|(s, y)| {
+                let y_values = y.widen();
+                let ys = s.dot(&y_values);
+                (ys > 1e-10).then_some((s, y, y_values, ys))
+            });
+            if let Some((s, y, y_values, ys)) = curvature {
                 if memory.len() == self.history {
                     memory.pop_front();
                 }
                 h0 = ys
                     / match &self.metric {
-                        Some(m) => m.quadratic(&y),
-                        None => dot(&y, &y),
+                        Some(m) => m.quadratic(&y_values),
+                        None => dot(&y_values, &y_values),
                     };
                 memory.push_back(Pair {
                     s,

@@ -6,10 +6,12 @@
 //! `x` its last accepted iterate. Budgets therefore count evaluations, line-search ones included,
 //! and are enforced by the caller (see `run.rs`), not by each optimizer.
 //!
-//! Scalars (dot products, step lengths) are f64; vectors are f32.
+//! Scalars (dot products, step lengths) are f64; vectors are f32, except L-BFGS's stored pairs,
+//! kept in half precision (`half_vector.rs`).
 
 mod adam;
 mod gd;
+mod half_vector;
 mod lbfgs;
 mod line_search;
 mod multiscale;
@@ -19,7 +21,7 @@ pub use adam::Adam;
 pub use gd::GradientDescent;
 pub use lbfgs::{Lbfgs, LineSearch};
 pub use multiscale::Multiscale;
-use vector::{axpy, axpy_dot, dot, max_abs};
+use vector::{axpy, dot, max_abs};
 
 /// The metric L-BFGS's inverse-Hessian guess starts from (see [`Multiscale`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
