@@ -60,7 +60,7 @@ impl Stored for f16 {
 
 /// Length of the pieces [`dot`] and [`axpy`] split their vectors into, one rayon task each. Fixed,
 /// so that a dot product — the pieces' sums added in order — is the same for any thread count.
-/// 2¹⁴ values (64 KiB per vector) keep each task long enough to pay for itself.
+/// 2¹⁴ values (64 KiB of f32, 32 KiB of f16) keep each task long enough to pay for itself.
 pub(super) const PIECE: usize = 1 << 14;
 
 /// Partial sums [`dot`] keeps apart within a piece.
